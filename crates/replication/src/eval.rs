@@ -1,0 +1,437 @@
+//! Evaluation of KV batches on a range's leader.
+//!
+//! Concord evaluates requests on the proposer (the leader), as CockroachDB
+//! does, and replicates the *effects*: a commit's evaluation decides the
+//! commit timestamp and checks for conflicts against local state, and only the
+//! resulting MVCC writes go through Raft. Applying them is then a blind,
+//! deterministic write on every replica.
+//!
+//! ```text
+//!  read batch (gets, scans)          commit (1PC)
+//!  ────────────────────────          ────────────────────────────────────────
+//!  ReadIndex: still leader,          latches: write keys (w), read spans (r)
+//!    applied ≥ commit index          leader ready?
+//!  latches (read)                    ts = max(read_ts,
+//!  MVCC get / scan at read_ts,                 tscache(key).next(),
+//!    uncertainty check                         newest version(key).next())
+//!  record reads in tscache           ts > read_ts? refresh read spans over
+//!  release latches                     (read_ts, ts]: a write there = retry
+//!                                    propose {writes @ ts}; wait for apply
+//!                                    release latches; reply commit ts
+//! ```
+//!
+//! Latches make evaluation and apply atomic with respect to overlapping
+//! requests: a read never runs between a conflicting write's evaluation and
+//! its application. The timestamp cache makes transactions serializable: a
+//! write is never placed below a read of the same key by another transaction.
+//!
+//! # Not done yet
+//! - Intents and two-phase commit across ranges, the transaction record and
+//!   intent resolution (the transactions issue); every transaction commits
+//!   here in one phase, which holds while there is a single range.
+
+use concord_hlc::Timestamp;
+use concord_proto::kv::{
+    self, request::Request as Req, response::Response as Resp, BatchRequest, BatchResponse,
+    KvError, Span,
+};
+use concord_proto::meta::{MvccWrite, RaftCommand, WriteBatchCommand};
+use concord_storage::fmt_key;
+use concord_storage::mvcc::{self, MvccError, ReadOpts};
+
+use crate::latch::LatchSpan;
+use crate::store::{ReplicaHandle, Store};
+use crate::Error;
+
+impl Store {
+    /// Evaluates a KV batch addressed to a range on this node.
+    pub async fn batch(&self, req: BatchRequest) -> BatchResponse {
+        let result = self.eval_batch(req).await;
+        let now = Some(self.clock().now().into());
+        match result {
+            Ok(responses) => BatchResponse {
+                now,
+                responses,
+                error: None,
+            },
+            Err(e) => BatchResponse {
+                now,
+                responses: vec![],
+                error: Some(e.to_proto()),
+            },
+        }
+    }
+
+    async fn eval_batch(&self, req: BatchRequest) -> Result<Vec<kv::Response>, Error> {
+        if let Some(now) = req.now {
+            self.clock().update(now.into())?;
+        }
+        let replica = self.replica(req.range_id)?;
+        let requests: Vec<Req> = req
+            .requests
+            .into_iter()
+            .map(|r| {
+                r.request
+                    .ok_or_else(|| Error::BadRequest("empty request".into()))
+            })
+            .collect::<Result<_, _>>()?;
+        let txn = req.txn.unwrap_or_default();
+        let read_ts: Timestamp = concord_proto::ts(txn.read_ts);
+        let read_ts = if read_ts.is_zero() {
+            self.clock().now()
+        } else {
+            read_ts
+        };
+        let uncertainty_limit = concord_proto::ts(txn.uncertainty_limit).max(read_ts);
+        let txn_id = (!txn.id.is_empty()).then_some(txn.id.as_slice());
+        let ctx = Ctx {
+            read_ts,
+            uncertainty_limit,
+            txn_id,
+        };
+        let commits = requests
+            .iter()
+            .filter(|r| matches!(r, Req::Commit(_)))
+            .count();
+        if commits > 0 {
+            if commits != 1 || requests.len() != 1 {
+                return Err(Error::BadRequest(
+                    "a commit must be alone in its batch".into(),
+                ));
+            }
+            let Some(Req::Commit(c)) = requests.into_iter().next() else {
+                unreachable!("checked: exactly one commit request");
+            };
+            return self.eval_commit(&replica, &ctx, c).await;
+        }
+        self.eval_reads(&replica, &ctx, requests).await
+    }
+
+    async fn eval_reads(
+        &self,
+        replica: &ReplicaHandle,
+        ctx: &Ctx<'_>,
+        requests: Vec<Req>,
+    ) -> Result<Vec<kv::Response>, Error> {
+        let mut spans = Vec::with_capacity(requests.len());
+        for r in &requests {
+            match r {
+                Req::Get(g) => {
+                    check_key(replica, &g.key)?;
+                    spans.push(LatchSpan::read_key(&g.key));
+                }
+                Req::Scan(s) => {
+                    check_span(replica, &s.start, &s.end)?;
+                    spans.push(LatchSpan::read_span(&s.start, &s.end));
+                }
+                Req::Refresh(rf) => {
+                    for sp in &rf.spans {
+                        check_span_or_key(replica, sp)?;
+                        spans.push(span_latch(sp));
+                    }
+                }
+                Req::Commit(_) => unreachable!("commits are evaluated alone"),
+            }
+        }
+        self.read_index(replica.range_id).await?;
+        let _latches = replica.latches.acquire(spans).await;
+        let engine = self.engine().as_ref();
+        let opts = ReadOpts {
+            read_ts: ctx.read_ts,
+            uncertainty_limit: ctx.uncertainty_limit,
+            txn_id: ctx.txn_id,
+        };
+        let mut out = Vec::with_capacity(requests.len());
+        for r in requests {
+            let resp = match r {
+                Req::Get(g) => {
+                    let value = mvcc::get(engine, &g.key, opts).map_err(Error::from)?;
+                    replica
+                        .tscache
+                        .lock()
+                        .add_point(&g.key, ctx.read_ts, ctx.txn_id);
+                    Resp::Get(kv::GetResponse {
+                        found: value.is_some(),
+                        value: value.unwrap_or_default(),
+                    })
+                }
+                Req::Scan(s) => {
+                    if s.reverse {
+                        return Err(Error::BadRequest(
+                            "reverse scans are not supported yet".into(),
+                        ));
+                    }
+                    let end = (!s.end.is_empty()).then_some(s.end.as_slice());
+                    let res = mvcc::scan(engine, &s.start, end, s.limit as usize, opts)
+                        .map_err(Error::from)?;
+                    // Record only what was actually read: up to the resume key.
+                    let read_end = res.resume_key.clone().unwrap_or(s.end.clone());
+                    replica
+                        .tscache
+                        .lock()
+                        .add_span(&s.start, &read_end, ctx.read_ts, ctx.txn_id);
+                    Resp::Scan(kv::ScanResponse {
+                        rows: res
+                            .rows
+                            .into_iter()
+                            .map(|(key, value)| kv::KeyValue { key, value })
+                            .collect(),
+                        resume_key: res.resume_key.unwrap_or_default(),
+                    })
+                }
+                Req::Refresh(rf) => {
+                    let from = concord_proto::ts(rf.from);
+                    let to = concord_proto::ts(rf.to);
+                    refresh_spans(engine, &rf.spans, from, to, ctx.txn_id)?;
+                    let mut tscache = replica.tscache.lock();
+                    for sp in &rf.spans {
+                        if sp.end.is_empty() {
+                            tscache.add_point(&sp.start, to, ctx.txn_id);
+                        } else {
+                            tscache.add_span(&sp.start, &sp.end, to, ctx.txn_id);
+                        }
+                    }
+                    Resp::Refresh(kv::RefreshResponse {})
+                }
+                Req::Commit(_) => unreachable!("commits are evaluated alone"),
+            };
+            out.push(kv::Response {
+                response: Some(resp),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn eval_commit(
+        &self,
+        replica: &ReplicaHandle,
+        ctx: &Ctx<'_>,
+        commit: kv::CommitRequest,
+    ) -> Result<Vec<kv::Response>, Error> {
+        let mut spans = Vec::with_capacity(commit.writes.len() + commit.read_spans.len());
+        for w in &commit.writes {
+            check_key(replica, &w.key)?;
+            spans.push(LatchSpan::write_key(&w.key));
+        }
+        for sp in &commit.read_spans {
+            check_span_or_key(replica, sp)?;
+            spans.push(span_latch(sp));
+        }
+        let _latches = replica.latches.acquire(spans).await;
+        if !replica.status.lock().leader_ready {
+            return Err(Error::NotLeader {
+                range_id: replica.range_id,
+                leader_node: replica.leader_node(),
+            });
+        }
+        let engine = self.engine().as_ref();
+        // The commit timestamp: at or above the read timestamp, above every
+        // other transaction's read of a written key, above every committed
+        // version of a written key.
+        let mut ts = ctx.read_ts;
+        {
+            let tscache = replica.tscache.lock();
+            for w in &commit.writes {
+                let read = tscache.max_read(&w.key, ctx.txn_id);
+                if read >= ts {
+                    ts = read.next();
+                }
+            }
+        }
+        for w in &commit.writes {
+            if let Some(existing) = mvcc::newest_version_ts(engine, &w.key)? {
+                if existing >= ts {
+                    ts = existing.next();
+                }
+            }
+            if let Some(intent) = mvcc::get_intent(engine, &w.key)? {
+                let other = intent.txn.unwrap_or_default();
+                if Some(other.id.as_slice()) != ctx.txn_id {
+                    return Err(Error::Mvcc(MvccError::WriteIntent {
+                        key: w.key.clone(),
+                        intent: other,
+                    }));
+                }
+            }
+        }
+        if ts > ctx.read_ts {
+            refresh_spans(engine, &commit.read_spans, ctx.read_ts, ts, ctx.txn_id)?;
+            // The refreshed reads now hold at the commit timestamp: no other
+            // transaction may write below it in those spans.
+            let mut tscache = replica.tscache.lock();
+            for sp in &commit.read_spans {
+                if sp.end.is_empty() {
+                    tscache.add_point(&sp.start, ts, ctx.txn_id);
+                } else {
+                    tscache.add_span(&sp.start, &sp.end, ts, ctx.txn_id);
+                }
+            }
+        }
+        let writes = commit
+            .writes
+            .into_iter()
+            .map(|w| MvccWrite {
+                key: w.key,
+                ts: Some(ts.into()),
+                value: w.value,
+                tombstone: w.tombstone,
+            })
+            .collect();
+        let cmd = RaftCommand {
+            id: new_command_id(),
+            cmd: Some(concord_proto::meta::raft_command::Cmd::WriteBatch(
+                WriteBatchCommand { writes },
+            )),
+        };
+        self.propose(replica.range_id, cmd).await?;
+        let _ = self.clock().update(ts);
+        // Commit wait: a commit pushed into the future (above this node's
+        // physical clock, e.g. by a new leader's timestamp cache low water
+        // mark) is acknowledged only once that time has passed, so that a
+        // read started anywhere after the acknowledgement sees it.
+        let ahead = ts.wall.saturating_sub(self.clock().physical_now());
+        if ahead > 0 {
+            tokio::time::sleep(std::time::Duration::from_nanos(ahead)).await;
+        }
+        Ok(vec![kv::Response {
+            response: Some(Resp::Commit(kv::CommitResponse {
+                commit_ts: Some(ts.into()),
+            })),
+        }])
+    }
+}
+
+struct Ctx<'a> {
+    read_ts: Timestamp,
+    uncertainty_limit: Timestamp,
+    txn_id: Option<&'a [u8]>,
+}
+
+fn span_latch(sp: &Span) -> LatchSpan {
+    if sp.end.is_empty() {
+        LatchSpan::read_key(&sp.start)
+    } else {
+        LatchSpan::read_span(&sp.start, &sp.end)
+    }
+}
+
+/// Fails with a retry error if anything was written in `spans` in `(from, to]`.
+fn refresh_spans(
+    engine: &dyn concord_storage::Engine,
+    spans: &[Span],
+    from: Timestamp,
+    to: Timestamp,
+    txn_id: Option<&[u8]>,
+) -> Result<(), Error> {
+    for sp in spans {
+        let end = (!sp.end.is_empty()).then_some(sp.end.as_slice());
+        if let Some((key, ts)) = mvcc::find_write_in_span(engine, &sp.start, end, from, to, txn_id)?
+        {
+            return Err(Error::TransactionRetry {
+                key,
+                reason: format!(
+                    "RETRY_SERIALIZABLE: a read at {from} was invalidated by a write at {ts}; the commit had to move to {to}"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn new_command_id() -> Vec<u8> {
+    rand::random::<[u8; 16]>().to_vec()
+}
+
+fn in_range(desc: &concord_proto::meta::RangeDescriptor, key: &[u8]) -> bool {
+    key >= desc.start_key.as_slice() && (desc.end_key.is_empty() || key < desc.end_key.as_slice())
+}
+
+fn mismatch(replica: &ReplicaHandle, key: &[u8]) -> Error {
+    Error::RangeKeyMismatch {
+        range_id: replica.range_id,
+        key: key.to_vec(),
+        desc: Box::new(replica.desc.read().clone()),
+    }
+}
+
+fn check_key(replica: &ReplicaHandle, key: &[u8]) -> Result<(), Error> {
+    if in_range(&replica.desc.read(), key) {
+        Ok(())
+    } else {
+        Err(mismatch(replica, key))
+    }
+}
+
+fn check_span(replica: &ReplicaHandle, start: &[u8], end: &[u8]) -> Result<(), Error> {
+    let desc = replica.desc.read();
+    let start_ok = in_range(&desc, start);
+    let end_ok = if end.is_empty() {
+        desc.end_key.is_empty()
+    } else {
+        desc.end_key.is_empty() || end <= desc.end_key.as_slice()
+    };
+    if start_ok && end_ok {
+        Ok(())
+    } else {
+        drop(desc);
+        Err(mismatch(replica, start))
+    }
+}
+
+fn check_span_or_key(replica: &ReplicaHandle, sp: &Span) -> Result<(), Error> {
+    if sp.end.is_empty() {
+        check_key(replica, &sp.start)
+    } else {
+        check_span(replica, &sp.start, &sp.end)
+    }
+}
+
+impl Error {
+    /// The error as it travels in a `BatchResponse`.
+    pub fn to_proto(&self) -> KvError {
+        use kv::kv_error::Kind;
+        let mut e = KvError {
+            kind: Kind::Internal as i32,
+            message: self.to_string(),
+            ..Default::default()
+        };
+        match self {
+            Error::NotLeader { leader_node, .. } => {
+                e.kind = Kind::NotLeader as i32;
+                e.leader_node_id = leader_node.unwrap_or(0);
+            }
+            Error::RangeNotFound(_) => e.kind = Kind::RangeNotFound as i32,
+            Error::RangeKeyMismatch { key, desc, .. } => {
+                e.kind = Kind::RangeKeyMismatch as i32;
+                e.key = key.clone();
+                e.descriptor = Some((**desc).clone());
+            }
+            Error::Mvcc(MvccError::ReadWithinUncertainty { key, value_ts, .. }) => {
+                e.kind = Kind::ReadWithinUncertainty as i32;
+                e.key = key.clone();
+                e.ts = Some((*value_ts).into());
+            }
+            Error::Mvcc(MvccError::WriteIntent { key, intent }) => {
+                e.kind = Kind::WriteIntent as i32;
+                e.key = key.clone();
+                e.txn_id = intent.id.clone();
+            }
+            Error::Mvcc(MvccError::WriteTooOld { key, .. })
+            | Error::TransactionRetry { key, .. } => {
+                e.kind = Kind::TransactionRetry as i32;
+                e.key = key.clone();
+            }
+            Error::AmbiguousResult(_) => e.kind = Kind::AmbiguousResult as i32,
+            Error::Unavailable(_) | Error::Stopped => e.kind = Kind::Unavailable as i32,
+            Error::ClockOffset(_) => e.kind = Kind::ClockOffset as i32,
+            Error::Storage(_) | Error::Mvcc(MvccError::Storage(_)) => e.kind = Kind::Storage as i32,
+            Error::BadRequest(_) | Error::AlreadyBootstrapped(_) | Error::Internal(_) => {}
+        }
+        e
+    }
+}
+
+/// Formats a key for error messages.
+pub fn key_for_humans(key: &[u8]) -> String {
+    fmt_key(key)
+}

@@ -1,0 +1,317 @@
+//! Test support: in-process clusters of stores connected by a message mesh
+//! that can cut links. Compiled only for tests and benchmarks (the `testing`
+//! feature); the product uses [`crate::GrpcTransport`].
+//!
+//! ```text
+//!   TestCluster
+//!     ├─ node 1: Store ─┐
+//!     ├─ node 2: Store ─┼─ Mesh (delivers Raft messages, drops cut links)
+//!     └─ node 3: Store ─┘
+//! ```
+//!
+//! Stores run on RocksDB in temporary directories, so a node can be stopped
+//! and restarted on its data, as after a crash.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use concord_hlc::{Clock, Timestamp};
+use concord_proto::kv::{
+    self, request::Request as Req, response::Response as Resp, BatchRequest, TxnHeader,
+};
+use concord_proto::meta::{NodeDescriptor, RangeDescriptor, ReplicaDescriptor, StoreIdent};
+use concord_storage::{Engine, RocksEngine};
+use parking_lot::RwLock;
+use raft::prelude::Message;
+
+use crate::{NodeRegistry, RaftTransport, Store, StoreConfig};
+
+/// Delivers Raft messages between in-process stores.
+#[derive(Default)]
+pub struct Mesh {
+    stores: RwLock<HashMap<u64, Store>>,
+    cut: RwLock<HashSet<(u64, u64)>>,
+}
+
+impl Mesh {
+    /// Drops every message between `a` and `b`, both ways.
+    pub fn partition(&self, a: u64, b: u64) {
+        let mut cut = self.cut.write();
+        cut.insert((a, b));
+        cut.insert((b, a));
+    }
+
+    /// Cuts `node` off from every other node.
+    pub fn isolate(&self, node: u64, all: &[u64]) {
+        for &other in all {
+            if other != node {
+                self.partition(node, other);
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.cut.write().clear();
+    }
+}
+
+/// The transport of one node on the mesh.
+pub struct MeshTransport {
+    from: u64,
+    mesh: Arc<Mesh>,
+}
+
+impl RaftTransport for MeshTransport {
+    fn send(&self, to_node: u64, range_id: u64, msg: Message) {
+        if self.mesh.cut.read().contains(&(self.from, to_node)) {
+            return;
+        }
+        if let Some(store) = self.mesh.stores.read().get(&to_node) {
+            store.deliver_raft_message(range_id, msg);
+        }
+    }
+}
+
+/// A cluster of stores in this process, sharing one range.
+pub struct TestCluster {
+    pub mesh: Arc<Mesh>,
+    dirs: Vec<tempfile::TempDir>,
+    pub config: StoreConfig,
+    pub nodes: Vec<NodeDescriptor>,
+    pub range: RangeDescriptor,
+}
+
+/// Fast Raft timing for tests: 20 ms ticks.
+pub fn fast_config() -> StoreConfig {
+    StoreConfig {
+        tick_interval: Duration::from_millis(20),
+        raft_timeout: Duration::from_secs(2),
+        ..StoreConfig::default()
+    }
+}
+
+impl TestCluster {
+    /// Starts `n` nodes and bootstraps range 1 with a replica on each.
+    pub async fn start(n: usize, config: StoreConfig) -> TestCluster {
+        let mesh = Arc::new(Mesh::default());
+        let nodes: Vec<NodeDescriptor> = (1..=n as u64)
+            .map(|id| NodeDescriptor {
+                node_id: id,
+                address: format!("mesh:{id}"),
+                ..Default::default()
+            })
+            .collect();
+        let range = RangeDescriptor {
+            range_id: 1,
+            start_key: vec![],
+            end_key: vec![],
+            replicas: nodes
+                .iter()
+                .map(|d| ReplicaDescriptor {
+                    node_id: d.node_id,
+                    replica_id: d.node_id,
+                })
+                .collect(),
+            next_replica_id: n as u64 + 1,
+            generation: 1,
+        };
+        let mut cluster = TestCluster {
+            mesh,
+            dirs: (0..n)
+                .map(|_| tempfile::tempdir().expect("temp dir"))
+                .collect(),
+            config,
+            nodes,
+            range,
+        };
+        for id in 1..=n as u64 {
+            let store = cluster.open(id);
+            store
+                .bootstrap(
+                    StoreIdent {
+                        cluster_id: b"test".to_vec(),
+                        node_id: id,
+                    },
+                    cluster.nodes.clone(),
+                    cluster.range.clone(),
+                )
+                .await
+                .expect("bootstrap");
+            cluster.mesh.stores.write().insert(id, store);
+        }
+        cluster
+    }
+
+    /// The data directory of a node.
+    pub fn dir(&self, node: u64) -> PathBuf {
+        self.dirs[(node - 1) as usize].path().to_path_buf()
+    }
+
+    fn open(&mut self, node: u64) -> Store {
+        let engine: Arc<dyn Engine> =
+            Arc::new(RocksEngine::open(self.dir(node)).expect("open rocksdb"));
+        let clock = Clock::new(Duration::from_millis(500)).expect("clock");
+        let transport = Arc::new(MeshTransport {
+            from: node,
+            mesh: self.mesh.clone(),
+        });
+        Store::start(
+            engine,
+            clock,
+            Arc::new(NodeRegistry::new()),
+            transport,
+            self.config.clone(),
+        )
+        .expect("start store")
+    }
+
+    /// The store of a running node.
+    pub fn store(&self, node: u64) -> Store {
+        self.mesh
+            .stores
+            .read()
+            .get(&node)
+            .cloned()
+            .expect("node is running")
+    }
+
+    /// Node ids of running nodes.
+    pub fn running(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.mesh.stores.read().keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Stops a node, as a crash would (nothing is flushed beyond what the
+    /// store already synced).
+    pub async fn stop(&self, node: u64) {
+        let store = self
+            .mesh
+            .stores
+            .write()
+            .remove(&node)
+            .expect("node is running");
+        store.stop();
+        drop(store);
+        // Wait until the ready loop has released the engine.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    /// Restarts a stopped node on its data.
+    pub async fn restart(&mut self, node: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // RocksDB's lock is released once the stopped store's last
+        // reference is dropped.
+        while RocksEngine::open(self.dir(node)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "node {node}'s store stays locked"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let store = self.open(node);
+        self.mesh.stores.write().insert(node, store);
+    }
+
+    /// Waits for a leader that may serve requests among running nodes.
+    pub async fn leader(&self, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for id in self.running() {
+                if let Ok(r) = self.store(id).replica(1) {
+                    if r.status.lock().leader_ready {
+                        return Some(id);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Commits writes through `node` in one transaction.
+    pub async fn commit(
+        &self,
+        node: u64,
+        writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<Timestamp, kv::KvError> {
+        let store = self.store(node);
+        let now = store.clock().now();
+        let req = BatchRequest {
+            range_id: 1,
+            now: None,
+            txn: Some(TxnHeader {
+                id: rand::random::<[u8; 16]>().to_vec(),
+                read_ts: Some(now.into()),
+                uncertainty_limit: Some(now.into()),
+            }),
+            requests: vec![kv::Request {
+                request: Some(Req::Commit(kv::CommitRequest {
+                    writes: writes
+                        .into_iter()
+                        .map(|(key, v)| kv::Write {
+                            key,
+                            tombstone: v.is_none(),
+                            value: v.unwrap_or_default(),
+                        })
+                        .collect(),
+                    read_spans: vec![],
+                })),
+            }],
+        };
+        let resp = store.batch(req).await;
+        if let Some(e) = resp.error {
+            return Err(e);
+        }
+        match resp.responses.into_iter().next().and_then(|r| r.response) {
+            Some(Resp::Commit(c)) => Ok(concord_proto::ts(c.commit_ts)),
+            other => panic!("unexpected commit response {other:?}"),
+        }
+    }
+
+    /// Reads a key through `node` (linearizable, served by the leader).
+    pub async fn get(&self, node: u64, key: &[u8]) -> Result<Option<Vec<u8>>, kv::KvError> {
+        let store = self.store(node);
+        let req = BatchRequest {
+            range_id: 1,
+            now: None,
+            txn: None,
+            requests: vec![kv::Request {
+                request: Some(Req::Get(kv::GetRequest { key: key.to_vec() })),
+            }],
+        };
+        let resp = store.batch(req).await;
+        if let Some(e) = resp.error {
+            return Err(e);
+        }
+        match resp.responses.into_iter().next().and_then(|r| r.response) {
+            Some(Resp::Get(g)) => Ok(g.found.then_some(g.value)),
+            other => panic!("unexpected get response {other:?}"),
+        }
+    }
+
+    /// Reads a key from a node's local engine, bypassing Raft: what that
+    /// replica has applied.
+    pub fn local_get(&self, node: u64, key: &[u8]) -> Option<Vec<u8>> {
+        let store = self.store(node);
+        concord_storage::mvcc::get(
+            store.engine().as_ref(),
+            key,
+            concord_storage::mvcc::ReadOpts::at(Timestamp::MAX),
+        )
+        .expect("local read")
+    }
+
+    /// The applied index of range 1 on a node.
+    pub fn applied(&self, node: u64) -> u64 {
+        self.store(node)
+            .replica(1)
+            .map(|r| r.status.lock().applied_index)
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,209 @@
+//! In-process cluster tests of one Raft-replicated range: real stores on
+//! RocksDB, Raft messages through a mesh that can cut links, nodes stopped
+//! and restarted on their data.
+
+use std::time::{Duration, Instant};
+
+use concord_proto::kv::kv_error::Kind;
+use concord_replication::testing::{fast_config, TestCluster};
+
+fn kv(i: usize) -> (Vec<u8>, Option<Vec<u8>>) {
+    (
+        format!("key{i:05}").into_bytes(),
+        Some(format!("value{i}").into_bytes()),
+    )
+}
+
+async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_elect_a_leader_and_apply_writes_everywhere() {
+    let c = TestCluster::start(3, fast_config()).await;
+    let leader = c
+        .leader(Duration::from_secs(10))
+        .await
+        .expect("a leader is elected");
+    for i in 0..50 {
+        c.commit(leader, vec![kv(i)])
+            .await
+            .expect("commit on the leader");
+    }
+    for node in 1..=3 {
+        let ok = wait_until(Duration::from_secs(5), || {
+            c.local_get(node, b"key00049") == Some(b"value49".to_vec())
+        })
+        .await;
+        assert!(ok, "node {node} applied every write");
+    }
+    assert_eq!(
+        c.get(leader, b"key00007").await.unwrap(),
+        Some(b"value7".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_refuse_requests_and_name_the_leader() {
+    let c = TestCluster::start(3, fast_config()).await;
+    let leader = c.leader(Duration::from_secs(10)).await.expect("leader");
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    // A follower that has heard from the leader names it.
+    let ok = wait_until(Duration::from_secs(5), || {
+        c.store(follower).replica(1).unwrap().leader_node() == Some(leader)
+    })
+    .await;
+    assert!(ok);
+    let err = c.commit(follower, vec![kv(1)]).await.unwrap_err();
+    assert_eq!(err.kind, Kind::NotLeader as i32, "{err:?}");
+    assert_eq!(err.leader_node_id, leader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_crash_elects_a_new_leader_and_keeps_acknowledged_writes() {
+    let mut c = TestCluster::start(3, fast_config()).await;
+    let old = c.leader(Duration::from_secs(10)).await.expect("leader");
+    for i in 0..20 {
+        c.commit(old, vec![kv(i)]).await.expect("commit");
+    }
+    c.stop(old).await;
+    let new = c
+        .leader(Duration::from_secs(10))
+        .await
+        .expect("a new leader among the survivors");
+    assert_ne!(new, old);
+    for i in 0..20 {
+        let (k, v) = kv(i);
+        assert_eq!(
+            c.get(new, &k).await.unwrap(),
+            v,
+            "acknowledged write {i} survives the leader's crash"
+        );
+    }
+    for i in 20..40 {
+        c.commit(new, vec![kv(i)])
+            .await
+            .expect("the survivors keep accepting writes");
+    }
+    // The crashed node comes back on its data and catches up.
+    c.restart(old).await;
+    let ok = wait_until(Duration::from_secs(10), || {
+        c.local_get(old, b"key00039") == Some(b"value39".to_vec())
+    })
+    .await;
+    assert!(
+        ok,
+        "the restarted node caught up with writes made while it was down"
+    );
+    assert_eq!(c.local_get(old, b"key00005"), Some(b"value5".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_replays_nothing_twice_and_keeps_the_applied_index() {
+    let mut c = TestCluster::start(3, fast_config()).await;
+    let leader = c.leader(Duration::from_secs(10)).await.expect("leader");
+    for i in 0..10 {
+        c.commit(leader, vec![kv(i)]).await.unwrap();
+    }
+    // Stop every node and restart them all: recovery from the logs alone.
+    for n in 1..=3 {
+        wait_until(Duration::from_secs(5), || {
+            c.local_get(n, b"key00009").is_some()
+        })
+        .await;
+    }
+    let applied_before: Vec<u64> = (1..=3).map(|n| c.applied(n)).collect();
+    for n in 1..=3 {
+        c.stop(n).await;
+    }
+    for n in 1..=3 {
+        c.restart(n).await;
+    }
+    for (i, n) in (1..=3).enumerate() {
+        assert!(
+            c.applied(n) >= applied_before[i],
+            "node {n} restarts at its durable applied index"
+        );
+    }
+    let leader = c
+        .leader(Duration::from_secs(10))
+        .await
+        .expect("leader after full restart");
+    for i in 0..10 {
+        let (k, v) = kv(i);
+        assert_eq!(c.get(leader, &k).await.unwrap(), v);
+    }
+    c.commit(leader, vec![kv(100)])
+        .await
+        .expect("writes after a full restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_cannot_commit_and_fails_in_bounded_time() {
+    let c = TestCluster::start(3, fast_config()).await;
+    let leader = c.leader(Duration::from_secs(10)).await.expect("leader");
+    c.commit(leader, vec![kv(1)]).await.unwrap();
+    // Cut the leader off from both followers.
+    c.mesh.isolate(leader, &[1, 2, 3]);
+    let started = Instant::now();
+    let result = c.commit(leader, vec![kv(2)]).await;
+    assert!(result.is_err(), "an isolated leader cannot commit");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the failure comes in bounded time"
+    );
+    // The majority side elects a leader and carries on.
+    let ok = wait_until(Duration::from_secs(10), || {
+        (1..=3)
+            .filter(|n| *n != leader)
+            .any(|n| c.store(n).replica(1).unwrap().status.lock().leader_ready)
+    })
+    .await;
+    assert!(ok, "the majority elects a new leader");
+    let new = (1..=3)
+        .find(|n| *n != leader && c.store(*n).replica(1).unwrap().status.lock().leader_ready)
+        .unwrap();
+    c.commit(new, vec![kv(3)])
+        .await
+        .expect("the majority commits");
+    // After healing, the old leader learns everything and the write it
+    // could not commit is either absent everywhere or present everywhere.
+    c.mesh.heal();
+    let ok = wait_until(Duration::from_secs(10), || {
+        c.local_get(leader, b"key00003").is_some()
+    })
+    .await;
+    assert!(ok, "the old leader catches up after the partition heals");
+    let v2: Vec<Option<Vec<u8>>> = (1..=3).map(|n| c.local_get(n, b"key00002")).collect();
+    assert!(
+        v2.iter().all(|v| v == &v2[0]),
+        "no replica diverges: {v2:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_follower_does_not_disrupt_the_leader() {
+    // Pre-vote: a follower cut off for many election timeouts must not bump
+    // terms and depose the healthy leader when it returns.
+    let c = TestCluster::start(3, fast_config()).await;
+    let leader = c.leader(Duration::from_secs(10)).await.expect("leader");
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    let term_before = c.store(leader).replica(1).unwrap().status.lock().term;
+    c.mesh.isolate(follower, &[1, 2, 3]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.mesh.heal();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let st = c.store(leader).replica(1).unwrap().status.lock().clone();
+    assert_eq!(st.role, "leader", "the leader keeps leading");
+    assert_eq!(
+        st.term, term_before,
+        "no term bump from the returning follower"
+    );
+}
