@@ -1,0 +1,91 @@
+//! The distributed KV client: routing and transactions.
+//!
+//! SQL talks to the cluster only through this crate. A [`Db`] hands out
+//! transactions ([`Txn`]); a transaction's requests go through the
+//! [`DistSender`], which finds the range of each key, sends the request to the
+//! range's leader (in process if the leader is this node, over gRPC if not)
+//! and retries elsewhere when the leader moved or a node is unreachable.
+//!
+//! ```text
+//!   sql ─► Txn (read ts from the HLC, write buffer, read spans)
+//!            │ get / scan: BatchRequest{txn header, reads}
+//!            │ commit:     BatchRequest{CommitRequest{writes, read spans}}
+//!            ▼
+//!        DistSender ─ range cache ─ leader cache ─► Store::batch (local)
+//!                                                 └► Internal.Batch (gRPC)
+//! ```
+//!
+//! # Transactions
+//! A transaction reads at its read timestamp (the gateway's clock when it
+//! began) and sees a consistent snapshot there. Its writes are buffered here
+//! and overlay its own reads, then go to the leader with the commit, which
+//! evaluates them under latches and the timestamp cache and replicates them
+//! as one Raft command (one-phase commit). If the commit timestamp must move
+//! above the read timestamp, the leader refreshes the transaction's reads; if
+//! something it read has changed, the transaction gets a retry error
+//! (SQLSTATE 40001 at the SQL layer).
+//!
+//! A read that meets a value in its uncertainty window (read ts, read ts +
+//! max offset] moves the read timestamp above it after refreshing the earlier
+//! reads, or fails with a retry error if they changed.
+//!
+//! # Not done yet
+//! - Transactions across ranges (intents, transaction record, two-phase
+//!   commit, heartbeats, intent resolution) — the transactions issue. A
+//!   commit whose writes span several ranges is refused with `Unimplemented`.
+//! - The meta range lookup: the range cache is filled from the local store.
+
+pub mod sender;
+pub mod txn;
+
+pub use sender::DistSender;
+pub use txn::{Db, Txn};
+
+/// Errors of the KV client, as the SQL layer sees them.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The transaction must restart (SQLSTATE 40001).
+    #[error("restart transaction: {reason} (key {key}, transaction {txn})")]
+    TransactionRetry {
+        key: String,
+        txn: String,
+        reason: String,
+    },
+    /// A read met a value in its uncertainty window; the transaction moves
+    /// its read timestamp to `ts` (handled inside [`Txn`]).
+    #[error("read within uncertainty interval: a value on key {key} was written at {ts}")]
+    Uncertainty {
+        key: String,
+        ts: concord_hlc::Timestamp,
+    },
+    /// A write may or may not have committed (SQLSTATE 40003).
+    #[error("result is ambiguous: {0}")]
+    AmbiguousResult(String),
+    /// No replica could serve the request in time.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The disk is full.
+    #[error("disk full: {0}")]
+    DiskFull(String),
+    /// A storage failure on a node.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A clock is further off than the max offset.
+    #[error("clock offset: {0}")]
+    ClockOffset(String),
+    /// The transaction is already finished.
+    #[error("transaction is already {0}")]
+    TxnFinished(&'static str),
+    /// Not supported yet.
+    #[error("unimplemented: {0}")]
+    Unimplemented(String),
+    /// The cluster is not initialized yet.
+    #[error("the cluster is not initialized yet: run `concord init`")]
+    NotInitialized,
+    /// A bug or impossible state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result of KV operations.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,326 @@
+//! Routing KV batches to the leaders of ranges.
+//!
+//! The `DistSender` keeps a cache of range descriptors (which node holds
+//! which range) and of leaders. A batch goes to the cached leader first, then
+//! to the other replicas. Answers steer it:
+//!
+//! | answer                      | what the sender does                          |
+//! |-----------------------------|-----------------------------------------------|
+//! | `NotLeader` with a hint     | remember the hint, try that node next          |
+//! | `NotLeader` without a hint, `RangeNotFound`, node unreachable | try the next replica |
+//! | `RangeKeyMismatch`          | refresh the range cache, route again           |
+//! | every replica failed        | back off (50 ms doubling to 1 s) and go round again, until the deadline |
+//! | anything else               | hand it to the caller                          |
+//!
+//! A stale route therefore costs a retry, never a wrong answer: the replica
+//! checks that every key it is sent falls inside its range.
+//!
+//! A commit is not retried after it may have reached a leader (a timeout, a
+//! connection that broke after the request was sent): the caller gets
+//! `AmbiguousResult` instead of risking a second application. A commit is
+//! safe to resend when the connection could not be made at all.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use concord_hlc::Clock;
+use concord_proto::kv::internal_client::InternalClient;
+use concord_proto::kv::kv_error::Kind;
+use concord_proto::kv::{BatchRequest, KvError, Response};
+use concord_proto::meta::RangeDescriptor;
+use concord_replication::{NodeRegistry, Store};
+use parking_lot::{Mutex, RwLock};
+use tonic::transport::Channel;
+
+use crate::{Error, Result};
+
+/// Routes batches to ranges.
+pub struct DistSender {
+    local: Store,
+    nodes: Arc<NodeRegistry>,
+    clock: Clock,
+    ranges: RwLock<Vec<RangeDescriptor>>,
+    leaders: RwLock<HashMap<u64, u64>>,
+    clients: Mutex<HashMap<u64, InternalClient<Channel>>>,
+    /// Total time a request may spend being retried.
+    pub deadline: Duration,
+    /// Time one attempt against one node may take.
+    pub attempt_timeout: Duration,
+}
+
+/// What went wrong with one attempt.
+enum Attempt {
+    /// Try another replica (or the hinted leader).
+    Next { hint: Option<u64>, why: String },
+    /// The route is stale: reload descriptors.
+    Reroute(String),
+    /// Final: return to the caller.
+    Fail(Error),
+}
+
+impl DistSender {
+    /// A sender for the node that owns `local`.
+    pub fn new(local: Store) -> Self {
+        let nodes = local.nodes().clone();
+        let clock = local.clock().clone();
+        DistSender {
+            local,
+            nodes,
+            clock,
+            ranges: RwLock::new(Vec::new()),
+            leaders: RwLock::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
+            deadline: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(6),
+        }
+    }
+
+    /// The node's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    fn reload_ranges(&self) {
+        let mut descs: Vec<RangeDescriptor> = self
+            .local
+            .replicas()
+            .iter()
+            .map(|r| r.desc.read().clone())
+            .collect();
+        descs.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        *self.ranges.write() = descs;
+    }
+
+    /// The descriptor of the range that holds `key`.
+    pub fn range_for_key(&self, key: &[u8]) -> Result<RangeDescriptor> {
+        for attempt in 0..2 {
+            {
+                let ranges = self.ranges.read();
+                if let Some(d) = ranges.iter().find(|d| {
+                    key >= d.start_key.as_slice()
+                        && (d.end_key.is_empty() || key < d.end_key.as_slice())
+                }) {
+                    return Ok(d.clone());
+                }
+            }
+            if attempt == 0 {
+                self.reload_ranges();
+            }
+        }
+        if !self.local.is_bootstrapped() {
+            return Err(Error::NotInitialized);
+        }
+        Err(Error::Internal(format!(
+            "no range holds key {}",
+            concord_storage::fmt_key(key)
+        )))
+    }
+
+    /// The ranges overlapping `[start, end)` (`end` empty: to the end), in order.
+    pub fn ranges_for_span(&self, start: &[u8], end: &[u8]) -> Result<Vec<RangeDescriptor>> {
+        let mut out = Vec::new();
+        let mut key = start.to_vec();
+        loop {
+            let d = self.range_for_key(&key)?;
+            let range_end = d.end_key.clone();
+            out.push(d);
+            if range_end.is_empty() || (!end.is_empty() && range_end.as_slice() >= end) {
+                return Ok(out);
+            }
+            key = range_end;
+        }
+    }
+
+    /// Sends a batch for the range that holds `route_key`, retrying as
+    /// described in the module doc. `is_commit` marks batches that must not
+    /// be resent once they may have been received.
+    pub async fn send(
+        &self,
+        route_key: &[u8],
+        mut req: BatchRequest,
+        is_commit: bool,
+    ) -> Result<Vec<Response>> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        let mut last_error = String::from("no attempt made");
+        loop {
+            let desc = self.range_for_key(route_key)?;
+            req.range_id = desc.range_id;
+            let mut candidates: Vec<u64> = Vec::new();
+            if let Some(l) = self.leaders.read().get(&desc.range_id) {
+                candidates.push(*l);
+            }
+            for r in &desc.replicas {
+                if !candidates.contains(&r.node_id) {
+                    candidates.push(r.node_id);
+                }
+            }
+            let mut i = 0;
+            let mut tried = Vec::new();
+            let mut reroute = false;
+            while i < candidates.len() {
+                let node = candidates[i];
+                i += 1;
+                if tried.contains(&node) {
+                    continue;
+                }
+                tried.push(node);
+                req.now = Some(self.clock.now().into());
+                match self.attempt(node, req.clone(), is_commit).await {
+                    Ok(responses) => {
+                        self.leaders.write().insert(desc.range_id, node);
+                        return Ok(responses);
+                    }
+                    Err(Attempt::Next { hint, why }) => {
+                        last_error = format!("node {node}: {why}");
+                        if let Some(h) = hint {
+                            if !tried.contains(&h) {
+                                self.leaders.write().insert(desc.range_id, h);
+                                candidates.insert(i, h);
+                            }
+                        }
+                    }
+                    Err(Attempt::Reroute(why)) => {
+                        last_error = why;
+                        reroute = true;
+                        break;
+                    }
+                    Err(Attempt::Fail(e)) => return Err(e),
+                }
+            }
+            if reroute {
+                self.reload_ranges();
+            } else {
+                self.leaders.write().remove(&desc.range_id);
+            }
+            if started.elapsed() + backoff > self.deadline {
+                return Err(Error::Unavailable(format!(
+                    "range {} did not answer within {:?}; last error: {last_error}",
+                    desc.range_id, self.deadline
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    async fn attempt(
+        &self,
+        node: u64,
+        req: BatchRequest,
+        is_commit: bool,
+    ) -> std::result::Result<Vec<Response>, Attempt> {
+        let resp = if node == self.local.node_id() {
+            self.local.batch(req).await
+        } else {
+            let mut client = self
+                .client(node)
+                .await
+                .map_err(|why| Attempt::Next { hint: None, why })?;
+            let call = tokio::time::timeout(self.attempt_timeout, client.batch(req)).await;
+            match call {
+                Ok(Ok(resp)) => resp.into_inner(),
+                Ok(Err(status)) => {
+                    self.clients.lock().remove(&node);
+                    let msg = status.message().to_string();
+                    let never_sent =
+                        status.code() == tonic::Code::Unavailable && msg.contains("connect");
+                    if is_commit && !never_sent {
+                        return Err(Attempt::Fail(Error::AmbiguousResult(format!(
+                            "the connection to node {node} failed while committing: {status}"
+                        ))));
+                    }
+                    return Err(Attempt::Next {
+                        hint: None,
+                        why: status.to_string(),
+                    });
+                }
+                Err(_) => {
+                    self.clients.lock().remove(&node);
+                    if is_commit {
+                        return Err(Attempt::Fail(Error::AmbiguousResult(format!(
+                            "node {node} did not answer a commit within {:?}",
+                            self.attempt_timeout
+                        ))));
+                    }
+                    return Err(Attempt::Next {
+                        hint: None,
+                        why: format!("no answer within {:?}", self.attempt_timeout),
+                    });
+                }
+            }
+        };
+        if let Some(now) = resp.now {
+            let _ = self.clock.update(now.into());
+        }
+        match resp.error {
+            None => Ok(resp.responses),
+            Some(e) => Err(classify(e)),
+        }
+    }
+
+    async fn client(&self, node: u64) -> std::result::Result<InternalClient<Channel>, String> {
+        if let Some(c) = self.clients.lock().get(&node) {
+            return Ok(c.clone());
+        }
+        let addr = self
+            .nodes
+            .get(node)
+            .map(|n| n.address)
+            .ok_or_else(|| format!("no address known for node {node}"))?;
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let client = InternalClient::new(channel).max_decoding_message_size(256 << 20);
+        self.clients.lock().insert(node, client.clone());
+        Ok(client)
+    }
+}
+
+/// Turns a replica's error into what the sender or the caller does next.
+fn classify(e: KvError) -> Attempt {
+    let kind = Kind::try_from(e.kind).unwrap_or(Kind::Internal);
+    let key = concord_storage::fmt_key(&e.key);
+    let txn = concord_storage::fmt_txn_id(&e.txn_id);
+    match kind {
+        Kind::NotLeader => Attempt::Next {
+            hint: (e.leader_node_id != 0).then_some(e.leader_node_id),
+            why: e.message,
+        },
+        Kind::RangeNotFound | Kind::Unavailable => Attempt::Next {
+            hint: None,
+            why: e.message,
+        },
+        Kind::RangeKeyMismatch => Attempt::Reroute(e.message),
+        Kind::TransactionRetry => Attempt::Fail(Error::TransactionRetry {
+            key,
+            txn,
+            reason: e.message,
+        }),
+        Kind::WriteIntent => Attempt::Fail(Error::TransactionRetry {
+            key,
+            txn,
+            reason: format!("WRITE_INTENT: {}", e.message),
+        }),
+        Kind::ReadWithinUncertainty => Attempt::Fail(Error::Uncertainty {
+            key,
+            ts: concord_proto::ts(e.ts),
+        }),
+        Kind::AmbiguousResult => Attempt::Fail(Error::AmbiguousResult(e.message)),
+        Kind::ClockOffset => Attempt::Fail(Error::ClockOffset(e.message)),
+        Kind::Storage => {
+            if e.message.contains("disk full") {
+                Attempt::Fail(Error::DiskFull(e.message))
+            } else {
+                Attempt::Fail(Error::Storage(e.message))
+            }
+        }
+        Kind::Internal => Attempt::Fail(Error::Internal(e.message)),
+    }
+}

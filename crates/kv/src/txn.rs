@@ -1,0 +1,473 @@
+//! Transactions: the coordinator side.
+//!
+//! A [`Txn`] lives on the gateway node (the node the SQL client is connected
+//! to). It owns:
+//! - a read timestamp from the gateway's HLC, and an uncertainty limit (read
+//!   timestamp + max clock offset) fixed when it began;
+//! - a write buffer: puts and deletes stay here, overlaying the
+//!   transaction's own reads, until commit;
+//! - the spans it has read, so that its reads can be *refreshed* (checked
+//!   unchanged) up to a later timestamp instead of restarting.
+//!
+//! ```text
+//!  begin ─► read_ts = hlc.now(), limit = read_ts + max_offset
+//!  get/scan ─► buffer hit? answer from the buffer : read at read_ts
+//!     uncertain value at t ─► refresh read spans (read_ts, t] ─► read_ts = t, read again
+//!                                        └─ changed ─► 40001
+//!  put/delete ─► buffer
+//!  commit ─► CommitRequest{writes, read spans} to the range's leader
+//!            leader picks commit ts ≥ read_ts, refreshes if it moved up,
+//!            replicates the writes as one Raft command (1PC)
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use concord_hlc::Timestamp;
+use concord_proto::kv::{
+    self, request::Request as Req, response::Response as Resp, BatchRequest, Span, TxnHeader,
+};
+
+use crate::sender::DistSender;
+use crate::{Error, Result};
+
+/// How many times a read moves its timestamp for uncertainty before giving up.
+const MAX_UNCERTAINTY_RESTARTS: usize = 16;
+/// Rows fetched per scan request.
+const SCAN_PAGE: u64 = 1024;
+
+/// The KV database: a factory of transactions.
+#[derive(Clone)]
+pub struct Db {
+    sender: Arc<DistSender>,
+}
+
+impl Db {
+    /// A database over a sender.
+    pub fn new(sender: Arc<DistSender>) -> Self {
+        Db { sender }
+    }
+
+    /// The sender.
+    pub fn sender(&self) -> &Arc<DistSender> {
+        &self.sender
+    }
+
+    /// Begins a transaction reading at the clock's current time.
+    pub fn begin(&self) -> Txn {
+        let clock = self.sender.clock();
+        let read_ts = clock.now();
+        Txn {
+            sender: self.sender.clone(),
+            id: rand::random::<[u8; 16]>().to_vec(),
+            read_ts,
+            uncertainty_limit: read_ts.add_duration(clock.max_offset()),
+            writes: BTreeMap::new(),
+            read_spans: Vec::new(),
+            finished: None,
+        }
+    }
+}
+
+/// A transaction. Dropping it without committing rolls it back.
+pub struct Txn {
+    sender: Arc<DistSender>,
+    id: Vec<u8>,
+    read_ts: Timestamp,
+    uncertainty_limit: Timestamp,
+    /// Buffered writes: `None` is a deletion.
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    read_spans: Vec<Span>,
+    finished: Option<&'static str>,
+}
+
+impl Txn {
+    /// The transaction id.
+    pub fn id(&self) -> &[u8] {
+        &self.id
+    }
+
+    /// The current read timestamp.
+    pub fn read_ts(&self) -> Timestamp {
+        self.read_ts
+    }
+
+    /// Whether the transaction has buffered writes.
+    pub fn has_writes(&self) -> bool {
+        !self.writes.is_empty()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        match self.finished {
+            Some(state) => Err(Error::TxnFinished(state)),
+            None => Ok(()),
+        }
+    }
+
+    fn header(&self) -> TxnHeader {
+        TxnHeader {
+            id: self.id.clone(),
+            read_ts: Some(self.read_ts.into()),
+            uncertainty_limit: Some(self.uncertainty_limit.into()),
+        }
+    }
+
+    fn batch(&self, requests: Vec<Req>) -> BatchRequest {
+        BatchRequest {
+            range_id: 0,
+            now: None,
+            txn: Some(self.header()),
+            requests: requests
+                .into_iter()
+                .map(|r| kv::Request { request: Some(r) })
+                .collect(),
+        }
+    }
+
+    /// Sends read requests for the range of `route_key`, moving the read
+    /// timestamp (with a refresh) when a value is uncertain.
+    async fn send_reads(
+        &mut self,
+        route_key: &[u8],
+        requests: Vec<Req>,
+    ) -> Result<Vec<kv::Response>> {
+        for _ in 0..MAX_UNCERTAINTY_RESTARTS {
+            let req = self.batch(requests.clone());
+            match self.sender.send(route_key, req, false).await {
+                Err(Error::Uncertainty { ts, .. }) => {
+                    self.refresh_to(ts.max(self.read_ts.next())).await?;
+                }
+                other => return other,
+            }
+        }
+        Err(Error::TransactionRetry {
+            key: String::new(),
+            txn: concord_storage::fmt_txn_id(&self.id),
+            reason: format!(
+                "READ_WITHIN_UNCERTAINTY_INTERVAL: still uncertain after {MAX_UNCERTAINTY_RESTARTS} refreshes"
+            ),
+        })
+    }
+
+    /// Moves the read timestamp to `to` after checking that nothing this
+    /// transaction read has changed in between.
+    async fn refresh_to(&mut self, to: Timestamp) -> Result<()> {
+        if to <= self.read_ts {
+            return Ok(());
+        }
+        // Group the spans by range and refresh each group.
+        let mut by_range: BTreeMap<u64, (Vec<u8>, Vec<Span>)> = BTreeMap::new();
+        for sp in &self.read_spans {
+            let descs = if sp.end.is_empty() {
+                vec![self.sender.range_for_key(&sp.start)?]
+            } else {
+                self.sender.ranges_for_span(&sp.start, &sp.end)?
+            };
+            for d in descs {
+                let clipped = clip(sp, &d.start_key, &d.end_key);
+                let entry = by_range
+                    .entry(d.range_id)
+                    .or_insert_with(|| (clipped.start.clone(), Vec::new()));
+                entry.1.push(clipped);
+            }
+        }
+        for (_, (route_key, spans)) in by_range {
+            let req = self.batch(vec![Req::Refresh(kv::RefreshRequest {
+                spans,
+                from: Some(self.read_ts.into()),
+                to: Some(to.into()),
+            })]);
+            self.sender.send(&route_key, req, false).await?;
+        }
+        self.read_ts = to;
+        Ok(())
+    }
+
+    /// Reads one key.
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
+        if let Some(v) = self.writes.get(key) {
+            return Ok(v.clone());
+        }
+        let resp = self
+            .send_reads(key, vec![Req::Get(kv::GetRequest { key: key.to_vec() })])
+            .await?;
+        self.read_spans.push(Span {
+            start: key.to_vec(),
+            end: vec![],
+        });
+        match resp.into_iter().next().and_then(|r| r.response) {
+            Some(Resp::Get(g)) => Ok(g.found.then_some(g.value)),
+            other => Err(Error::Internal(format!(
+                "unexpected response to get: {other:?}"
+            ))),
+        }
+    }
+
+    /// Reads many keys, one batch per range.
+    pub async fn get_many(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.check_open()?;
+        let mut out: Vec<Option<Option<Vec<u8>>>> =
+            keys.iter().map(|k| self.writes.get(k).cloned()).collect();
+        let mut by_range: BTreeMap<u64, (Vec<u8>, Vec<usize>)> = BTreeMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            if out[i].is_none() {
+                let d = self.sender.range_for_key(k)?;
+                by_range
+                    .entry(d.range_id)
+                    .or_insert_with(|| (k.clone(), Vec::new()))
+                    .1
+                    .push(i);
+            }
+        }
+        for (_, (route_key, idxs)) in by_range {
+            let reqs = idxs
+                .iter()
+                .map(|&i| {
+                    Req::Get(kv::GetRequest {
+                        key: keys[i].clone(),
+                    })
+                })
+                .collect();
+            let resps = self.send_reads(&route_key, reqs).await?;
+            if resps.len() != idxs.len() {
+                return Err(Error::Internal("wrong number of responses to gets".into()));
+            }
+            for (&i, r) in idxs.iter().zip(resps) {
+                self.read_spans.push(Span {
+                    start: keys[i].clone(),
+                    end: vec![],
+                });
+                match r.response {
+                    Some(Resp::Get(g)) => out[i] = Some(g.found.then_some(g.value)),
+                    other => {
+                        return Err(Error::Internal(format!(
+                            "unexpected response to get: {other:?}"
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(out.into_iter().map(|v| v.flatten()).collect())
+    }
+
+    /// Reads `[start, end)` (`end` empty: to the end of the keyspace), at
+    /// most `limit` rows (0 = all), in key order, with this transaction's own
+    /// writes applied.
+    pub async fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.check_open()?;
+        let mut out = Vec::new();
+        let mut cursor = start.to_vec();
+        let mut read_until: Option<Vec<u8>> = None; // None: the whole span
+        'ranges: loop {
+            let desc = self.sender.range_for_key(&cursor)?;
+            let range_end = clip_end(end, &desc.end_key);
+            loop {
+                let page = if limit == 0 {
+                    SCAN_PAGE
+                } else {
+                    SCAN_PAGE.min(
+                        (limit - out.len()) as u64 + self.buffered_in(&cursor, &range_end) as u64,
+                    )
+                };
+                let resp = self
+                    .send_reads(
+                        &cursor,
+                        vec![Req::Scan(kv::ScanRequest {
+                            start: cursor.clone(),
+                            end: range_end.clone(),
+                            limit: page,
+                            reverse: false,
+                        })],
+                    )
+                    .await?;
+                let scan = match resp.into_iter().next().and_then(|r| r.response) {
+                    Some(Resp::Scan(s)) => s,
+                    other => {
+                        return Err(Error::Internal(format!(
+                            "unexpected response to scan: {other:?}"
+                        )))
+                    }
+                };
+                let page_end = if scan.resume_key.is_empty() {
+                    range_end.clone()
+                } else {
+                    scan.resume_key.clone()
+                };
+                self.merge_buffer(&cursor, &page_end, scan.rows, &mut out);
+                if limit > 0 && out.len() >= limit {
+                    out.truncate(limit);
+                    let last = out.last().map(|(k, _)| k.clone()).unwrap_or_default();
+                    read_until = Some([last.as_slice(), &[0u8]].concat());
+                    break 'ranges;
+                }
+                if scan.resume_key.is_empty() {
+                    break;
+                }
+                cursor = scan.resume_key;
+            }
+            if range_end.is_empty() || range_end == end {
+                break;
+            }
+            cursor = range_end;
+        }
+        self.read_spans.push(Span {
+            start: start.to_vec(),
+            end: read_until.unwrap_or_else(|| end.to_vec()),
+        });
+        Ok(out)
+    }
+
+    fn buffered_in(&self, start: &[u8], end: &[u8]) -> usize {
+        self.buffer_range(start, end).count()
+    }
+
+    fn buffer_range<'a>(
+        &'a self,
+        start: &[u8],
+        end: &[u8],
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a {
+        let start = start.to_vec();
+        let end = end.to_vec();
+        self.writes
+            .range(start..)
+            .take_while(move |(k, _)| end.is_empty() || k.as_slice() < end.as_slice())
+    }
+
+    /// Merges committed rows of `[start, end)` with the buffered writes there.
+    fn merge_buffer(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        rows: Vec<kv::KeyValue>,
+        out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    ) {
+        let mut buffered = self.buffer_range(start, end).peekable();
+        for row in rows {
+            while let Some((bk, bv)) = buffered.peek() {
+                if bk.as_slice() < row.key.as_slice() {
+                    if let Some(v) = bv {
+                        out.push(((*bk).clone(), v.clone()));
+                    }
+                    buffered.next();
+                } else {
+                    break;
+                }
+            }
+            match buffered.peek() {
+                Some((bk, bv)) if bk.as_slice() == row.key.as_slice() => {
+                    if let Some(v) = bv {
+                        out.push(((*bk).clone(), v.clone()));
+                    }
+                    buffered.next();
+                }
+                _ => out.push((row.key, row.value)),
+            }
+        }
+        for (bk, bv) in buffered {
+            if let Some(v) = bv {
+                out.push((bk.clone(), v.clone()));
+            }
+        }
+    }
+
+    /// Buffers a write.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        self.check_open()?;
+        self.writes.insert(key, Some(value));
+        Ok(())
+    }
+
+    /// Buffers a deletion.
+    pub fn delete(&mut self, key: Vec<u8>) -> Result<()> {
+        self.check_open()?;
+        self.writes.insert(key, None);
+        Ok(())
+    }
+
+    /// Commits: returns the commit timestamp. A transaction without writes
+    /// commits at its read timestamp without contacting anyone.
+    pub async fn commit(&mut self) -> Result<Timestamp> {
+        self.check_open()?;
+        if self.writes.is_empty() {
+            self.finished = Some("committed");
+            return Ok(self.read_ts);
+        }
+        let first = self.writes.keys().next().cloned().unwrap_or_default();
+        let last = self.writes.keys().next_back().cloned().unwrap_or_default();
+        let desc = self.sender.range_for_key(&first)?;
+        let in_range = |k: &[u8]| {
+            k >= desc.start_key.as_slice()
+                && (desc.end_key.is_empty() || k < desc.end_key.as_slice())
+        };
+        if !in_range(&last) {
+            return Err(Error::Unimplemented(
+                "transactions whose writes span several ranges (two-phase commit)".into(),
+            ));
+        }
+        let writes = std::mem::take(&mut self.writes)
+            .into_iter()
+            .map(|(key, v)| kv::Write {
+                key,
+                tombstone: v.is_none(),
+                value: v.unwrap_or_default(),
+            })
+            .collect();
+        let read_spans = self
+            .read_spans
+            .iter()
+            .map(|sp| clip(sp, &desc.start_key, &desc.end_key))
+            .collect();
+        let req = self.batch(vec![Req::Commit(kv::CommitRequest { writes, read_spans })]);
+        self.finished = Some("committed");
+        let resp = self.sender.send(&first, req, true).await;
+        match resp {
+            Ok(r) => match r.into_iter().next().and_then(|r| r.response) {
+                Some(Resp::Commit(c)) => Ok(concord_proto::ts(c.commit_ts)),
+                other => Err(Error::Internal(format!(
+                    "unexpected response to commit: {other:?}"
+                ))),
+            },
+            Err(e) => {
+                self.finished = Some("aborted");
+                Err(e)
+            }
+        }
+    }
+
+    /// Abandons the transaction: its buffered writes are dropped.
+    pub fn rollback(&mut self) {
+        self.writes.clear();
+        self.finished = Some("aborted");
+    }
+}
+
+/// `sp` clipped to `[start, end)`.
+fn clip(sp: &Span, start: &[u8], end: &[u8]) -> Span {
+    if sp.end.is_empty() {
+        return sp.clone();
+    }
+    let s = if sp.start.as_slice() < start {
+        start.to_vec()
+    } else {
+        sp.start.clone()
+    };
+    Span {
+        start: s,
+        end: clip_end(&sp.end, end),
+    }
+}
+
+/// The smaller of two span ends, where empty means unbounded.
+fn clip_end(a: &[u8], b: &[u8]) -> Vec<u8> {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_vec(),
+        (_, true) => a.to_vec(),
+        _ => a.min(b).to_vec(),
+    }
+}
