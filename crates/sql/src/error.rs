@@ -1,0 +1,182 @@
+//! SQL errors and their SQLSTATE codes.
+//!
+//! Every error a client can see is one variant here, and [`Error::sqlstate`]
+//! gives the code PostgreSQL uses for the same condition, so drivers and
+//! applications can react to codes rather than messages (retry on `40001`,
+//! report `23505` as a duplicate, …). Errors name the stage that refused the
+//! statement where that helps (parse, plan, execute).
+
+/// A SQL error.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The statement does not parse (42601).
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    /// Unknown table (42P01).
+    #[error("relation \"{0}\" does not exist")]
+    UndefinedTable(String),
+    /// A qualifier names no table of the FROM clause (42P01).
+    #[error("missing FROM-clause entry for table \"{0}\"")]
+    MissingFromEntry(String),
+    /// Unknown column (42703).
+    #[error("column \"{0}\" does not exist")]
+    UndefinedColumn(String),
+    /// A column name matches several columns (42702).
+    #[error("column reference \"{0}\" is ambiguous")]
+    AmbiguousColumn(String),
+    /// Unknown function (42883).
+    #[error("function {0} does not exist")]
+    UndefinedFunction(String),
+    /// The table exists already (42P07).
+    #[error("relation \"{0}\" already exists")]
+    DuplicateTable(String),
+    /// A column is defined twice (42701).
+    #[error("column \"{0}\" specified more than once")]
+    DuplicateColumn(String),
+    /// Invalid table definition (42P16).
+    #[error("invalid table definition: {0}")]
+    InvalidTableDefinition(String),
+    /// Duplicate key (23505).
+    #[error("duplicate key value violates unique constraint \"{constraint}\"")]
+    UniqueViolation { constraint: String, detail: String },
+    /// NULL in a NOT NULL column (23502).
+    #[error(
+        "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
+    )]
+    NotNullViolation { table: String, column: String },
+    /// Operand types do not fit (42804).
+    #[error("{0}")]
+    DatatypeMismatch(String),
+    /// Operator does not exist for these types (42883).
+    #[error("operator does not exist: {0}")]
+    UndefinedOperator(String),
+    /// A value does not parse as its type (22P02).
+    #[error("invalid input syntax for type {ty}: \"{value}\"")]
+    InvalidTextRepresentation { ty: String, value: String },
+    /// Out of range for the type (22003).
+    #[error("{0} out of range")]
+    NumericOutOfRange(String),
+    /// Division by zero (22012).
+    #[error("division by zero")]
+    DivisionByZero,
+    /// A string too long for its column (22001).
+    #[error("value too long for type {0}")]
+    StringDataRightTruncation(String),
+    /// Aggregates and GROUP BY misuse (42803).
+    #[error("{0}")]
+    Grouping(String),
+    /// A scalar subquery returned several rows (21000).
+    #[error("more than one row returned by a subquery used as an expression")]
+    CardinalityViolation,
+    /// Bad LIMIT/OFFSET or other argument (22023 / 2201W).
+    #[error("{0}")]
+    InvalidParameterValue(String),
+    /// Unknown configuration parameter and the like (42704).
+    #[error("unrecognized configuration parameter \"{0}\"")]
+    UndefinedObject(String),
+    /// Not supported (0A000).
+    #[error("unimplemented: {0}")]
+    FeatureNotSupported(String),
+    /// A command in an aborted transaction (25P02).
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
+    InFailedTransaction,
+    /// BEGIN inside a transaction and the like (25001).
+    #[error("{0}")]
+    ActiveTransaction(String),
+    /// The transaction must be retried (40001).
+    #[error("restart transaction: {0}")]
+    SerializationFailure(String),
+    /// The outcome of a commit is unknown (40003).
+    #[error("result is ambiguous: {0}")]
+    StatementCompletionUnknown(String),
+    /// The cluster cannot serve the request (08006 = connection_failure:
+    /// clients reconnect, possibly to another node).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Disk full (53100).
+    #[error("could not write: disk full: {0}")]
+    DiskFull(String),
+    /// I/O failure in storage (58030).
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    /// Cluster not initialized (57P03 = cannot_connect_now).
+    #[error("the cluster is not initialized yet: run `concord init`")]
+    NotInitialized,
+    /// Anything else (XX000): a bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The SQLSTATE code of the error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::Syntax(_) => "42601",
+            Error::UndefinedTable(_) | Error::MissingFromEntry(_) => "42P01",
+            Error::UndefinedColumn(_) => "42703",
+            Error::AmbiguousColumn(_) => "42702",
+            Error::UndefinedFunction(_) | Error::UndefinedOperator(_) => "42883",
+            Error::DuplicateTable(_) => "42P07",
+            Error::DuplicateColumn(_) => "42701",
+            Error::InvalidTableDefinition(_) => "42P16",
+            Error::UniqueViolation { .. } => "23505",
+            Error::NotNullViolation { .. } => "23502",
+            Error::DatatypeMismatch(_) => "42804",
+            Error::InvalidTextRepresentation { .. } => "22P02",
+            Error::NumericOutOfRange(_) => "22003",
+            Error::DivisionByZero => "22012",
+            Error::StringDataRightTruncation(_) => "22001",
+            Error::Grouping(_) => "42803",
+            Error::CardinalityViolation => "21000",
+            Error::InvalidParameterValue(_) => "22023",
+            Error::UndefinedObject(_) => "42704",
+            Error::FeatureNotSupported(_) => "0A000",
+            Error::InFailedTransaction => "25P02",
+            Error::ActiveTransaction(_) => "25001",
+            Error::SerializationFailure(_) => "40001",
+            Error::StatementCompletionUnknown(_) => "40003",
+            Error::Unavailable(_) => "08006",
+            Error::DiskFull(_) => "53100",
+            Error::Io(_) => "58030",
+            Error::NotInitialized => "57P03",
+            Error::Internal(_) => "XX000",
+        }
+    }
+
+    /// Extra detail for the client, if any.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Error::UniqueViolation { detail, .. } => Some(detail.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the statement may be retried as a whole (automatic retries of
+    /// implicit transactions).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::SerializationFailure(_))
+    }
+}
+
+impl From<concord_kv::Error> for Error {
+    fn from(e: concord_kv::Error) -> Self {
+        use concord_kv::Error as K;
+        match e {
+            K::TransactionRetry { .. } | K::Uncertainty { .. } => {
+                Error::SerializationFailure(e.to_string())
+            }
+            K::AmbiguousResult(m) => Error::StatementCompletionUnknown(m),
+            K::Unavailable(m) => Error::Unavailable(m),
+            K::DiskFull(m) => Error::DiskFull(m),
+            K::Storage(m) => Error::Io(m),
+            K::ClockOffset(m) => Error::Unavailable(format!("clock offset: {m}")),
+            K::TxnFinished(s) => Error::Internal(format!("transaction already {s}")),
+            K::Unimplemented(m) => Error::FeatureNotSupported(m),
+            K::NotInitialized => Error::NotInitialized,
+            K::Internal(m) => Error::Internal(m),
+        }
+    }
+}
+
+/// Result of SQL operations.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,588 @@
+//! Bound scalar expressions and their evaluation.
+//!
+//! The planner turns `sqlparser` expressions into [`Expr`]s whose column
+//! references are positions in the input row and whose types are known. An
+//! [`Expr`] is then evaluated once per row with PostgreSQL semantics: NULL
+//! propagates through operators, `AND`/`OR` use three-valued logic, integer
+//! arithmetic is checked for overflow (SQLSTATE 22003) and division by zero
+//! (22012).
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use crate::error::{Error, Result};
+use crate::types::{DataType, Value};
+
+/// Binary operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    And,
+    Or,
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Concat,
+}
+
+impl BinOp {
+    /// The operator's SQL spelling.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinOp::And => "AND",
+            BinOp::Or => "OR",
+            BinOp::Eq => "=",
+            BinOp::NotEq => "<>",
+            BinOp::Lt => "<",
+            BinOp::LtEq => "<=",
+            BinOp::Gt => ">",
+            BinOp::GtEq => ">=",
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::Mod => "%",
+            BinOp::Concat => "||",
+        }
+    }
+
+    /// Whether the operator compares.
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinOp::Eq | BinOp::NotEq | BinOp::Lt | BinOp::LtEq | BinOp::Gt | BinOp::GtEq
+        )
+    }
+
+    /// The comparison with its operands swapped (`a < b` ⇔ `b > a`).
+    pub fn flip(self) -> BinOp {
+        match self {
+            BinOp::Lt => BinOp::Gt,
+            BinOp::LtEq => BinOp::GtEq,
+            BinOp::Gt => BinOp::Lt,
+            BinOp::GtEq => BinOp::LtEq,
+            other => other,
+        }
+    }
+}
+
+/// Scalar functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Func {
+    Abs,
+    Lower,
+    Upper,
+    Length,
+    Coalesce,
+    NullIf,
+    Version,
+    CurrentDatabase,
+}
+
+/// A bound expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    Literal(Value),
+    /// A column of the input row, by position.
+    Column(usize),
+    Not(Box<Expr>),
+    Neg(Box<Expr>),
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+    IsNull(Box<Expr>, bool),
+    Like {
+        expr: Box<Expr>,
+        pattern: Box<Expr>,
+        negated: bool,
+        case_insensitive: bool,
+    },
+    InList {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+    },
+    Case {
+        operand: Option<Box<Expr>>,
+        whens: Vec<(Expr, Expr)>,
+        else_: Option<Box<Expr>>,
+    },
+    Cast(Box<Expr>, DataType),
+    Func(Func, Vec<Expr>),
+}
+
+impl Expr {
+    /// Evaluates the expression against one row.
+    pub fn eval(&self, row: &[Value]) -> Result<Value> {
+        Ok(match self {
+            Expr::Literal(v) => v.clone(),
+            Expr::Column(i) => row.get(*i).cloned().ok_or_else(|| {
+                Error::Internal(format!("column {i} out of the row's {} columns", row.len()))
+            })?,
+            Expr::Not(e) => match e.eval(row)? {
+                Value::Null => Value::Null,
+                Value::Bool(b) => Value::Bool(!b),
+                v => {
+                    return Err(Error::DatatypeMismatch(format!(
+                        "argument of NOT must be type boolean, not type {}",
+                        v.type_name()
+                    )))
+                }
+            },
+            Expr::Neg(e) => match e.eval(row)? {
+                Value::Null => Value::Null,
+                Value::Int(i) => Value::Int(
+                    i.checked_neg()
+                        .ok_or_else(|| Error::NumericOutOfRange("bigint".into()))?,
+                ),
+                Value::Float(f) => Value::Float(-f),
+                v => return Err(Error::UndefinedOperator(format!("- {}", v.type_name()))),
+            },
+            Expr::Binary(op, l, r) => eval_binary(*op, l, r, row)?,
+            Expr::IsNull(e, negated) => Value::Bool(e.eval(row)?.is_null() != *negated),
+            Expr::Like {
+                expr,
+                pattern,
+                negated,
+                case_insensitive,
+            } => match (expr.eval(row)?, pattern.eval(row)?) {
+                (Value::Null, _) | (_, Value::Null) => Value::Null,
+                (Value::Text(s), Value::Text(p)) => {
+                    let m = if *case_insensitive {
+                        like(&s.to_lowercase(), &p.to_lowercase())
+                    } else {
+                        like(&s, &p)
+                    };
+                    Value::Bool(m != *negated)
+                }
+                (a, b) => {
+                    return Err(Error::UndefinedOperator(format!(
+                        "{} ~~ {}",
+                        a.type_name(),
+                        b.type_name()
+                    )))
+                }
+            },
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
+                let v = expr.eval(row)?;
+                if v.is_null() {
+                    return Ok(Value::Null);
+                }
+                let mut saw_null = false;
+                for item in list {
+                    match v.sql_cmp(&item.eval(row)?) {
+                        Some(Ordering::Equal) => return Ok(Value::Bool(!negated)),
+                        None => saw_null = true,
+                        _ => {}
+                    }
+                }
+                if saw_null {
+                    Value::Null
+                } else {
+                    Value::Bool(*negated)
+                }
+            }
+            Expr::Case {
+                operand,
+                whens,
+                else_,
+            } => {
+                let op = operand.as_ref().map(|o| o.eval(row)).transpose()?;
+                for (cond, result) in whens {
+                    let hit = match &op {
+                        Some(o) => o.sql_cmp(&cond.eval(row)?) == Some(Ordering::Equal),
+                        None => cond.eval(row)?.is_true(),
+                    };
+                    if hit {
+                        return result.eval(row);
+                    }
+                }
+                match else_ {
+                    Some(e) => e.eval(row)?,
+                    None => Value::Null,
+                }
+            }
+            Expr::Cast(e, ty) => e.eval(row)?.cast(ty)?,
+            Expr::Func(f, args) => eval_func(*f, args, row)?,
+        })
+    }
+
+    /// Whether the expression reads no column (a constant).
+    pub fn is_constant(&self) -> bool {
+        let mut constant = true;
+        self.walk(&mut |e| {
+            if matches!(e, Expr::Column(_)) {
+                constant = false;
+            }
+        });
+        constant
+    }
+
+    /// Visits the expression and every sub-expression.
+    pub fn walk(&self, f: &mut impl FnMut(&Expr)) {
+        f(self);
+        match self {
+            Expr::Literal(_) | Expr::Column(_) => {}
+            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull(e, _) | Expr::Cast(e, _) => e.walk(f),
+            Expr::Binary(_, l, r) => {
+                l.walk(f);
+                r.walk(f);
+            }
+            Expr::Like { expr, pattern, .. } => {
+                expr.walk(f);
+                pattern.walk(f);
+            }
+            Expr::InList { expr, list, .. } => {
+                expr.walk(f);
+                list.iter().for_each(|e| e.walk(f));
+            }
+            Expr::Case {
+                operand,
+                whens,
+                else_,
+            } => {
+                if let Some(o) = operand {
+                    o.walk(f);
+                }
+                for (c, r) in whens {
+                    c.walk(f);
+                    r.walk(f);
+                }
+                if let Some(e) = else_ {
+                    e.walk(f);
+                }
+            }
+            Expr::Func(_, args) => args.iter().for_each(|e| e.walk(f)),
+        }
+    }
+
+    /// Splits a conjunction into its terms.
+    pub fn conjuncts(self) -> Vec<Expr> {
+        match self {
+            Expr::Binary(BinOp::And, l, r) => {
+                let mut v = l.conjuncts();
+                v.extend(r.conjuncts());
+                v
+            }
+            e => vec![e],
+        }
+    }
+}
+
+fn eval_binary(op: BinOp, l: &Expr, r: &Expr, row: &[Value]) -> Result<Value> {
+    // AND / OR short-circuit with three-valued logic.
+    if op == BinOp::And || op == BinOp::Or {
+        let lv = l.eval(row)?;
+        let lb = as_bool(&lv, op)?;
+        if op == BinOp::And && lb == Some(false) {
+            return Ok(Value::Bool(false));
+        }
+        if op == BinOp::Or && lb == Some(true) {
+            return Ok(Value::Bool(true));
+        }
+        let rb = as_bool(&r.eval(row)?, op)?;
+        return Ok(match (op, lb, rb) {
+            (BinOp::And, _, Some(false)) => Value::Bool(false),
+            (BinOp::And, Some(true), Some(true)) => Value::Bool(true),
+            (BinOp::Or, _, Some(true)) => Value::Bool(true),
+            (BinOp::Or, Some(false), Some(false)) => Value::Bool(false),
+            _ => Value::Null,
+        });
+    }
+    let lv = l.eval(row)?;
+    let rv = r.eval(row)?;
+    binary_values(op, lv, rv)
+}
+
+fn as_bool(v: &Value, op: BinOp) -> Result<Option<bool>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Bool(b) => Ok(Some(*b)),
+        v => Err(Error::DatatypeMismatch(format!(
+            "argument of {} must be type boolean, not type {}",
+            op.symbol(),
+            v.type_name()
+        ))),
+    }
+}
+
+/// Applies a non-logical binary operator to two values.
+pub fn binary_values(op: BinOp, lv: Value, rv: Value) -> Result<Value> {
+    if lv.is_null() || rv.is_null() {
+        return Ok(Value::Null);
+    }
+    if op.is_comparison() {
+        let ord = lv.sql_cmp(&rv).expect("neither side is NULL");
+        let b = match op {
+            BinOp::Eq => ord == Ordering::Equal,
+            BinOp::NotEq => ord != Ordering::Equal,
+            BinOp::Lt => ord == Ordering::Less,
+            BinOp::LtEq => ord != Ordering::Greater,
+            BinOp::Gt => ord == Ordering::Greater,
+            BinOp::GtEq => ord != Ordering::Less,
+            _ => unreachable!("comparison operators only"),
+        };
+        return Ok(Value::Bool(b));
+    }
+    use Value::*;
+    let overflow = || Error::NumericOutOfRange("bigint".into());
+    Ok(match (op, lv, rv) {
+        (BinOp::Concat, a, b) => Text(format!("{a}{b}")),
+        (BinOp::Add, Int(a), Int(b)) => Int(a.checked_add(b).ok_or_else(overflow)?),
+        (BinOp::Sub, Int(a), Int(b)) => Int(a.checked_sub(b).ok_or_else(overflow)?),
+        (BinOp::Mul, Int(a), Int(b)) => Int(a.checked_mul(b).ok_or_else(overflow)?),
+        (BinOp::Div, Int(a), Int(b)) => {
+            if b == 0 {
+                return Err(Error::DivisionByZero);
+            }
+            Int(a.checked_div(b).ok_or_else(overflow)?)
+        }
+        (BinOp::Mod, Int(a), Int(b)) => {
+            if b == 0 {
+                return Err(Error::DivisionByZero);
+            }
+            Int(a.checked_rem(b).unwrap_or(0))
+        }
+        (op, a @ (Int(_) | Float(_)), b @ (Int(_) | Float(_))) => {
+            let x = to_f64(&a);
+            let y = to_f64(&b);
+            let v = match op {
+                BinOp::Add => x + y,
+                BinOp::Sub => x - y,
+                BinOp::Mul => x * y,
+                BinOp::Div => {
+                    if y == 0.0 {
+                        return Err(Error::DivisionByZero);
+                    }
+                    x / y
+                }
+                BinOp::Mod => {
+                    if y == 0.0 {
+                        return Err(Error::DivisionByZero);
+                    }
+                    x % y
+                }
+                _ => unreachable!("arithmetic operators only"),
+            };
+            if v.is_infinite() && x.is_finite() && y.is_finite() {
+                return Err(Error::NumericOutOfRange("double precision".into()));
+            }
+            Float(v)
+        }
+        (op, a, b) => {
+            return Err(Error::UndefinedOperator(format!(
+                "{} {} {}",
+                a.type_name(),
+                op.symbol(),
+                b.type_name()
+            )))
+        }
+    })
+}
+
+fn to_f64(v: &Value) -> f64 {
+    match v {
+        Value::Int(i) => *i as f64,
+        Value::Float(f) => *f,
+        _ => f64::NAN,
+    }
+}
+
+fn eval_func(f: Func, args: &[Expr], row: &[Value]) -> Result<Value> {
+    let vals = args
+        .iter()
+        .map(|a| a.eval(row))
+        .collect::<Result<Vec<_>>>()?;
+    let arg = |i: usize| vals.get(i).cloned().unwrap_or(Value::Null);
+    Ok(match f {
+        Func::Coalesce => vals
+            .into_iter()
+            .find(|v| !v.is_null())
+            .unwrap_or(Value::Null),
+        Func::NullIf => {
+            let (a, b) = (arg(0), arg(1));
+            if a.sql_cmp(&b) == Some(Ordering::Equal) {
+                Value::Null
+            } else {
+                a
+            }
+        }
+        Func::Version => Value::Text(crate::version_string()),
+        Func::CurrentDatabase => Value::Text(crate::catalog::DEFAULT_DATABASE.into()),
+        _ => match (f, arg(0)) {
+            (_, Value::Null) => Value::Null,
+            (Func::Abs, Value::Int(i)) => Value::Int(
+                i.checked_abs()
+                    .ok_or_else(|| Error::NumericOutOfRange("bigint".into()))?,
+            ),
+            (Func::Abs, Value::Float(x)) => Value::Float(x.abs()),
+            (Func::Lower, Value::Text(s)) => Value::Text(s.to_lowercase()),
+            (Func::Upper, Value::Text(s)) => Value::Text(s.to_uppercase()),
+            (Func::Length, Value::Text(s)) => Value::Int(s.chars().count() as i64),
+            (f, v) => {
+                return Err(Error::UndefinedFunction(
+                    format!("{f:?}({})", v.type_name()).to_lowercase(),
+                ))
+            }
+        },
+    })
+}
+
+/// SQL `LIKE` matching: `%` any sequence, `_` any one character, `\`
+/// escapes the next character.
+pub fn like(s: &str, pattern: &str) -> bool {
+    let s: Vec<char> = s.chars().collect();
+    let p: Vec<char> = pattern.chars().collect();
+    // Iterative matching with backtracking on the last '%'.
+    let (mut si, mut pi) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() {
+            match p[pi] {
+                '%' => {
+                    star = Some((pi, si));
+                    pi += 1;
+                    continue;
+                }
+                '_' => {
+                    si += 1;
+                    pi += 1;
+                    continue;
+                }
+                '\\' if pi + 1 < p.len() && p[pi + 1] == s[si] => {
+                    si += 1;
+                    pi += 2;
+                    continue;
+                }
+                '\\' if pi + 1 < p.len() => {}
+                c if c == s[si] => {
+                    si += 1;
+                    pi += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            Some((sp, ss)) => {
+                pi = sp + 1;
+                si = ss + 1;
+                star = Some((sp, ss + 1));
+            }
+            None => return false,
+        }
+    }
+    while pi < p.len() && p[pi] == '%' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Literal(Value::Text(s)) => write!(f, "'{}'", s.replace('\'', "''")),
+            Expr::Literal(v) => write!(f, "{v}"),
+            Expr::Column(i) => write!(f, "#{i}"),
+            Expr::Not(e) => write!(f, "NOT {e}"),
+            Expr::Neg(e) => write!(f, "-{e}"),
+            Expr::Binary(op, l, r) => write!(f, "({l} {} {r})", op.symbol()),
+            Expr::IsNull(e, false) => write!(f, "{e} IS NULL"),
+            Expr::IsNull(e, true) => write!(f, "{e} IS NOT NULL"),
+            Expr::Like {
+                expr,
+                pattern,
+                negated,
+                case_insensitive,
+            } => write!(
+                f,
+                "{expr} {}{} {pattern}",
+                if *negated { "NOT " } else { "" },
+                if *case_insensitive { "ILIKE" } else { "LIKE" }
+            ),
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
+                let items: Vec<String> = list.iter().map(|e| e.to_string()).collect();
+                write!(
+                    f,
+                    "{expr} {}IN ({})",
+                    if *negated { "NOT " } else { "" },
+                    items.join(", ")
+                )
+            }
+            Expr::Case { .. } => write!(f, "CASE ... END"),
+            Expr::Cast(e, ty) => write!(f, "{e}::{ty}"),
+            Expr::Func(func, args) => {
+                let items: Vec<String> = args.iter().map(|e| e.to_string()).collect();
+                write!(
+                    f,
+                    "{}({})",
+                    format!("{func:?}").to_lowercase(),
+                    items.join(", ")
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns() {
+        assert!(like("hello", "h%o"));
+        assert!(like("hello", "_ello"));
+        assert!(!like("hello", "h_o"));
+        assert!(like("", "%"));
+        assert!(like("a%b", "a\\%b"));
+        assert!(!like("axb", "a\\%b"));
+        assert!(like("abcabc", "%abc"));
+    }
+
+    #[test]
+    fn three_valued_logic() {
+        let t = Expr::Literal(Value::Bool(true));
+        let f = Expr::Literal(Value::Bool(false));
+        let n = Expr::Literal(Value::Null);
+        let and = |a: &Expr, b: &Expr| {
+            Expr::Binary(BinOp::And, Box::new(a.clone()), Box::new(b.clone()))
+                .eval(&[])
+                .unwrap()
+        };
+        let or = |a: &Expr, b: &Expr| {
+            Expr::Binary(BinOp::Or, Box::new(a.clone()), Box::new(b.clone()))
+                .eval(&[])
+                .unwrap()
+        };
+        assert_eq!(and(&f, &n), Value::Bool(false));
+        assert_eq!(and(&n, &f), Value::Bool(false));
+        assert!(and(&t, &n).is_null());
+        assert_eq!(or(&n, &t), Value::Bool(true));
+        assert!(or(&f, &n).is_null());
+    }
+
+    #[test]
+    fn arithmetic_errors_have_codes() {
+        let e = binary_values(BinOp::Div, Value::Int(1), Value::Int(0)).unwrap_err();
+        assert_eq!(e.sqlstate(), "22012");
+        let e = binary_values(BinOp::Mul, Value::Int(i64::MAX), Value::Int(2)).unwrap_err();
+        assert_eq!(e.sqlstate(), "22003");
+        assert_eq!(
+            binary_values(BinOp::Div, Value::Int(7), Value::Int(2)).unwrap(),
+            Value::Int(3)
+        );
+    }
+}

@@ -1,0 +1,2004 @@
+//! The planner: binds a parsed statement against the catalog and builds a
+//! [`Plan`].
+//!
+//! Binding resolves names (tables through the catalog, columns through a
+//! [`Scope`]), infers and checks types, and turns `sqlparser` expressions into
+//! [`Expr`]s. Then a small rule-based optimizer runs:
+//! - *Key selection*: conjuncts of the WHERE clause that constrain primary key
+//!   columns with constants become [`ScanSpans`]: an equality on every key
+//!   column is a point lookup (a KV get), an equality prefix plus bounds on
+//!   the next column is one KV range scan. The filter is still applied on
+//!   top, so key selection never changes results, only how many rows are read.
+//! - *Limit pushdown*: `LIMIT n` over an unfiltered, unsorted scan stops the
+//!   scan after n rows.
+//! - *Sort elimination*: `ORDER BY` the primary key (ascending) is satisfied by
+//!   scan order.
+//!
+//! Queries are planned in this order: FROM → WHERE → GROUP BY/aggregates →
+//! HAVING → SELECT list (plus hidden ORDER BY columns) → DISTINCT → ORDER BY →
+//! LIMIT/OFFSET → trim hidden columns.
+//!
+//! # Not done yet
+//! Joins, subqueries, set operations, CTEs, secondary indexes and statistics
+//! (the SQL issue).
+
+use std::ops::Bound;
+
+use sqlparser::ast::{self, SetExpr, Statement, TableFactor};
+
+use concord_kv::Txn;
+
+use crate::catalog::{self, Column, Table};
+use crate::error::{Error, Result};
+use crate::expr::{BinOp, Expr, Func};
+use crate::plan::{AggCall, AggFunc, Node, OutputColumn, Plan, Returning, ScanSpans, SortKey};
+use crate::types::{parse_text, DataType, Value};
+
+/// A column visible to expressions.
+#[derive(Clone, Debug)]
+struct ScopeColumn {
+    table: Option<String>,
+    name: String,
+    ty: DataType,
+}
+
+/// The columns an expression can refer to, in input-row order.
+#[derive(Clone, Debug, Default)]
+struct Scope {
+    columns: Vec<ScopeColumn>,
+}
+
+impl Scope {
+    fn of_table(table: &Table, alias: Option<&str>) -> Scope {
+        let qualifier = alias.unwrap_or(&table.name).to_string();
+        Scope {
+            columns: table
+                .columns
+                .iter()
+                .map(|c| ScopeColumn {
+                    table: Some(qualifier.clone()),
+                    name: c.name.clone(),
+                    ty: c.ty.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn resolve(&self, qualifier: Option<&str>, name: &str) -> Result<(usize, DataType)> {
+        let mut found = None;
+        for (i, c) in self.columns.iter().enumerate() {
+            if c.name == name && qualifier.is_none_or(|q| c.table.as_deref() == Some(q)) {
+                if found.is_some() {
+                    return Err(Error::AmbiguousColumn(name.to_string()));
+                }
+                found = Some((i, c.ty.clone()));
+            }
+        }
+        found.ok_or_else(|| match qualifier {
+            Some(q) if !self.columns.iter().any(|c| c.table.as_deref() == Some(q)) => {
+                Error::MissingFromEntry(q.to_string())
+            }
+            Some(q) => Error::UndefinedColumn(format!("{q}.{name}")),
+            None => Error::UndefinedColumn(name.to_string()),
+        })
+    }
+}
+
+/// Normalizes an identifier as PostgreSQL does: unquoted names fold to lower case.
+pub fn ident_name(id: &ast::Ident) -> String {
+    if id.quote_style.is_some() {
+        id.value.clone()
+    } else {
+        id.value.to_lowercase()
+    }
+}
+
+/// The table name of an object name (`t`, `public.t`, `defaultdb.public.t`).
+fn table_name(name: &ast::ObjectName) -> Result<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| match p {
+            ast::ObjectNamePart::Identifier(id) => Ok(ident_name(id)),
+            other => Err(Error::FeatureNotSupported(format!("object name {other}"))),
+        })
+        .collect::<Result<_>>()?;
+    match parts.as_slice() {
+        [t] => Ok(t.clone()),
+        [s, t] if s == "public" => Ok(t.clone()),
+        [d, s, t] if d == catalog::DEFAULT_DATABASE && s == "public" => Ok(t.clone()),
+        _ => Err(Error::FeatureNotSupported(format!(
+            "schemas and databases other than {}.public (in {name})",
+            catalog::DEFAULT_DATABASE
+        ))),
+    }
+}
+
+fn aggregate_func(name: &str) -> Option<AggFunc> {
+    Some(match name {
+        "count" => AggFunc::Count,
+        "sum" => AggFunc::Sum,
+        "min" => AggFunc::Min,
+        "max" => AggFunc::Max,
+        "avg" => AggFunc::Avg,
+        _ => return None,
+    })
+}
+
+fn function_name(f: &ast::Function) -> String {
+    f.name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(ident_name)
+        .unwrap_or_default()
+}
+
+/// Aggregation state while binding the SELECT list, HAVING and ORDER BY of
+/// an aggregating query.
+struct AggContext {
+    groups: Vec<(Expr, DataType)>,
+    aggs: Vec<(AggCall, DataType)>,
+}
+
+struct Binder<'a> {
+    scope: &'a Scope,
+    agg: Option<&'a mut AggContext>,
+    /// Where this expression is, for error messages about aggregates.
+    clause: &'static str,
+}
+
+impl<'a> Binder<'a> {
+    fn plain(scope: &'a Scope, clause: &'static str) -> Self {
+        Binder {
+            scope,
+            agg: None,
+            clause,
+        }
+    }
+
+    fn bind(&mut self, e: &ast::Expr) -> Result<(Expr, DataType)> {
+        if self.agg.is_some() {
+            // An aggregate call: computed by the Aggregate node.
+            if let ast::Expr::Function(f) = e {
+                if let Some(func) = aggregate_func(&function_name(f)) {
+                    return self.bind_aggregate(func, f);
+                }
+            }
+            // An expression that is a GROUP BY expression.
+            if let Ok((bound, _)) = Binder::plain(self.scope, self.clause).bind(e) {
+                let agg = self.agg.as_deref().expect("checked above");
+                if let Some(i) = agg.groups.iter().position(|(g, _)| *g == bound) {
+                    return Ok((Expr::Column(i), agg.groups[i].1.clone()));
+                }
+                if bound.is_constant() {
+                    return Binder::plain(self.scope, self.clause).bind(e);
+                }
+            }
+            if let ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) = e {
+                return Err(Error::Grouping(format!(
+                    "column \"{e}\" must appear in the GROUP BY clause or be used in an aggregate function"
+                )));
+            }
+        }
+        self.bind_inner(e)
+    }
+
+    fn bind_aggregate(&mut self, func: AggFunc, f: &ast::Function) -> Result<(Expr, DataType)> {
+        let ast::FunctionArguments::List(list) = &f.args else {
+            return Err(Error::Syntax(format!(
+                "{} requires arguments",
+                function_name(f)
+            )));
+        };
+        let distinct = matches!(
+            list.duplicate_treatment,
+            Some(ast::DuplicateTreatment::Distinct)
+        );
+        let (func, arg, arg_type) = match list.args.as_slice() {
+            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)]
+                if func == AggFunc::Count =>
+            {
+                (AggFunc::CountStar, None, DataType::Int8)
+            }
+            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))] => {
+                let mut inner = Binder::plain(self.scope, "aggregate function calls");
+                let (arg, ty) = inner.bind_inner_no_agg(a)?;
+                (func, Some(arg), ty)
+            }
+            _ => {
+                return Err(Error::UndefinedFunction(format!(
+                    "{}(...) with these arguments",
+                    function_name(f)
+                )))
+            }
+        };
+        let result_type = match func {
+            AggFunc::CountStar | AggFunc::Count => DataType::Int8,
+            AggFunc::Sum if arg_type.is_integer() => DataType::Int8,
+            AggFunc::Sum | AggFunc::Avg
+                if arg_type.is_numeric() || arg_type == DataType::Unknown =>
+            {
+                DataType::Float8
+            }
+            AggFunc::Sum | AggFunc::Avg => {
+                return Err(Error::UndefinedFunction(format!(
+                    "{}({})",
+                    format!("{func:?}").to_lowercase(),
+                    arg_type
+                )))
+            }
+            AggFunc::Min | AggFunc::Max => arg_type.clone(),
+        };
+        let agg = self
+            .agg
+            .as_deref_mut()
+            .expect("aggregates are bound in aggregate mode");
+        let call = AggCall {
+            func,
+            arg,
+            distinct,
+            arg_type,
+        };
+        let idx = match agg.aggs.iter().position(|(c, _)| *c == call) {
+            Some(i) => i,
+            None => {
+                agg.aggs.push((call, result_type.clone()));
+                agg.aggs.len() - 1
+            }
+        };
+        Ok((Expr::Column(agg.groups.len() + idx), result_type))
+    }
+
+    /// Binds an expression in which aggregates are not allowed.
+    fn bind_inner_no_agg(&mut self, e: &ast::Expr) -> Result<(Expr, DataType)> {
+        self.bind_inner(e)
+    }
+
+    fn bind_inner(&mut self, e: &ast::Expr) -> Result<(Expr, DataType)> {
+        use ast::Expr as A;
+        Ok(match e {
+            A::Identifier(id) => {
+                let (i, ty) = self.scope.resolve(None, &ident_name(id))?;
+                (Expr::Column(i), ty)
+            }
+            A::CompoundIdentifier(parts) => {
+                let names: Vec<String> = parts.iter().map(ident_name).collect();
+                let (q, n) = match names.as_slice() {
+                    [t, c] => (t.as_str(), c.as_str()),
+                    [_, t, c] | [_, _, t, c] => (t.as_str(), c.as_str()),
+                    _ => return Err(Error::Syntax(format!("improper qualified name {e}"))),
+                };
+                let (i, ty) = self.scope.resolve(Some(q), n)?;
+                (Expr::Column(i), ty)
+            }
+            A::Value(v) => bind_literal(&v.value)?,
+            A::Nested(inner) => self.bind(inner)?,
+            A::UnaryOp {
+                op: ast::UnaryOperator::Minus,
+                expr,
+            } if matches!(expr.as_ref(), A::Value(v) if matches!(v.value, ast::Value::Number(..))) =>
+            {
+                // Negative literals parse as one number, so that the most
+                // negative bigint is representable.
+                let A::Value(v) = expr.as_ref() else {
+                    unreachable!("matched above")
+                };
+                let ast::Value::Number(n, long) = &v.value else {
+                    unreachable!("matched above")
+                };
+                bind_literal(&ast::Value::Number(format!("-{n}"), *long))?
+            }
+            A::UnaryOp { op, expr } => {
+                let (x, ty) = self.bind(expr)?;
+                match op {
+                    ast::UnaryOperator::Not => {
+                        expect_bool(&ty, "NOT")?;
+                        (Expr::Not(Box::new(x)), DataType::Bool)
+                    }
+                    ast::UnaryOperator::Minus => {
+                        if !ty.is_numeric() && ty != DataType::Unknown {
+                            return Err(Error::UndefinedOperator(format!("- {ty}")));
+                        }
+                        // Fold negative literals so that i64::MIN parses.
+                        if let Expr::Literal(Value::Int(i)) = &x {
+                            return Ok((Expr::Literal(Value::Int(-i)), ty));
+                        }
+                        if let Expr::Literal(Value::Float(f)) = &x {
+                            return Ok((Expr::Literal(Value::Float(-f)), ty));
+                        }
+                        (Expr::Neg(Box::new(x)), ty)
+                    }
+                    ast::UnaryOperator::Plus => (x, ty),
+                    other => {
+                        return Err(Error::FeatureNotSupported(format!(
+                            "unary operator {other}"
+                        )))
+                    }
+                }
+            }
+            A::BinaryOp { left, op, right } => {
+                let op = match op {
+                    ast::BinaryOperator::And => BinOp::And,
+                    ast::BinaryOperator::Or => BinOp::Or,
+                    ast::BinaryOperator::Eq => BinOp::Eq,
+                    ast::BinaryOperator::NotEq => BinOp::NotEq,
+                    ast::BinaryOperator::Lt => BinOp::Lt,
+                    ast::BinaryOperator::LtEq => BinOp::LtEq,
+                    ast::BinaryOperator::Gt => BinOp::Gt,
+                    ast::BinaryOperator::GtEq => BinOp::GtEq,
+                    ast::BinaryOperator::Plus => BinOp::Add,
+                    ast::BinaryOperator::Minus => BinOp::Sub,
+                    ast::BinaryOperator::Multiply => BinOp::Mul,
+                    ast::BinaryOperator::Divide => BinOp::Div,
+                    ast::BinaryOperator::Modulo => BinOp::Mod,
+                    ast::BinaryOperator::StringConcat => BinOp::Concat,
+                    other => return Err(Error::FeatureNotSupported(format!("operator {other}"))),
+                };
+                let l = self.bind(left)?;
+                let r = self.bind(right)?;
+                bind_binary(op, l, r)?
+            }
+            A::IsNull(x) => (
+                Expr::IsNull(Box::new(self.bind(x)?.0), false),
+                DataType::Bool,
+            ),
+            A::IsNotNull(x) => (
+                Expr::IsNull(Box::new(self.bind(x)?.0), true),
+                DataType::Bool,
+            ),
+            A::IsTrue(x) | A::IsNotTrue(x) | A::IsFalse(x) | A::IsNotFalse(x) => {
+                let (b, ty) = self.bind(x)?;
+                expect_bool(&ty, "IS TRUE")?;
+                // x IS TRUE ⇔ coalesce(x = true, false); IS NOT TRUE negates it.
+                let truth = matches!(e, A::IsTrue(_) | A::IsNotTrue(_));
+                let positive = Expr::Func(
+                    Func::Coalesce,
+                    vec![
+                        Expr::Binary(
+                            BinOp::Eq,
+                            Box::new(b),
+                            Box::new(Expr::Literal(Value::Bool(truth))),
+                        ),
+                        Expr::Literal(Value::Bool(false)),
+                    ],
+                );
+                if matches!(e, A::IsNotTrue(_) | A::IsNotFalse(_)) {
+                    (Expr::Not(Box::new(positive)), DataType::Bool)
+                } else {
+                    (positive, DataType::Bool)
+                }
+            }
+            A::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => {
+                let x = self.bind(expr)?;
+                let lo = self.bind(low)?;
+                let hi = self.bind(high)?;
+                let (ge, _) = bind_binary(BinOp::GtEq, x.clone(), lo)?;
+                let (le, _) = bind_binary(BinOp::LtEq, x, hi)?;
+                let both = Expr::Binary(BinOp::And, Box::new(ge), Box::new(le));
+                if *negated {
+                    (Expr::Not(Box::new(both)), DataType::Bool)
+                } else {
+                    (both, DataType::Bool)
+                }
+            }
+            A::Like {
+                negated,
+                expr,
+                pattern,
+                escape_char,
+                any,
+                ..
+            }
+            | A::ILike {
+                negated,
+                expr,
+                pattern,
+                escape_char,
+                any,
+                ..
+            } => {
+                if escape_char.is_some() || *any {
+                    return Err(Error::FeatureNotSupported(
+                        "LIKE ... ESCAPE / LIKE ANY".into(),
+                    ));
+                }
+                let (x, xt) = self.bind(expr)?;
+                let (p, pt) = self.bind(pattern)?;
+                for t in [&xt, &pt] {
+                    if !t.is_string() && *t != DataType::Unknown {
+                        return Err(Error::UndefinedOperator(format!("{xt} ~~ {pt}")));
+                    }
+                }
+                (
+                    Expr::Like {
+                        expr: Box::new(x),
+                        pattern: Box::new(p),
+                        negated: *negated,
+                        case_insensitive: matches!(e, A::ILike { .. }),
+                    },
+                    DataType::Bool,
+                )
+            }
+            A::In {
+                expr,
+                target,
+                negated,
+                ..
+            } => {
+                let ast::InTarget::List(list) = target else {
+                    return Err(Error::FeatureNotSupported("IN with a subquery".into()));
+                };
+                let (x, xt) = self.bind(expr)?;
+                let mut items = Vec::with_capacity(list.len());
+                for item in list {
+                    let (it, itt) = self.bind(item)?;
+                    let (_, coerced) = coerce_pair((x.clone(), xt.clone()), (it, itt))?;
+                    items.push(coerced.0);
+                }
+                (
+                    Expr::InList {
+                        expr: Box::new(x),
+                        list: items,
+                        negated: *negated,
+                    },
+                    DataType::Bool,
+                )
+            }
+            A::Cast {
+                expr, data_type, ..
+            } => {
+                let (x, _) = self.bind(expr)?;
+                let ty = bind_type(data_type)?;
+                let cast = Expr::Cast(Box::new(x), ty.clone());
+                if cast.is_constant() {
+                    (Expr::Literal(cast.eval(&[])?), ty)
+                } else {
+                    (cast, ty)
+                }
+            }
+            A::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
+                let operand = operand.as_ref().map(|o| self.bind(o)).transpose()?;
+                let mut whens = Vec::new();
+                let mut result_ty = DataType::Unknown;
+                for w in conditions {
+                    let (c, ct) = self.bind(&w.condition)?;
+                    if operand.is_none() {
+                        expect_bool(&ct, "CASE/WHEN")?;
+                    }
+                    let (r, rt) = self.bind(&w.result)?;
+                    result_ty = unify(&result_ty, &rt, "CASE")?;
+                    whens.push((c, r));
+                }
+                let else_ = match else_result {
+                    Some(e) => {
+                        let (x, t) = self.bind(e)?;
+                        result_ty = unify(&result_ty, &t, "CASE")?;
+                        Some(Box::new(x))
+                    }
+                    None => None,
+                };
+                (
+                    Expr::Case {
+                        operand: operand.map(|(o, _)| Box::new(o)),
+                        whens,
+                        else_,
+                    },
+                    result_ty,
+                )
+            }
+            A::Function(f) => self.bind_function(f)?,
+            A::TypedString(ts) => {
+                let ty = bind_type(&ts.data_type)?;
+                let s = match &ts.value.value {
+                    ast::Value::SingleQuotedString(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (Expr::Literal(parse_text(&s, &ty)?), ty)
+            }
+            A::Subquery(_) | A::Exists { .. } => {
+                return Err(Error::FeatureNotSupported("subqueries".into()));
+            }
+            other => return Err(Error::FeatureNotSupported(format!("expression {other}"))),
+        })
+    }
+
+    fn bind_function(&mut self, f: &ast::Function) -> Result<(Expr, DataType)> {
+        let name = function_name(f);
+        if aggregate_func(&name).is_some() {
+            return Err(Error::Grouping(format!(
+                "aggregate functions are not allowed in {}",
+                self.clause
+            )));
+        }
+        let args: Vec<&ast::Expr> = match &f.args {
+            ast::FunctionArguments::None => vec![],
+            ast::FunctionArguments::List(list) => list
+                .args
+                .iter()
+                .map(|a| match a {
+                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Ok(e),
+                    other => Err(Error::FeatureNotSupported(format!(
+                        "function argument {other}"
+                    ))),
+                })
+                .collect::<Result<_>>()?,
+            ast::FunctionArguments::Subquery(_) => {
+                return Err(Error::FeatureNotSupported("subqueries".into()))
+            }
+        };
+        let bound = args
+            .iter()
+            .map(|a| self.bind(a))
+            .collect::<Result<Vec<_>>>()?;
+        let arity = |n: usize| -> Result<()> {
+            if bound.len() == n {
+                Ok(())
+            } else {
+                Err(Error::UndefinedFunction(format!(
+                    "{name} with {} argument(s)",
+                    bound.len()
+                )))
+            }
+        };
+        let string_arg = |i: usize| -> Result<()> {
+            let t = &bound[i].1;
+            if t.is_string() || *t == DataType::Unknown {
+                Ok(())
+            } else {
+                Err(Error::UndefinedFunction(format!("{name}({t})")))
+            }
+        };
+        let (func, ty) = match name.as_str() {
+            "abs" => {
+                arity(1)?;
+                if !bound[0].1.is_numeric() && bound[0].1 != DataType::Unknown {
+                    return Err(Error::UndefinedFunction(format!("abs({})", bound[0].1)));
+                }
+                (Func::Abs, bound[0].1.clone())
+            }
+            "lower" | "upper" => {
+                arity(1)?;
+                string_arg(0)?;
+                (
+                    if name == "lower" {
+                        Func::Lower
+                    } else {
+                        Func::Upper
+                    },
+                    DataType::Text,
+                )
+            }
+            "length" | "char_length" | "character_length" => {
+                arity(1)?;
+                string_arg(0)?;
+                (Func::Length, DataType::Int4)
+            }
+            "coalesce" => {
+                if bound.is_empty() {
+                    return Err(Error::Syntax("coalesce requires arguments".into()));
+                }
+                let mut ty = DataType::Unknown;
+                for (_, t) in &bound {
+                    ty = unify(&ty, t, "COALESCE")?;
+                }
+                (Func::Coalesce, ty)
+            }
+            "nullif" => {
+                arity(2)?;
+                unify(&bound[0].1, &bound[1].1, "NULLIF")?;
+                (Func::NullIf, bound[0].1.clone())
+            }
+            "version" => {
+                arity(0)?;
+                (Func::Version, DataType::Text)
+            }
+            "current_database" => {
+                arity(0)?;
+                (Func::CurrentDatabase, DataType::Text)
+            }
+            _ => return Err(Error::UndefinedFunction(format!("{name}()"))),
+        };
+        Ok((
+            Expr::Func(func, bound.into_iter().map(|(e, _)| e).collect()),
+            ty,
+        ))
+    }
+}
+
+fn expect_bool(ty: &DataType, what: &str) -> Result<()> {
+    if *ty == DataType::Bool || *ty == DataType::Unknown {
+        Ok(())
+    } else {
+        Err(Error::DatatypeMismatch(format!(
+            "argument of {what} must be type boolean, not type {ty}"
+        )))
+    }
+}
+
+/// The common type of two branches (CASE, COALESCE).
+fn unify(a: &DataType, b: &DataType, what: &str) -> Result<DataType> {
+    Ok(match (a, b) {
+        (DataType::Unknown, t) | (t, DataType::Unknown) => t.clone(),
+        (x, y) if x == y => x.clone(),
+        (x, y) if x.is_integer() && y.is_integer() => DataType::Int8,
+        (x, y) if x.is_numeric() && y.is_numeric() => DataType::Float8,
+        (x, y) if x.is_string() && y.is_string() => DataType::Text,
+        (x, y) => {
+            return Err(Error::DatatypeMismatch(format!(
+                "{what} types {x} and {y} cannot be matched"
+            )))
+        }
+    })
+}
+
+fn bind_literal(v: &ast::Value) -> Result<(Expr, DataType)> {
+    Ok(match v {
+        ast::Value::Number(n, _) => {
+            if let Ok(i) = n.parse::<i64>() {
+                let ty = if i32::try_from(i).is_ok() {
+                    DataType::Int4
+                } else {
+                    DataType::Int8
+                };
+                (Expr::Literal(Value::Int(i)), ty)
+            } else if n
+                .trim_start_matches('-')
+                .chars()
+                .all(|c| c.is_ascii_digit())
+            {
+                // Too big for bigint: PostgreSQL would make it numeric.
+                return Err(Error::NumericOutOfRange("bigint".into()));
+            } else {
+                let f: f64 = n
+                    .parse()
+                    .map_err(|_| Error::Syntax(format!("invalid number {n}")))?;
+                (Expr::Literal(Value::Float(f)), DataType::Float8)
+            }
+        }
+        ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) => {
+            // A string literal's type comes from context; until then it is text.
+            (Expr::Literal(Value::Text(s.clone())), DataType::Unknown)
+        }
+        ast::Value::DollarQuotedString(s) => (
+            Expr::Literal(Value::Text(s.value.clone())),
+            DataType::Unknown,
+        ),
+        ast::Value::Boolean(b) => (Expr::Literal(Value::Bool(*b)), DataType::Bool),
+        ast::Value::Null => (Expr::Literal(Value::Null), DataType::Unknown),
+        ast::Value::Placeholder(p) => {
+            return Err(Error::FeatureNotSupported(format!(
+                "parameter {p} outside a prepared statement"
+            )))
+        }
+        other => return Err(Error::FeatureNotSupported(format!("literal {other}"))),
+    })
+}
+
+/// Gives an unknown-typed literal (a string literal or NULL) the type of the
+/// other operand, as PostgreSQL resolves `int_col = '5'`.
+fn coerce_pair(
+    l: (Expr, DataType),
+    r: (Expr, DataType),
+) -> Result<((Expr, DataType), (Expr, DataType))> {
+    let fix = |(e, t): (Expr, DataType), other: &DataType| -> Result<(Expr, DataType)> {
+        if t == DataType::Unknown && *other != DataType::Unknown {
+            if let Expr::Literal(v) = &e {
+                let v = match v {
+                    Value::Text(s) => parse_text(s, other)?,
+                    v => v.clone(),
+                };
+                return Ok((Expr::Literal(v), other.clone()));
+            }
+        }
+        Ok((e, t))
+    };
+    let lt = l.1.clone();
+    let rt = r.1.clone();
+    let l = fix(l, &rt)?;
+    let r = fix(r, &lt)?;
+    // Two unknown string literals compare as text.
+    let l = if l.1 == DataType::Unknown && matches!(l.0, Expr::Literal(Value::Text(_))) {
+        (l.0, DataType::Text)
+    } else {
+        l
+    };
+    let r = if r.1 == DataType::Unknown && matches!(r.0, Expr::Literal(Value::Text(_))) {
+        (r.0, DataType::Text)
+    } else {
+        r
+    };
+    Ok((l, r))
+}
+
+fn bind_binary(op: BinOp, l: (Expr, DataType), r: (Expr, DataType)) -> Result<(Expr, DataType)> {
+    let ((le, lt), (re, rt)) = coerce_pair(l, r)?;
+    let mismatch = || Error::UndefinedOperator(format!("{lt} {} {rt}", op.symbol()));
+    let ty = match op {
+        BinOp::And | BinOp::Or => {
+            expect_bool(&lt, op.symbol())?;
+            expect_bool(&rt, op.symbol())?;
+            DataType::Bool
+        }
+        _ if op.is_comparison() => {
+            let ok = lt == DataType::Unknown
+                || rt == DataType::Unknown
+                || (lt.is_numeric() && rt.is_numeric())
+                || (lt.is_string() && rt.is_string())
+                || lt == rt;
+            if !ok {
+                return Err(mismatch());
+            }
+            DataType::Bool
+        }
+        BinOp::Concat => {
+            if !(lt.is_string()
+                || lt == DataType::Unknown
+                || rt.is_string()
+                || rt == DataType::Unknown)
+            {
+                return Err(mismatch());
+            }
+            DataType::Text
+        }
+        _ => {
+            let t = match (&lt, &rt) {
+                (DataType::Unknown, t) | (t, DataType::Unknown) if t.is_numeric() => t.clone(),
+                (DataType::Unknown, DataType::Unknown) => DataType::Unknown,
+                (a, b) if a.is_integer() && b.is_integer() => {
+                    let rank = |t: &DataType| match t {
+                        DataType::Int2 => 2,
+                        DataType::Int4 => 4,
+                        _ => 8,
+                    };
+                    if rank(a) >= rank(b) {
+                        a.clone()
+                    } else {
+                        b.clone()
+                    }
+                }
+                (a, b) if a.is_numeric() && b.is_numeric() => DataType::Float8,
+                _ => return Err(mismatch()),
+            };
+            let e = Expr::Binary(op, Box::new(le), Box::new(re));
+            // Integer arithmetic narrower than bigint is checked against its
+            // type's range, as in PostgreSQL (int4 + int4 can overflow).
+            let e = if matches!(t, DataType::Int2 | DataType::Int4) {
+                Expr::Cast(Box::new(e), t.clone())
+            } else {
+                e
+            };
+            return Ok((fold(e)?, t));
+        }
+    };
+    Ok((fold(Expr::Binary(op, Box::new(le), Box::new(re)))?, ty))
+}
+
+/// Evaluates constant expressions at plan time.
+fn fold(e: Expr) -> Result<Expr> {
+    if e.is_constant() && !matches!(e, Expr::Literal(_)) {
+        Ok(Expr::Literal(e.eval(&[])?))
+    } else {
+        Ok(e)
+    }
+}
+
+/// The SQL type named by a column definition or cast.
+pub fn bind_type(t: &ast::DataType) -> Result<DataType> {
+    use ast::DataType as D;
+    let len = |l: &Option<ast::CharacterLength>| -> Result<Option<u32>> {
+        match l {
+            None => Ok(None),
+            Some(ast::CharacterLength::IntegerLength { length, .. }) => {
+                if *length == 0 || *length > 10_485_760 {
+                    return Err(Error::InvalidParameterValue(
+                        "length for type varchar must be between 1 and 10485760".into(),
+                    ));
+                }
+                Ok(Some(*length as u32))
+            }
+            Some(ast::CharacterLength::Max) => Ok(None),
+        }
+    };
+    Ok(match t {
+        D::Bool | D::Boolean => DataType::Bool,
+        D::SmallInt(_) | D::Int2(_) => DataType::Int2,
+        D::Int(_) | D::Integer(_) | D::Int4(_) => DataType::Int4,
+        D::BigInt(_) | D::Int8(_) => DataType::Int8,
+        D::Real | D::Float4 => DataType::Float4,
+        D::Float(info) => match info {
+            ast::ExactNumberInfo::Precision(p) if *p <= 24 => DataType::Float4,
+            _ => DataType::Float8,
+        },
+        D::Double(_) | D::DoublePrecision | D::Float8 | D::Float64 => DataType::Float8,
+        D::Text | D::String(_) => DataType::Text,
+        D::Varchar(l) | D::CharacterVarying(l) | D::CharVarying(l) => DataType::Varchar(len(l)?),
+        D::Custom(name, _) if name.to_string().eq_ignore_ascii_case("string") => DataType::Text,
+        other => return Err(Error::FeatureNotSupported(format!("type {other}"))),
+    })
+}
+
+/// Plans a statement. Reads the catalog through `txn`.
+pub async fn plan(stmt: &Statement, txn: &mut Txn) -> Result<Plan> {
+    match stmt {
+        Statement::Query(q) => {
+            let (node, columns) = plan_query(q, txn).await?;
+            Ok(Plan::Query { node, columns })
+        }
+        Statement::CreateTable(ct) => plan_create_table(ct),
+        Statement::Drop {
+            object_type,
+            if_exists,
+            names,
+            ..
+        } => {
+            if *object_type != ast::ObjectType::Table {
+                return Err(Error::FeatureNotSupported(format!("DROP {object_type}")));
+            }
+            let names = names.iter().map(table_name).collect::<Result<Vec<_>>>()?;
+            Ok(Plan::DropTable {
+                names,
+                if_exists: *if_exists,
+            })
+        }
+        Statement::Insert(ins) => plan_insert(ins, txn).await,
+        Statement::Update(upd) => plan_update(upd, txn).await,
+        Statement::Delete(del) => plan_delete(del, txn).await,
+        Statement::Explain {
+            statement, analyze, ..
+        } => {
+            if *analyze {
+                return Err(Error::FeatureNotSupported("EXPLAIN ANALYZE".into()));
+            }
+            Ok(Plan::Explain(Box::new(
+                Box::pin(plan(statement, txn)).await?,
+            )))
+        }
+        Statement::StartTransaction { .. } => Ok(Plan::Begin),
+        Statement::Commit { .. } => Ok(Plan::Commit),
+        Statement::Rollback {
+            savepoint: None, ..
+        } => Ok(Plan::Rollback),
+        Statement::Set(_) | Statement::ShowVariable { .. } => plan_session_statement(stmt),
+        Statement::ShowTables { .. } => Ok(Plan::ShowTables),
+        other => Err(Error::FeatureNotSupported(format!(
+            "statement {}",
+            other
+                .to_string()
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ))),
+    }
+}
+
+fn plan_create_table(ct: &ast::CreateTable) -> Result<Plan> {
+    let name = table_name(&ct.name)?;
+    if ct.query.is_some() {
+        return Err(Error::FeatureNotSupported("CREATE TABLE ... AS".into()));
+    }
+    let mut columns: Vec<Column> = Vec::new();
+    let mut pk: Option<Vec<usize>> = None;
+    let set_pk = |pk: &mut Option<Vec<usize>>, cols: Vec<usize>| -> Result<()> {
+        if pk.is_some() {
+            return Err(Error::InvalidTableDefinition(format!(
+                "multiple primary keys for table \"{name}\" are not allowed"
+            )));
+        }
+        *pk = Some(cols);
+        Ok(())
+    };
+    for (i, def) in ct.columns.iter().enumerate() {
+        let col_name = ident_name(&def.name);
+        if columns.iter().any(|c| c.name == col_name) {
+            return Err(Error::DuplicateColumn(col_name));
+        }
+        let ty = bind_type(&def.data_type)?;
+        let mut nullable = true;
+        let mut default = None;
+        for opt in &def.options {
+            match &opt.option {
+                ast::ColumnOption::NotNull => nullable = false,
+                ast::ColumnOption::Null => nullable = true,
+                ast::ColumnOption::Default(e) => {
+                    // Check now that the default binds and fits the column.
+                    let (x, _) = Binder::plain(&Scope::default(), "DEFAULT expressions").bind(e)?;
+                    if x.is_constant() {
+                        x.eval(&[])?.assign(&ty)?;
+                    }
+                    default = Some(e.to_string());
+                }
+                ast::ColumnOption::PrimaryKey(_) => set_pk(&mut pk, vec![i])?,
+                ast::ColumnOption::Unique(_) => {
+                    return Err(Error::FeatureNotSupported(
+                        "UNIQUE constraints (secondary indexes)".into(),
+                    ))
+                }
+                other => return Err(Error::FeatureNotSupported(format!("column option {other}"))),
+            }
+        }
+        columns.push(Column {
+            id: i as u32 + 1,
+            name: col_name,
+            ty,
+            nullable,
+            default,
+        });
+    }
+    for c in &ct.constraints {
+        match c {
+            ast::TableConstraint::PrimaryKey(pkc) => {
+                let mut cols = Vec::new();
+                for col in &pkc.columns {
+                    let n = match &col.column.expr {
+                        ast::Expr::Identifier(id) => ident_name(id),
+                        other => {
+                            return Err(Error::FeatureNotSupported(format!(
+                                "primary key on expression {other}"
+                            )))
+                        }
+                    };
+                    let i = columns
+                        .iter()
+                        .position(|c| c.name == n)
+                        .ok_or_else(|| Error::UndefinedColumn(n.clone()))?;
+                    cols.push(i);
+                }
+                set_pk(&mut pk, cols)?;
+            }
+            other => {
+                return Err(Error::FeatureNotSupported(format!(
+                    "table constraint {other}"
+                )))
+            }
+        }
+    }
+    let Some(pk) = pk else {
+        return Err(Error::FeatureNotSupported(
+            "tables without a PRIMARY KEY (hidden row ids are not implemented yet)".into(),
+        ));
+    };
+    for &i in &pk {
+        columns[i].nullable = false;
+    }
+    if columns.is_empty() {
+        return Err(Error::InvalidTableDefinition(
+            "a table needs at least one column".into(),
+        ));
+    }
+    Ok(Plan::CreateTable {
+        table: Table {
+            id: 0,
+            name,
+            columns,
+            pk,
+            version: 0,
+        },
+        if_not_exists: ct.if_not_exists,
+    })
+}
+
+/// The table and alias of a FROM item that must be a plain table.
+fn plain_table(tf: &TableFactor) -> Result<(String, Option<String>)> {
+    match tf {
+        TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } => Ok((
+            table_name(name)?,
+            alias.as_ref().map(|a| ident_name(&a.name)),
+        )),
+        other => Err(Error::FeatureNotSupported(format!("FROM {other}"))),
+    }
+}
+
+fn constant_u64(e: &ast::Expr, what: &'static str) -> Result<u64> {
+    let (x, _) = Binder::plain(&Scope::default(), what).bind(e)?;
+    if !x.is_constant() {
+        return Err(Error::Syntax(format!(
+            "argument of {what} must not contain variables"
+        )));
+    }
+    match x.eval(&[])? {
+        Value::Int(i) if i >= 0 => Ok(i as u64),
+        Value::Null => Ok(u64::MAX),
+        Value::Int(_) => Err(Error::InvalidParameterValue(format!(
+            "{what} must not be negative"
+        ))),
+        v => Err(Error::DatatypeMismatch(format!(
+            "argument of {what} must be type bigint, not type {}",
+            v.type_name()
+        ))),
+    }
+}
+
+fn contains_aggregate(e: &ast::Expr) -> bool {
+    let s = e.to_string().to_lowercase();
+    // Cheap pre-check, confirmed by walking function calls.
+    if !["count(", "sum(", "min(", "max(", "avg("]
+        .iter()
+        .any(|f| s.contains(f))
+    {
+        return false;
+    }
+    fn walk(e: &ast::Expr) -> bool {
+        use ast::Expr as A;
+        match e {
+            A::Function(f) => {
+                if aggregate_func(&function_name(f)).is_some() {
+                    return true;
+                }
+                match &f.args {
+                    ast::FunctionArguments::List(l) => l.args.iter().any(|a| match a {
+                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x)) => walk(x),
+                        _ => false,
+                    }),
+                    _ => false,
+                }
+            }
+            A::BinaryOp { left, right, .. } => walk(left) || walk(right),
+            A::UnaryOp { expr, .. } | A::Nested(expr) | A::Cast { expr, .. } => walk(expr),
+            A::IsNull(x) | A::IsNotNull(x) => walk(x),
+            A::Between {
+                expr, low, high, ..
+            } => walk(expr) || walk(low) || walk(high),
+            A::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
+                operand.as_deref().is_some_and(walk)
+                    || conditions
+                        .iter()
+                        .any(|c| walk(&c.condition) || walk(&c.result))
+                    || else_result.as_deref().is_some_and(walk)
+            }
+            A::In {
+                expr,
+                target: ast::InTarget::List(l),
+                ..
+            } => walk(expr) || l.iter().any(walk),
+            _ => false,
+        }
+    }
+    walk(e)
+}
+
+fn output_name(item_expr: &ast::Expr) -> String {
+    match item_expr {
+        ast::Expr::Identifier(id) => ident_name(id),
+        ast::Expr::CompoundIdentifier(parts) => parts.last().map(ident_name).unwrap_or_default(),
+        ast::Expr::Function(f) => function_name(f),
+        ast::Expr::Cast { expr, .. } | ast::Expr::Nested(expr) => {
+            match output_name(expr).as_str() {
+                "?column?" => "?column?".into(),
+                n => n.to_string(),
+            }
+        }
+        ast::Expr::Case { .. } => "case".into(),
+        _ => "?column?".into(),
+    }
+}
+
+/// Plans a SELECT: the root node and its visible output columns.
+async fn plan_query(q: &ast::Query, txn: &mut Txn) -> Result<(Node, Vec<OutputColumn>)> {
+    if q.with.is_some() {
+        return Err(Error::FeatureNotSupported(
+            "WITH (common table expressions)".into(),
+        ));
+    }
+    if !q.locks.is_empty() {
+        return Err(Error::FeatureNotSupported("SELECT ... FOR UPDATE".into()));
+    }
+    let select = match q.body.as_ref() {
+        SetExpr::Select(s) => s,
+        SetExpr::Values(v) => {
+            let (node, columns) = plan_values(v)?;
+            return finish_query(q, node, columns, None, &Scope::default(), None);
+        }
+        SetExpr::Query(inner) => return Box::pin(plan_query(inner, txn)).await,
+        other => return Err(Error::FeatureNotSupported(format!("query {other}"))),
+    };
+    // FROM
+    let (mut node, scope, table) = match select.from.as_slice() {
+        [] => (Node::Values { rows: vec![vec![]] }, Scope::default(), None),
+        [twj] if twj.joins.is_empty() => {
+            let (name, alias) = plain_table(&twj.relation)?;
+            let table = catalog::must_get_table(txn, &name).await?;
+            let scope = Scope::of_table(&table, alias.as_deref());
+            (
+                Node::Scan {
+                    table: table.clone(),
+                    spans: ScanSpans::Full,
+                    limit: None,
+                },
+                scope,
+                Some(table),
+            )
+        }
+        _ => return Err(Error::FeatureNotSupported("joins".into())),
+    };
+    // WHERE
+    if let Some(w) = &select.selection {
+        let (pred, ty) = Binder::plain(&scope, "WHERE").bind(w)?;
+        expect_bool(&ty, "WHERE")?;
+        if let (Some(t), Node::Scan { spans, .. }) = (&table, &mut node) {
+            *spans = select_spans(t, &pred);
+        }
+        node = Node::Filter {
+            input: Box::new(node),
+            predicate: pred,
+        };
+    }
+    // GROUP BY / aggregates
+    let group_exprs: Vec<&ast::Expr> = match &select.group_by {
+        ast::GroupByExpr::Expressions(exprs, mods) if mods.is_empty() => exprs.iter().collect(),
+        ast::GroupByExpr::Expressions(..) | ast::GroupByExpr::All(_) => {
+            return Err(Error::FeatureNotSupported(
+                "GROUP BY ALL / ROLLUP / CUBE".into(),
+            ))
+        }
+    };
+    let projection_has_agg = select.projection.iter().any(|item| match item {
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+            contains_aggregate(e)
+        }
+        _ => false,
+    });
+    let order_has_agg = q.order_by.as_ref().is_some_and(|ob| match &ob.kind {
+        ast::OrderByKind::Expressions(v) => v.iter().any(|o| contains_aggregate(&o.expr)),
+        _ => false,
+    });
+    let aggregating =
+        !group_exprs.is_empty() || projection_has_agg || select.having.is_some() || order_has_agg;
+    let mut agg_ctx = None;
+    if aggregating {
+        let mut groups = Vec::new();
+        for g in &group_exprs {
+            // GROUP BY 1 refers to the first select item.
+            let g: &ast::Expr = match g {
+                ast::Expr::Value(v) => match &v.value {
+                    ast::Value::Number(n, _) => {
+                        let k: usize = n
+                            .parse()
+                            .map_err(|_| Error::Syntax(format!("GROUP BY position {n}")))?;
+                        match select.projection.get(k.wrapping_sub(1)) {
+                            Some(ast::SelectItem::UnnamedExpr(e))
+                            | Some(ast::SelectItem::ExprWithAlias { expr: e, .. }) => e,
+                            _ => {
+                                return Err(Error::InvalidParameterValue(format!(
+                                    "GROUP BY position {k} is not in select list"
+                                )))
+                            }
+                        }
+                    }
+                    _ => g,
+                },
+                _ => g,
+            };
+            groups.push(Binder::plain(&scope, "GROUP BY").bind(g)?);
+        }
+        agg_ctx = Some(AggContext {
+            groups,
+            aggs: Vec::new(),
+        });
+    }
+    // SELECT list
+    let mut exprs = Vec::new();
+    let mut columns = Vec::new();
+    let mut select_asts: Vec<Option<ast::Expr>> = Vec::new();
+    for item in &select.projection {
+        match item {
+            ast::SelectItem::Wildcard(_) => {
+                if aggregating {
+                    return Err(Error::Grouping("SELECT * with aggregation".into()));
+                }
+                if table.is_none() {
+                    return Err(Error::Syntax(
+                        "SELECT * with no tables specified is not valid".into(),
+                    ));
+                }
+                for (i, c) in scope.columns.iter().enumerate() {
+                    exprs.push(Expr::Column(i));
+                    columns.push(OutputColumn {
+                        name: c.name.clone(),
+                        ty: c.ty.clone(),
+                    });
+                    select_asts.push(None);
+                }
+            }
+            ast::SelectItem::QualifiedWildcard(kind, _) => {
+                let q = match kind {
+                    ast::SelectItemQualifiedWildcardKind::ObjectName(n) => table_name(n)?,
+                    ast::SelectItemQualifiedWildcardKind::Expr(e) => e.to_string(),
+                };
+                if aggregating {
+                    return Err(Error::Grouping("SELECT t.* with aggregation".into()));
+                }
+                let mut any = false;
+                for (i, c) in scope.columns.iter().enumerate() {
+                    if c.table.as_deref() == Some(q.as_str()) {
+                        exprs.push(Expr::Column(i));
+                        columns.push(OutputColumn {
+                            name: c.name.clone(),
+                            ty: c.ty.clone(),
+                        });
+                        select_asts.push(None);
+                        any = true;
+                    }
+                }
+                if !any {
+                    return Err(Error::MissingFromEntry(q));
+                }
+            }
+            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+                let mut b = Binder {
+                    scope: &scope,
+                    agg: agg_ctx.as_mut(),
+                    clause: "SELECT",
+                };
+                let (x, ty) = b.bind(e)?;
+                let name = match item {
+                    ast::SelectItem::ExprWithAlias { alias, .. } => ident_name(alias),
+                    _ => output_name(e),
+                };
+                let ty = if ty == DataType::Unknown {
+                    DataType::Text
+                } else {
+                    ty
+                };
+                exprs.push(x);
+                columns.push(OutputColumn { name, ty });
+                select_asts.push(Some(e.clone()));
+            }
+            other => return Err(Error::FeatureNotSupported(format!("select item {other}"))),
+        }
+    }
+    // HAVING
+    let having = match &select.having {
+        Some(h) => {
+            let mut b = Binder {
+                scope: &scope,
+                agg: agg_ctx.as_mut(),
+                clause: "HAVING",
+            };
+            let (x, ty) = b.bind(h)?;
+            expect_bool(&ty, "HAVING")?;
+            Some(x)
+        }
+        None => None,
+    };
+    let order = plan_order_by(q, &scope, &mut agg_ctx, &columns, &select_asts, &mut exprs)?;
+    if let Some(ctx) = agg_ctx {
+        node = Node::Aggregate {
+            input: Box::new(node),
+            group_by: ctx.groups.into_iter().map(|(e, _)| e).collect(),
+            aggs: ctx.aggs.into_iter().map(|(a, _)| a).collect(),
+        };
+        if let Some(h) = having {
+            node = Node::Filter {
+                input: Box::new(node),
+                predicate: h,
+            };
+        }
+    }
+    let visible = columns.len();
+    node = Node::Project {
+        input: Box::new(node),
+        exprs,
+    };
+    if select.distinct.is_some() {
+        if !matches!(select.distinct, Some(ast::Distinct::Distinct)) {
+            return Err(Error::FeatureNotSupported("DISTINCT ON".into()));
+        }
+        if order.iter().any(|k| k.column >= visible) {
+            return Err(Error::InvalidParameterValue(
+                "for SELECT DISTINCT, ORDER BY expressions must appear in select list".into(),
+            ));
+        }
+        node = Node::Distinct {
+            input: Box::new(node),
+        };
+    }
+    finish_query(q, node, columns, Some(order), &scope, table.as_ref())
+}
+
+/// Binds ORDER BY: each key becomes a column of the projection (an existing
+/// one, or a hidden one appended to `exprs`).
+fn plan_order_by(
+    q: &ast::Query,
+    scope: &Scope,
+    agg_ctx: &mut Option<AggContext>,
+    columns: &[OutputColumn],
+    select_asts: &[Option<ast::Expr>],
+    exprs: &mut Vec<Expr>,
+) -> Result<Vec<SortKey>> {
+    let Some(ob) = &q.order_by else {
+        return Ok(vec![]);
+    };
+    let items = match &ob.kind {
+        ast::OrderByKind::Expressions(v) => v,
+        ast::OrderByKind::All(_) => return Err(Error::FeatureNotSupported("ORDER BY ALL".into())),
+    };
+    let mut keys = Vec::new();
+    for o in items {
+        let desc = matches!(o.options.sort, Some(ast::OrderBySort::Desc));
+        if matches!(o.options.sort, Some(ast::OrderBySort::Using(_))) {
+            return Err(Error::FeatureNotSupported("ORDER BY ... USING".into()));
+        }
+        let nulls_first = o.options.nulls_first.unwrap_or(desc);
+        let column = match &o.expr {
+            ast::Expr::Value(v) if matches!(v.value, ast::Value::Number(..)) => {
+                let ast::Value::Number(n, _) = &v.value else {
+                    unreachable!("matched above")
+                };
+                let k: usize = n
+                    .parse()
+                    .map_err(|_| Error::Syntax(format!("ORDER BY position {n}")))?;
+                if k == 0 || k > columns.len() {
+                    return Err(Error::InvalidParameterValue(format!(
+                        "ORDER BY position {k} is not in select list"
+                    )));
+                }
+                k - 1
+            }
+            ast::Expr::Identifier(id)
+                if columns.iter().filter(|c| c.name == ident_name(id)).count() == 1
+                    && select_asts
+                        .iter()
+                        .zip(columns)
+                        .any(|(a, c)| c.name == ident_name(id) && a.as_ref() != Some(&o.expr)) =>
+            {
+                // An output alias.
+                columns
+                    .iter()
+                    .position(|c| c.name == ident_name(id))
+                    .expect("counted above")
+            }
+            e => {
+                if let Some(i) = select_asts.iter().position(|a| a.as_ref() == Some(e)) {
+                    i
+                } else {
+                    let mut b = Binder {
+                        scope,
+                        agg: agg_ctx.as_mut(),
+                        clause: "ORDER BY",
+                    };
+                    let (x, _) = b.bind(e)?;
+                    match exprs.iter().position(|ex| *ex == x) {
+                        Some(i) => i,
+                        None => {
+                            exprs.push(x);
+                            exprs.len() - 1
+                        }
+                    }
+                }
+            }
+        };
+        keys.push(SortKey {
+            column,
+            desc,
+            nulls_first,
+        });
+    }
+    Ok(keys)
+}
+
+/// ORDER BY, LIMIT/OFFSET and trimming of hidden columns; applies sort
+/// elimination and limit pushdown.
+fn finish_query(
+    q: &ast::Query,
+    mut node: Node,
+    columns: Vec<OutputColumn>,
+    order: Option<Vec<SortKey>>,
+    _scope: &Scope,
+    table: Option<&Table>,
+) -> Result<(Node, Vec<OutputColumn>)> {
+    let visible = columns.len();
+    let order = match order {
+        Some(o) => o,
+        None => plan_order_by(
+            q,
+            &Scope::default(),
+            &mut None,
+            &columns,
+            &vec![None; columns.len()],
+            &mut vec![],
+        )?,
+    };
+    let width = match &node {
+        Node::Project { exprs, .. } => exprs.len(),
+        _ => visible,
+    };
+    if !order.is_empty() && !sort_is_scan_order(&node, &order, table) {
+        node = Node::Sort {
+            input: Box::new(node),
+            keys: order.clone(),
+        };
+    }
+    let (limit, offset) = match &q.limit_clause {
+        None => (None, 0),
+        Some(ast::LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) => {
+            if !limit_by.is_empty() {
+                return Err(Error::FeatureNotSupported("LIMIT BY".into()));
+            }
+            let l = limit
+                .as_ref()
+                .map(|l| constant_u64(l, "LIMIT"))
+                .transpose()?;
+            let o = offset
+                .as_ref()
+                .map(|o| constant_u64(&o.value, "OFFSET"))
+                .transpose()?
+                .unwrap_or(0);
+            (l.filter(|l| *l != u64::MAX), o)
+        }
+        Some(ast::LimitClause::OffsetCommaLimit { offset, limit }) => (
+            Some(constant_u64(limit, "LIMIT")?),
+            constant_u64(offset, "OFFSET")?,
+        ),
+    };
+    if limit.is_some() || offset > 0 {
+        push_limit(&mut node, limit.map(|l| l.saturating_add(offset)));
+        node = Node::Limit {
+            input: Box::new(node),
+            limit,
+            offset,
+        };
+    }
+    if width > visible {
+        node = Node::Trim {
+            input: Box::new(node),
+            width: visible,
+        };
+    }
+    Ok((node, columns))
+}
+
+/// Whether the rows already arrive in the requested order: sorting by the
+/// primary key ascending over a projection of a scan.
+fn sort_is_scan_order(node: &Node, order: &[SortKey], table: Option<&Table>) -> bool {
+    let Some(table) = table else { return false };
+    let Node::Project { input, exprs } = node else {
+        return false;
+    };
+    let mut inner = input.as_ref();
+    if let Node::Filter { input, .. } = inner {
+        inner = input;
+    }
+    if !matches!(inner, Node::Scan { .. }) || order.len() > table.pk.len() {
+        return false;
+    }
+    order
+        .iter()
+        .zip(&table.pk)
+        .all(|(k, &pk_col)| !k.desc && exprs.get(k.column) == Some(&Expr::Column(pk_col)))
+}
+
+/// Stops a scan early when nothing between it and the LIMIT drops or
+/// reorders rows.
+fn push_limit(node: &mut Node, n: Option<u64>) {
+    let Some(n) = n else { return };
+    let mut cur = node;
+    loop {
+        match cur {
+            Node::Project { input, .. } | Node::Trim { input, .. } => cur = input,
+            Node::Scan { limit, .. } => {
+                *limit = usize::try_from(n).ok();
+                return;
+            }
+            _ => return,
+        }
+    }
+}
+
+fn plan_values(v: &ast::Values) -> Result<(Node, Vec<OutputColumn>)> {
+    let scope = Scope::default();
+    let mut rows = Vec::new();
+    let mut types: Vec<DataType> = Vec::new();
+    for row in &v.rows {
+        let mut bound = Vec::new();
+        for (i, e) in row.content.iter().enumerate() {
+            let (x, t) = Binder::plain(&scope, "VALUES").bind(e)?;
+            if types.len() <= i {
+                types.push(t);
+            } else {
+                types[i] = unify(&types[i], &t, "VALUES")?;
+            }
+            bound.push(x);
+        }
+        if !rows.is_empty() && bound.len() != types.len() {
+            return Err(Error::Syntax(
+                "VALUES lists must all be the same length".into(),
+            ));
+        }
+        rows.push(bound);
+    }
+    let columns = types
+        .into_iter()
+        .enumerate()
+        .map(|(i, ty)| OutputColumn {
+            name: format!("column{}", i + 1),
+            ty: if ty == DataType::Unknown {
+                DataType::Text
+            } else {
+                ty
+            },
+        })
+        .collect();
+    Ok((Node::Values { rows }, columns))
+}
+
+/// Chooses the key spans a scan of `table` filtered by `pred` must read.
+pub fn select_spans(table: &Table, pred: &Expr) -> ScanSpans {
+    let conjuncts = pred.clone().conjuncts();
+    // (column, op, constant) facts about key columns.
+    let mut facts: Vec<(usize, BinOp, Value)> = Vec::new();
+    let mut in_lists: Vec<(usize, Vec<Value>)> = Vec::new();
+    for c in &conjuncts {
+        match c {
+            Expr::Binary(op, l, r) if op.is_comparison() && *op != BinOp::NotEq => {
+                let (col, op, val) = match (l.as_ref(), r.as_ref()) {
+                    (Expr::Column(i), Expr::Literal(v)) => (*i, *op, v),
+                    (Expr::Literal(v), Expr::Column(i)) => (*i, op.flip(), v),
+                    _ => continue,
+                };
+                if key_compatible(&table.columns[col].ty, val) {
+                    facts.push((col, op, val.clone()));
+                }
+            }
+            Expr::InList {
+                expr,
+                list,
+                negated: false,
+            } => {
+                if let Expr::Column(i) = expr.as_ref() {
+                    let vals: Option<Vec<Value>> = list
+                        .iter()
+                        .map(|e| match e {
+                            Expr::Literal(v) if key_compatible(&table.columns[*i].ty, v) => {
+                                Some(v.clone())
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    if let Some(vals) = vals {
+                        in_lists.push((*i, vals));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut prefix = Vec::new();
+    for (pos, &col) in table.pk.iter().enumerate() {
+        if let Some((_, _, v)) = facts
+            .iter()
+            .find(|(c, op, _)| *c == col && *op == BinOp::Eq)
+        {
+            prefix.push(v.clone());
+            continue;
+        }
+        let last = pos + 1 == table.pk.len();
+        if last {
+            if let Some((_, vals)) = in_lists.iter().find(|(c, _)| *c == col) {
+                let mut vals = vals.clone();
+                vals.sort_by(|a, b| a.sort_cmp(b));
+                vals.dedup();
+                return ScanSpans::Points(
+                    vals.into_iter()
+                        .map(|v| {
+                            let mut p = prefix.clone();
+                            p.push(v);
+                            p
+                        })
+                        .collect(),
+                );
+            }
+        }
+        let mut lower = Bound::Unbounded;
+        let mut upper = Bound::Unbounded;
+        for (c, op, v) in &facts {
+            if *c != col {
+                continue;
+            }
+            match op {
+                BinOp::Gt | BinOp::GtEq => {
+                    let b = if *op == BinOp::Gt {
+                        Bound::Excluded(v.clone())
+                    } else {
+                        Bound::Included(v.clone())
+                    };
+                    if tighter_lower(&b, &lower) {
+                        lower = b;
+                    }
+                }
+                BinOp::Lt | BinOp::LtEq => {
+                    let b = if *op == BinOp::Lt {
+                        Bound::Excluded(v.clone())
+                    } else {
+                        Bound::Included(v.clone())
+                    };
+                    if tighter_upper(&b, &upper) {
+                        upper = b;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if prefix.is_empty() && lower == Bound::Unbounded && upper == Bound::Unbounded {
+            return ScanSpans::Full;
+        }
+        return ScanSpans::Range {
+            prefix,
+            lower,
+            upper,
+        };
+    }
+    ScanSpans::Points(vec![prefix])
+}
+
+/// Whether a constant can be used as a key bound for a column of `ty`
+/// (its key encoding is the column's).
+fn key_compatible(ty: &DataType, v: &Value) -> bool {
+    matches!(
+        (ty, v),
+        (DataType::Bool, Value::Bool(_))
+            | (
+                DataType::Int2 | DataType::Int4 | DataType::Int8,
+                Value::Int(_)
+            )
+            | (DataType::Float4 | DataType::Float8, Value::Float(_))
+            | (DataType::Text | DataType::Varchar(_), Value::Text(_))
+    )
+}
+
+fn tighter_lower(new: &Bound<Value>, old: &Bound<Value>) -> bool {
+    match (new, old) {
+        (_, Bound::Unbounded) => true,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+            match a.sort_cmp(b) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Equal => matches!(new, Bound::Excluded(_)),
+                std::cmp::Ordering::Less => false,
+            }
+        }
+        (Bound::Unbounded, _) => false,
+    }
+}
+
+fn tighter_upper(new: &Bound<Value>, old: &Bound<Value>) -> bool {
+    match (new, old) {
+        (_, Bound::Unbounded) => true,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+            match a.sort_cmp(b) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Equal => matches!(new, Bound::Excluded(_)),
+                std::cmp::Ordering::Greater => false,
+            }
+        }
+        (Bound::Unbounded, _) => false,
+    }
+}
+
+fn plan_returning(
+    items: &Option<Vec<ast::SelectItem>>,
+    table: &Table,
+) -> Result<Option<Returning>> {
+    let Some(items) = items else { return Ok(None) };
+    let scope = Scope::of_table(table, None);
+    let mut exprs = Vec::new();
+    let mut columns = Vec::new();
+    for item in items {
+        match item {
+            ast::SelectItem::Wildcard(_) => {
+                for (i, c) in table.columns.iter().enumerate() {
+                    exprs.push(Expr::Column(i));
+                    columns.push(OutputColumn {
+                        name: c.name.clone(),
+                        ty: c.ty.clone(),
+                    });
+                }
+            }
+            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+                let (x, ty) = Binder::plain(&scope, "RETURNING").bind(e)?;
+                let name = match item {
+                    ast::SelectItem::ExprWithAlias { alias, .. } => ident_name(alias),
+                    _ => output_name(e),
+                };
+                exprs.push(x);
+                columns.push(OutputColumn {
+                    name,
+                    ty: if ty == DataType::Unknown {
+                        DataType::Text
+                    } else {
+                        ty
+                    },
+                });
+            }
+            other => return Err(Error::FeatureNotSupported(format!("RETURNING {other}"))),
+        }
+    }
+    Ok(Some(Returning { exprs, columns }))
+}
+
+async fn plan_insert(ins: &ast::Insert, txn: &mut Txn) -> Result<Plan> {
+    let name = match &ins.table {
+        ast::TableObject::TableName(n) => table_name(n)?,
+        other => return Err(Error::FeatureNotSupported(format!("INSERT INTO {other}"))),
+    };
+    let table = catalog::must_get_table(txn, &name).await?;
+    let columns: Vec<usize> = if ins.columns.is_empty() {
+        (0..table.columns.len()).collect()
+    } else {
+        let mut cols = Vec::new();
+        for c in &ins.columns {
+            let n = c.to_string().trim_matches('"').to_string();
+            let n = if c.to_string().starts_with('"') {
+                n
+            } else {
+                n.to_lowercase()
+            };
+            let i = table.column_index(&n).ok_or_else(|| {
+                Error::UndefinedColumn(format!("{n}\" of relation \"{}", table.name))
+            })?;
+            if cols.contains(&i) {
+                return Err(Error::DuplicateColumn(n));
+            }
+            cols.push(i);
+        }
+        cols
+    };
+    let source = match &ins.source {
+        Some(q) => match q.body.as_ref() {
+            SetExpr::Values(v) => {
+                let mut rows = Vec::new();
+                for row in &v.rows {
+                    if row.content.len() > columns.len() {
+                        return Err(Error::Syntax(
+                            "INSERT has more expressions than target columns".into(),
+                        ));
+                    }
+                    if row.content.len() < columns.len() {
+                        return Err(Error::Syntax(
+                            "INSERT has more target columns than expressions".into(),
+                        ));
+                    }
+                    let mut bound = Vec::new();
+                    for (e, &col) in row.content.iter().zip(&columns) {
+                        if matches!(e, ast::Expr::Identifier(id) if id.value.eq_ignore_ascii_case("default") && id.quote_style.is_none())
+                        {
+                            bound.push(match &table.columns[col].default {
+                                Some(d) => bind_default(d)?,
+                                None => Expr::Literal(Value::Null),
+                            });
+                            continue;
+                        }
+                        let (x, ty) = Binder::plain(&Scope::default(), "VALUES").bind(e)?;
+                        let col_ty = &table.columns[col].ty;
+                        // A string literal takes the column's type.
+                        let x = match (&x, ty) {
+                            (Expr::Literal(Value::Text(s)), DataType::Unknown)
+                                if !col_ty.is_string() =>
+                            {
+                                Expr::Literal(parse_text(s, col_ty)?)
+                            }
+                            _ => x,
+                        };
+                        bound.push(x);
+                    }
+                    rows.push(bound);
+                }
+                Node::Values { rows }
+            }
+            _ => {
+                let (node, cols) = Box::pin(plan_query(q, txn)).await?;
+                if cols.len() != columns.len() {
+                    return Err(Error::Syntax(format!(
+                        "INSERT has {} target columns but the query returns {}",
+                        columns.len(),
+                        cols.len()
+                    )));
+                }
+                node
+            }
+        },
+        None => Node::Values { rows: vec![vec![]] },
+    };
+    let defaults = table
+        .columns
+        .iter()
+        .map(|c| c.default.as_deref().map(bind_default).transpose())
+        .collect::<Result<Vec<_>>>()?;
+    let on_conflict_do_nothing = match &ins.on {
+        None => false,
+        Some(ast::OnInsert::OnConflict(oc)) => match &oc.action {
+            ast::OnConflictAction::DoNothing => true,
+            ast::OnConflictAction::DoUpdate(_) => {
+                return Err(Error::FeatureNotSupported("ON CONFLICT DO UPDATE".into()))
+            }
+        },
+        Some(other) => return Err(Error::FeatureNotSupported(format!("{other}"))),
+    };
+    let returning = plan_returning(&ins.returning, &table)?;
+    Ok(Plan::Insert {
+        table,
+        columns,
+        defaults,
+        source,
+        on_conflict_do_nothing,
+        returning,
+    })
+}
+
+fn bind_default(text: &str) -> Result<Expr> {
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let e = sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| Error::Internal(format!("stored DEFAULT {text:?} does not parse: {e}")))?;
+    Ok(Binder::plain(&Scope::default(), "DEFAULT expressions")
+        .bind(&e)?
+        .0)
+}
+
+/// The scan (with key selection) and filter of an UPDATE or DELETE.
+fn dml_source(table: &Table, selection: &Option<ast::Expr>, scope: &Scope) -> Result<Node> {
+    let mut node = Node::Scan {
+        table: table.clone(),
+        spans: ScanSpans::Full,
+        limit: None,
+    };
+    if let Some(w) = selection {
+        let (pred, ty) = Binder::plain(scope, "WHERE").bind(w)?;
+        expect_bool(&ty, "WHERE")?;
+        if let Node::Scan { spans, .. } = &mut node {
+            *spans = select_spans(table, &pred);
+        }
+        node = Node::Filter {
+            input: Box::new(node),
+            predicate: pred,
+        };
+    }
+    Ok(node)
+}
+
+async fn plan_update(upd: &ast::Update, txn: &mut Txn) -> Result<Plan> {
+    if !upd.table.joins.is_empty() || upd.from.is_some() {
+        return Err(Error::FeatureNotSupported("UPDATE ... FROM / joins".into()));
+    }
+    let (name, alias) = plain_table(&upd.table.relation)?;
+    let table = catalog::must_get_table(txn, &name).await?;
+    let scope = Scope::of_table(&table, alias.as_deref());
+    let mut assignments = Vec::new();
+    for a in &upd.assignments {
+        let col_name = match &a.target {
+            ast::AssignmentTarget::ColumnName(n) => {
+                n.0.last()
+                    .and_then(|p| p.as_ident())
+                    .map(ident_name)
+                    .ok_or_else(|| Error::Syntax(format!("bad assignment target {n}")))?
+            }
+            other => return Err(Error::FeatureNotSupported(format!("assignment to {other}"))),
+        };
+        let i = table.column_index(&col_name).ok_or_else(|| {
+            Error::UndefinedColumn(format!("{col_name}\" of relation \"{}", table.name))
+        })?;
+        if assignments.iter().any(|(j, _)| *j == i) {
+            return Err(Error::Syntax(format!(
+                "multiple assignments to same column \"{col_name}\""
+            )));
+        }
+        let x = if matches!(&a.value, ast::Expr::Identifier(id) if id.value.eq_ignore_ascii_case("default") && id.quote_style.is_none())
+        {
+            match &table.columns[i].default {
+                Some(d) => bind_default(d)?,
+                None => Expr::Literal(Value::Null),
+            }
+        } else {
+            let (x, ty) = Binder::plain(&scope, "UPDATE").bind(&a.value)?;
+            let col_ty = &table.columns[i].ty;
+            match (&x, ty) {
+                (Expr::Literal(Value::Text(s)), DataType::Unknown) if !col_ty.is_string() => {
+                    Expr::Literal(parse_text(s, col_ty)?)
+                }
+                _ => x,
+            }
+        };
+        assignments.push((i, x));
+    }
+    let source = dml_source(&table, &upd.selection, &scope)?;
+    let returning = plan_returning(&upd.returning, &table)?;
+    Ok(Plan::Update {
+        table,
+        source,
+        assignments,
+        returning,
+    })
+}
+
+async fn plan_delete(del: &ast::Delete, txn: &mut Txn) -> Result<Plan> {
+    let from = match &del.from {
+        ast::FromTable::WithFromKeyword(v) | ast::FromTable::WithoutKeyword(v) => v,
+    };
+    let [twj] = from.as_slice() else {
+        return Err(Error::FeatureNotSupported(
+            "DELETE from several tables".into(),
+        ));
+    };
+    if !twj.joins.is_empty() || del.using.is_some() {
+        return Err(Error::FeatureNotSupported(
+            "DELETE ... USING / joins".into(),
+        ));
+    }
+    let (name, alias) = plain_table(&twj.relation)?;
+    let table = catalog::must_get_table(txn, &name).await?;
+    let scope = Scope::of_table(&table, alias.as_deref());
+    let source = dml_source(&table, &del.selection, &scope)?;
+    let returning = plan_returning(&del.returning, &table)?;
+    Ok(Plan::Delete {
+        table,
+        source,
+        returning,
+    })
+}
+
+/// Plans SET and SHOW, which need no catalog.
+pub fn plan_session_statement(stmt: &Statement) -> Result<Plan> {
+    match stmt {
+        Statement::Set(ast::Set::SingleAssignment {
+            variable, values, ..
+        }) => {
+            let value = values
+                .iter()
+                .map(|v| match v {
+                    ast::Expr::Value(v) => match &v.value {
+                        ast::Value::SingleQuotedString(s) => s.clone(),
+                        other => other.to_string(),
+                    },
+                    ast::Expr::Identifier(id) => id.value.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            Ok(Plan::SetVariable {
+                name: variable.to_string().to_lowercase(),
+                value,
+            })
+        }
+        Statement::Set(_) => Ok(Plan::SetVariable {
+            name: String::new(),
+            value: String::new(),
+        }),
+        Statement::ShowVariable { variable } => {
+            let name = variable
+                .iter()
+                .map(|i| i.value.to_lowercase())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if name == "tables" {
+                return Ok(Plan::ShowTables);
+            }
+            Ok(Plan::ShowVariable { name })
+        }
+        _ => Err(Error::Internal("not a session statement".into())),
+    }
+}

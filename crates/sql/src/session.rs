@@ -1,0 +1,374 @@
+//! Sessions: one per client connection, holding its transaction state and
+//! settings, and running statements one at a time.
+//!
+//! ```text
+//!            BEGIN                 error
+//!   Idle ───────────► Open(txn) ───────────► Aborted
+//!    ▲  ◄───────────    │  ◄─── COMMIT/ROLLBACK ──┘
+//!    │  COMMIT/ROLLBACK │
+//!    └── any other statement runs in its own implicit transaction,
+//!        retried automatically on serialization failures (40001)
+//! ```
+//!
+//! In `Aborted`, every statement but COMMIT/ROLLBACK fails with 25P02, as in
+//! PostgreSQL. An explicit transaction that fails with 40001 must be retried
+//! by the client; an implicit one is retried here, up to a bound, with
+//! jittered backoff.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use concord_kv::{Db, Txn};
+use sqlparser::ast::Statement;
+
+use crate::catalog;
+use crate::error::{Error, Result};
+use crate::exec::{self, Row};
+use crate::plan::{OutputColumn, Plan};
+use crate::planner;
+use crate::types::{DataType, Value};
+
+/// How many times an implicit transaction is retried on 40001.
+const MAX_AUTO_RETRIES: usize = 20;
+
+/// The outcome of one statement.
+#[derive(Debug, Clone)]
+pub enum StatementResult {
+    /// Rows, with their columns.
+    Query {
+        columns: Vec<OutputColumn>,
+        rows: Vec<Row>,
+    },
+    /// A command and its tag (`INSERT 0 3`, `CREATE TABLE`, …).
+    Command { tag: String },
+}
+
+/// Where the session is with respect to transactions (for ReadyForQuery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnStatus {
+    Idle,
+    InTransaction,
+    Failed,
+}
+
+enum TxnState {
+    Idle,
+    Open(Box<Txn>),
+    Aborted,
+}
+
+/// A client session.
+pub struct Session {
+    db: Db,
+    state: TxnState,
+    vars: BTreeMap<String, String>,
+}
+
+/// Session variables and their defaults: what drivers ask about.
+pub fn default_vars() -> BTreeMap<String, String> {
+    [
+        ("application_name", ""),
+        ("client_encoding", "UTF8"),
+        ("datestyle", "ISO, MDY"),
+        ("default_transaction_isolation", "serializable"),
+        ("extra_float_digits", "1"),
+        ("integer_datetimes", "on"),
+        ("intervalstyle", "postgres"),
+        ("search_path", "public"),
+        ("server_encoding", "UTF8"),
+        ("server_version", crate::PG_SERVER_VERSION),
+        ("standard_conforming_strings", "on"),
+        ("statement_timeout", "0"),
+        ("timezone", "UTC"),
+        ("transaction_isolation", "serializable"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+impl Session {
+    /// A new idle session.
+    pub fn new(db: Db) -> Self {
+        Session {
+            db,
+            state: TxnState::Idle,
+            vars: default_vars(),
+        }
+    }
+
+    /// The transaction status.
+    pub fn txn_status(&self) -> TxnStatus {
+        match self.state {
+            TxnState::Idle => TxnStatus::Idle,
+            TxnState::Open(_) => TxnStatus::InTransaction,
+            TxnState::Aborted => TxnStatus::Failed,
+        }
+    }
+
+    /// A session variable.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars.get(&name.to_lowercase()).map(String::as_str)
+    }
+
+    /// Parses and runs a query string of one or more statements. Stops at
+    /// the first error, as PostgreSQL's simple query protocol does.
+    pub async fn execute(&mut self, sql: &str) -> Vec<Result<StatementResult>> {
+        let stmts = match crate::parse(sql) {
+            Ok(s) => s,
+            Err(e) => {
+                // A parse error inside a transaction aborts it, as in PostgreSQL.
+                if matches!(self.state, TxnState::Open(_)) {
+                    self.state = TxnState::Aborted;
+                }
+                return vec![Err(e)];
+            }
+        };
+        let mut out = Vec::with_capacity(stmts.len());
+        for stmt in &stmts {
+            let r = self.execute_statement(stmt).await;
+            let failed = r.is_err();
+            out.push(r);
+            if failed {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Runs one parsed statement.
+    pub async fn execute_statement(&mut self, stmt: &Statement) -> Result<StatementResult> {
+        let is_commit = matches!(stmt, Statement::Commit { .. });
+        let is_rollback = matches!(stmt, Statement::Rollback { .. });
+        let is_begin = matches!(stmt, Statement::StartTransaction { .. });
+        match std::mem::replace(&mut self.state, TxnState::Idle) {
+            TxnState::Aborted => {
+                if is_commit || is_rollback {
+                    return Ok(tag("ROLLBACK"));
+                }
+                self.state = TxnState::Aborted;
+                Err(Error::InFailedTransaction)
+            }
+            TxnState::Open(mut txn) => {
+                if is_commit {
+                    txn.commit().await?;
+                    return Ok(tag("COMMIT"));
+                }
+                if is_rollback {
+                    txn.rollback();
+                    return Ok(tag("ROLLBACK"));
+                }
+                if is_begin {
+                    // PostgreSQL warns and carries on.
+                    self.state = TxnState::Open(txn);
+                    return Ok(tag("BEGIN"));
+                }
+                if let Some(r) = self.session_statement(stmt)? {
+                    self.state = TxnState::Open(txn);
+                    return Ok(r);
+                }
+                match run(stmt, &mut txn).await {
+                    Ok(r) => {
+                        self.state = TxnState::Open(txn);
+                        Ok(r)
+                    }
+                    Err(e) => {
+                        txn.rollback();
+                        self.state = TxnState::Aborted;
+                        Err(e)
+                    }
+                }
+            }
+            TxnState::Idle => {
+                if is_begin {
+                    self.state = TxnState::Open(Box::new(self.db.begin()));
+                    return Ok(tag("BEGIN"));
+                }
+                if is_commit {
+                    return Ok(tag("COMMIT"));
+                }
+                if is_rollback {
+                    return Ok(tag("ROLLBACK"));
+                }
+                if let Some(r) = self.session_statement(stmt)? {
+                    return Ok(r);
+                }
+                self.run_implicit(stmt).await
+            }
+        }
+    }
+
+    /// Runs a statement in its own transaction, retrying serialization
+    /// failures.
+    async fn run_implicit(&mut self, stmt: &Statement) -> Result<StatementResult> {
+        let mut backoff = Duration::from_millis(2);
+        let mut attempt = 0;
+        loop {
+            let mut txn = self.db.begin();
+            let result = match run(stmt, &mut txn).await {
+                Ok(r) => txn.commit().await.map(|_| r).map_err(Error::from),
+                Err(e) => {
+                    txn.rollback();
+                    Err(e)
+                }
+            };
+            match result {
+                Err(e) if e.is_retryable() && attempt < MAX_AUTO_RETRIES => {
+                    attempt += 1;
+                    let jitter = rand::random::<u64>() % (backoff.as_millis() as u64 + 1);
+                    tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// SET and SHOW, which touch only the session.
+    fn session_statement(&mut self, stmt: &Statement) -> Result<Option<StatementResult>> {
+        if !matches!(stmt, Statement::Set(_) | Statement::ShowVariable { .. }) {
+            return Ok(None);
+        }
+        let plan = planner::plan_session_statement(stmt)?;
+        Ok(Some(match plan {
+            Plan::SetVariable { name, value } => {
+                if name.is_empty() {
+                    return Ok(Some(tag("SET")));
+                }
+                let name = name.trim_start_matches("session.").to_string();
+                if name == "transaction_isolation" || name == "default_transaction_isolation" {
+                    let v = value.to_lowercase();
+                    if v != "serializable" {
+                        return Err(Error::FeatureNotSupported(format!(
+                            "isolation level {value}: Concord runs every transaction SERIALIZABLE"
+                        )));
+                    }
+                }
+                self.vars.insert(name, value);
+                tag("SET")
+            }
+            Plan::ShowVariable { name } => {
+                let key = match name.as_str() {
+                    "transaction isolation level" => "transaction_isolation".to_string(),
+                    n => n.to_string(),
+                };
+                let value = match key.as_str() {
+                    "all" => {
+                        let rows = self
+                            .vars
+                            .iter()
+                            .map(|(k, v)| vec![Value::Text(k.clone()), Value::Text(v.clone())])
+                            .collect();
+                        return Ok(Some(StatementResult::Query {
+                            columns: vec![text_column("name"), text_column("setting")],
+                            rows,
+                        }));
+                    }
+                    k => self
+                        .vars
+                        .get(k)
+                        .cloned()
+                        .ok_or_else(|| Error::UndefinedObject(k.to_string()))?,
+                };
+                StatementResult::Query {
+                    columns: vec![text_column(&key)],
+                    rows: vec![vec![Value::Text(value)]],
+                }
+            }
+            _ => return Ok(None),
+        }))
+    }
+}
+
+fn tag(t: &str) -> StatementResult {
+    StatementResult::Command { tag: t.to_string() }
+}
+
+fn text_column(name: &str) -> OutputColumn {
+    OutputColumn {
+        name: name.to_string(),
+        ty: DataType::Text,
+    }
+}
+
+/// Plans and executes a statement inside `txn`.
+pub async fn run(stmt: &Statement, txn: &mut Txn) -> Result<StatementResult> {
+    let plan = planner::plan(stmt, txn).await?;
+    execute_plan(plan, txn).await
+}
+
+async fn execute_plan(plan: Plan, txn: &mut Txn) -> Result<StatementResult> {
+    Ok(match plan {
+        Plan::CreateTable {
+            table,
+            if_not_exists,
+        } => {
+            if catalog::get_table(txn, &table.name).await?.is_some() {
+                if if_not_exists {
+                    return Ok(tag("CREATE TABLE"));
+                }
+                return Err(Error::DuplicateTable(table.name));
+            }
+            catalog::create_table(txn, table).await?;
+            tag("CREATE TABLE")
+        }
+        Plan::DropTable { names, if_exists } => {
+            for name in names {
+                match catalog::get_table(txn, &name).await? {
+                    Some(t) => catalog::drop_table(txn, &t).await?,
+                    None if if_exists => {}
+                    None => return Err(Error::UndefinedTable(name)),
+                }
+            }
+            tag("DROP TABLE")
+        }
+        Plan::Query { node, columns } => {
+            let rows = exec::execute_node(&node, txn).await?;
+            StatementResult::Query { columns, rows }
+        }
+        ref dml @ (Plan::Insert { .. } | Plan::Update { .. } | Plan::Delete { .. }) => {
+            let result = exec::execute_dml(dml, txn).await?;
+            let returning_columns = match dml {
+                Plan::Insert { returning, .. }
+                | Plan::Update { returning, .. }
+                | Plan::Delete { returning, .. } => returning.as_ref().map(|r| r.columns.clone()),
+                _ => None,
+            };
+            match (result.returning, returning_columns) {
+                (Some(rows), Some(columns)) => StatementResult::Query { columns, rows },
+                _ => tag(&match dml {
+                    Plan::Insert { .. } => format!("INSERT 0 {}", result.count),
+                    Plan::Update { .. } => format!("UPDATE {}", result.count),
+                    _ => format!("DELETE {}", result.count),
+                }),
+            }
+        }
+        Plan::Explain(inner) => StatementResult::Query {
+            columns: vec![text_column("QUERY PLAN")],
+            rows: inner
+                .explain()
+                .lines()
+                .map(|l| vec![Value::Text(l.to_string())])
+                .collect(),
+        },
+        Plan::ShowTables => {
+            let tables = catalog::list_tables(txn).await?;
+            StatementResult::Query {
+                columns: vec![text_column("table_name")],
+                rows: tables
+                    .into_iter()
+                    .map(|t| vec![Value::Text(t.name)])
+                    .collect(),
+            }
+        }
+        Plan::Begin
+        | Plan::Commit
+        | Plan::Rollback
+        | Plan::SetVariable { .. }
+        | Plan::ShowVariable { .. } => {
+            return Err(Error::Internal(
+                "session statement reached the executor".into(),
+            ))
+        }
+    })
+}

@@ -1,0 +1,456 @@
+//! SQL types and values.
+//!
+//! A [`Value`] is one datum; a [`DataType`] is what a column or expression
+//! holds. Integers of every width are carried as `i64` and checked against
+//! their type's range on assignment and on arithmetic; floats as `f64`;
+//! strings as `String`. NULL is a value of every type, and comparisons follow
+//! PostgreSQL's three-valued logic ([`Value::sql_cmp`] returns `None` when
+//! either side is NULL). For sorting, [`Value::sort_cmp`] is a total order
+//! with NULLs greater than everything (PostgreSQL's default `NULLS LAST` for
+//! ascending order).
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use crate::error::{Error, Result};
+
+/// A SQL data type.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DataType {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Text,
+    /// `VARCHAR(n)`; `None` = unbounded.
+    Varchar(Option<u32>),
+    /// The type of a bare NULL literal, before context gives it one.
+    Unknown,
+}
+
+impl DataType {
+    /// The PostgreSQL name of the type.
+    pub fn name(&self) -> String {
+        match self {
+            DataType::Bool => "boolean".into(),
+            DataType::Int2 => "smallint".into(),
+            DataType::Int4 => "integer".into(),
+            DataType::Int8 => "bigint".into(),
+            DataType::Float4 => "real".into(),
+            DataType::Float8 => "double precision".into(),
+            DataType::Text => "text".into(),
+            DataType::Varchar(None) => "character varying".into(),
+            DataType::Varchar(Some(n)) => format!("character varying({n})"),
+            DataType::Unknown => "unknown".into(),
+        }
+    }
+
+    /// The stable name stored in table descriptors.
+    pub fn catalog_name(&self) -> &'static str {
+        match self {
+            DataType::Bool => "bool",
+            DataType::Int2 => "int2",
+            DataType::Int4 => "int4",
+            DataType::Int8 => "int8",
+            DataType::Float4 => "float4",
+            DataType::Float8 => "float8",
+            DataType::Text => "text",
+            DataType::Varchar(_) => "varchar",
+            DataType::Unknown => "unknown",
+        }
+    }
+
+    /// The type from its catalog name and width.
+    pub fn from_catalog(name: &str, width: u32) -> Result<Self> {
+        Ok(match name {
+            "bool" => DataType::Bool,
+            "int2" => DataType::Int2,
+            "int4" => DataType::Int4,
+            "int8" => DataType::Int8,
+            "float4" => DataType::Float4,
+            "float8" => DataType::Float8,
+            "text" => DataType::Text,
+            "varchar" => DataType::Varchar((width > 0).then_some(width)),
+            other => return Err(Error::Internal(format!("unknown type {other} in catalog"))),
+        })
+    }
+
+    /// Width stored in the catalog (VARCHAR length; 0 otherwise).
+    pub fn catalog_width(&self) -> u32 {
+        match self {
+            DataType::Varchar(Some(n)) => *n,
+            _ => 0,
+        }
+    }
+
+    /// Whether values are integers.
+    pub fn is_integer(&self) -> bool {
+        matches!(self, DataType::Int2 | DataType::Int4 | DataType::Int8)
+    }
+
+    /// Whether values are floats.
+    pub fn is_float(&self) -> bool {
+        matches!(self, DataType::Float4 | DataType::Float8)
+    }
+
+    /// Whether values are numbers.
+    pub fn is_numeric(&self) -> bool {
+        self.is_integer() || self.is_float()
+    }
+
+    /// Whether values are strings.
+    pub fn is_string(&self) -> bool {
+        matches!(self, DataType::Text | DataType::Varchar(_))
+    }
+
+    /// The range of an integer type.
+    fn int_range(&self) -> Option<(i64, i64)> {
+        match self {
+            DataType::Int2 => Some((i16::MIN as i64, i16::MAX as i64)),
+            DataType::Int4 => Some((i32::MIN as i64, i32::MAX as i64)),
+            DataType::Int8 => Some((i64::MIN, i64::MAX)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// A SQL value.
+#[derive(Clone, Debug)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        self.sort_cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Value {}
+
+impl Hash for Value {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            Value::Null => 0u8.hash(state),
+            Value::Bool(b) => b.hash(state),
+            // Integers and floats that compare equal must hash equally.
+            Value::Int(i) => (*i as f64).to_bits().hash(state),
+            Value::Float(f) => {
+                let f = if *f == 0.0 { 0.0 } else { *f };
+                if f.is_nan() {
+                    u64::MAX.hash(state)
+                } else {
+                    f.to_bits().hash(state)
+                }
+            }
+            Value::Text(s) => s.hash(state),
+        }
+    }
+}
+
+impl Value {
+    /// Whether the value is NULL.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// SQL comparison: `None` if either side is NULL.
+    pub fn sql_cmp(&self, other: &Value) -> Option<Ordering> {
+        if self.is_null() || other.is_null() {
+            return None;
+        }
+        Some(self.sort_cmp(other))
+    }
+
+    /// A total order for sorting and grouping: NULL sorts last, NaN above
+    /// every other float (as in PostgreSQL), integers and floats compare by
+    /// value.
+    pub fn sort_cmp(&self, other: &Value) -> Ordering {
+        use Value::*;
+        match (self, other) {
+            (Null, Null) => Ordering::Equal,
+            (Null, _) => Ordering::Greater,
+            (_, Null) => Ordering::Less,
+            (Bool(a), Bool(b)) => a.cmp(b),
+            (Int(a), Int(b)) => a.cmp(b),
+            (Float(a), Float(b)) => float_cmp(*a, *b),
+            (Int(a), Float(b)) => float_cmp(*a as f64, *b),
+            (Float(a), Int(b)) => float_cmp(*a, *b as f64),
+            (Text(a), Text(b)) => a.cmp(b),
+            // Values of different types never meet in a well-typed plan; order
+            // them by type so that sorting stays total.
+            (a, b) => a.type_rank().cmp(&b.type_rank()),
+        }
+    }
+
+    fn type_rank(&self) -> u8 {
+        match self {
+            Value::Bool(_) => 1,
+            Value::Int(_) | Value::Float(_) => 2,
+            Value::Text(_) => 3,
+            Value::Null => 4,
+        }
+    }
+
+    /// Converts the value to `ty` as an explicit `CAST` does.
+    pub fn cast(&self, ty: &DataType) -> Result<Value> {
+        self.convert(ty, true)
+    }
+
+    /// Converts the value for storing in a column of type `ty` (assignment
+    /// cast): strings that do not fit a VARCHAR are an error, not truncated.
+    pub fn assign(&self, ty: &DataType) -> Result<Value> {
+        self.convert(ty, false)
+    }
+
+    fn convert(&self, ty: &DataType, explicit: bool) -> Result<Value> {
+        use Value::*;
+        let v = match (self, ty) {
+            (Null, _) => Null,
+            (_, DataType::Unknown) => self.clone(),
+            (Bool(b), DataType::Bool) => Bool(*b),
+            (Bool(b), t) if t.is_integer() => Int(*b as i64),
+            (Bool(b), t) if t.is_string() => Text(if *b { "true" } else { "false" }.into()),
+            (Int(i), t) if t.is_integer() => {
+                let (lo, hi) = t.int_range().expect("integer type has a range");
+                if *i < lo || *i > hi {
+                    return Err(Error::NumericOutOfRange(t.name()));
+                }
+                Int(*i)
+            }
+            (Int(i), DataType::Bool) => Bool(*i != 0),
+            (Int(i), DataType::Float4) => Float(*i as f32 as f64),
+            (Int(i), DataType::Float8) => Float(*i as f64),
+            (Float(f), t) if t.is_integer() => {
+                let r = f.round_ties_even();
+                let (lo, hi) = t.int_range().expect("integer type has a range");
+                if !r.is_finite() || r < lo as f64 || r > hi as f64 {
+                    return Err(Error::NumericOutOfRange(t.name()));
+                }
+                Int(r as i64)
+            }
+            (Float(f), DataType::Float4) => {
+                let g = *f as f32;
+                if f.is_finite() && !g.is_finite() {
+                    return Err(Error::NumericOutOfRange("real".into()));
+                }
+                Float(g as f64)
+            }
+            (Float(f), DataType::Float8) => Float(*f),
+            (Int(_) | Float(_), t) if t.is_string() => Text(self.to_text().unwrap_or_default()),
+            (Text(s), t) if t.is_string() => {
+                if let DataType::Varchar(Some(n)) = t {
+                    let len = s.chars().count();
+                    if len > *n as usize {
+                        if explicit {
+                            return Ok(Text(s.chars().take(*n as usize).collect()));
+                        }
+                        // PostgreSQL allows excess trailing spaces.
+                        if s.chars().skip(*n as usize).all(|c| c == ' ') {
+                            return Ok(Text(s.chars().take(*n as usize).collect()));
+                        }
+                        return Err(Error::StringDataRightTruncation(t.name()));
+                    }
+                }
+                Text(s.clone())
+            }
+            (Text(s), t) => parse_text(s, t)?,
+            (v, t) => {
+                return Err(Error::DatatypeMismatch(format!(
+                    "cannot cast {} to {}",
+                    v.type_name(),
+                    t.name()
+                )))
+            }
+        };
+        Ok(v)
+    }
+
+    /// The name of the value's type, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "unknown",
+            Value::Bool(_) => "boolean",
+            Value::Int(_) => "bigint",
+            Value::Float(_) => "double precision",
+            Value::Text(_) => "text",
+        }
+    }
+
+    /// PostgreSQL's text output format; `None` for NULL.
+    pub fn to_text(&self) -> Option<String> {
+        match self {
+            Value::Null => None,
+            Value::Bool(b) => Some(if *b { "t" } else { "f" }.into()),
+            Value::Int(i) => Some(i.to_string()),
+            Value::Float(f) => Some(format_float(*f)),
+            Value::Text(s) => Some(s.clone()),
+        }
+    }
+
+    /// The value as a boolean condition: NULL is not true.
+    pub fn is_true(&self) -> bool {
+        matches!(self, Value::Bool(true))
+    }
+}
+
+fn float_cmp(a: f64, b: f64) -> Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        _ => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+    }
+}
+
+/// Formats a float as PostgreSQL does with `extra_float_digits = 1`: the
+/// shortest text that reads back as the same number.
+pub fn format_float(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
+    }
+    let abs = f.abs();
+    if !(1e-4..1e15).contains(&abs) {
+        let s = format!("{f:e}");
+        let (mantissa, exp) = s.split_once('e').expect("{:e} output has an exponent");
+        let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.abs());
+    }
+    format!("{f}")
+}
+
+/// Parses text as a value of `ty` (input functions of PostgreSQL types).
+pub fn parse_text(s: &str, ty: &DataType) -> Result<Value> {
+    let bad = || Error::InvalidTextRepresentation {
+        ty: ty.name(),
+        value: s.to_string(),
+    };
+    let t = s.trim();
+    Ok(match ty {
+        DataType::Bool => match t.to_ascii_lowercase().as_str() {
+            "t" | "true" | "yes" | "y" | "on" | "1" => Value::Bool(true),
+            "f" | "false" | "no" | "n" | "off" | "0" => Value::Bool(false),
+            _ => return Err(bad()),
+        },
+        DataType::Int2 | DataType::Int4 | DataType::Int8 => {
+            let i: i64 = t.parse().map_err(|e: std::num::ParseIntError| {
+                if matches!(
+                    e.kind(),
+                    std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow
+                ) {
+                    Error::NumericOutOfRange(ty.name())
+                } else {
+                    bad()
+                }
+            })?;
+            Value::Int(i).assign(ty)?
+        }
+        DataType::Float4 | DataType::Float8 => {
+            let f: f64 = match t.to_ascii_lowercase().as_str() {
+                "nan" => f64::NAN,
+                "infinity" | "+infinity" | "inf" | "+inf" => f64::INFINITY,
+                "-infinity" | "-inf" => f64::NEG_INFINITY,
+                other => other.parse().map_err(|_| bad())?,
+            };
+            Value::Float(f).assign(ty)?
+        }
+        DataType::Text | DataType::Varchar(_) | DataType::Unknown => {
+            Value::Text(s.to_string()).assign(ty)?
+        }
+    })
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_text() {
+            Some(s) => f.write_str(&s),
+            None => f.write_str("NULL"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_print_like_postgres() {
+        assert_eq!(format_float(1.5), "1.5");
+        assert_eq!(format_float(0.1), "0.1");
+        assert_eq!(format_float(1e20), "1e+20");
+        assert_eq!(format_float(1.5e-5), "1.5e-05");
+        assert_eq!(format_float(100.0), "100");
+        assert_eq!(format_float(f64::INFINITY), "Infinity");
+    }
+
+    #[test]
+    fn assignment_checks_ranges_and_lengths() {
+        assert!(matches!(
+            Value::Int(70000).assign(&DataType::Int2),
+            Err(Error::NumericOutOfRange(_))
+        ));
+        assert!(matches!(
+            Value::Text("abcd".into()).assign(&DataType::Varchar(Some(3))),
+            Err(Error::StringDataRightTruncation(_))
+        ));
+        assert_eq!(
+            Value::Text("abc  ".into())
+                .assign(&DataType::Varchar(Some(3)))
+                .unwrap(),
+            Value::Text("abc".into())
+        );
+        assert_eq!(
+            Value::Text("abcd".into())
+                .cast(&DataType::Varchar(Some(3)))
+                .unwrap(),
+            Value::Text("abc".into())
+        );
+        assert!(matches!(
+            parse_text("12x", &DataType::Int4),
+            Err(Error::InvalidTextRepresentation { .. })
+        ));
+        assert_eq!(parse_text(" 42 ", &DataType::Int8).unwrap(), Value::Int(42));
+        assert_eq!(
+            Value::Float(2.5).assign(&DataType::Int4).unwrap(),
+            Value::Int(2)
+        );
+    }
+
+    #[test]
+    fn nulls_sort_last_and_compare_unknown() {
+        assert_eq!(Value::Null.sort_cmp(&Value::Int(1)), Ordering::Greater);
+        assert_eq!(Value::Null.sql_cmp(&Value::Int(1)), None);
+        assert_eq!(
+            Value::Int(2).sql_cmp(&Value::Float(2.0)),
+            Some(Ordering::Equal)
+        );
+    }
+}
