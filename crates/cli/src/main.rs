@@ -1,0 +1,378 @@
+//! The `concord` command.
+//!
+//! ```text
+//! concord start   run a node (waits for `init` if its store is new)
+//! concord init    form a cluster from the nodes in a node's --join list
+//! concord sql     an interactive SQL shell (or -e to run statements)
+//! concord demo    a local multi-node cluster in this process, with a shell
+//! concord node    node status
+//! ```
+//!
+//! Every flag of `start` can also be given as an environment variable
+//! (`CONCORD_STORE`, `CONCORD_LISTEN_ADDR`, …); the flag wins.
+
+mod shell;
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use concord_replication::StoreConfig;
+use concord_server::{Node, NodeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "concord",
+    version,
+    about = "Concord: a distributed, transactional SQL database"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node.
+    Start(StartArgs),
+    /// Initialize a new cluster from the nodes in the --join list of --host.
+    Init {
+        /// gRPC address of one node of the new cluster.
+        #[arg(long, default_value = "127.0.0.1:26257", env = "CONCORD_HOST")]
+        host: String,
+    },
+    /// Open a SQL shell (or run statements with -e).
+    Sql(shell::SqlArgs),
+    /// Start a local cluster in this process and open a SQL shell on it.
+    Demo(DemoArgs),
+    /// Inspect nodes.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Show a node's status and the ranges it holds.
+    Status {
+        /// gRPC address of the node.
+        #[arg(long, default_value = "127.0.0.1:26257", env = "CONCORD_HOST")]
+        host: String,
+    },
+}
+
+#[derive(Args, Clone)]
+struct StartArgs {
+    /// Directory of this node's data (created if missing).
+    #[arg(long, default_value = "concord-data", env = "CONCORD_STORE")]
+    store: PathBuf,
+    /// Address for traffic between nodes (gRPC).
+    #[arg(long, default_value = "127.0.0.1:26257", env = "CONCORD_LISTEN_ADDR")]
+    listen_addr: String,
+    /// Address other nodes use to reach this one, if not --listen-addr
+    /// (e.g. behind NAT or when listening on 0.0.0.0).
+    #[arg(long, env = "CONCORD_ADVERTISE_ADDR")]
+    advertise_addr: Option<String>,
+    /// Address for SQL clients (PostgreSQL wire protocol).
+    #[arg(long, default_value = "127.0.0.1:5432", env = "CONCORD_SQL_ADDR")]
+    sql_addr: String,
+    /// Address for HTTP: /health, /ready, /metrics.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "CONCORD_HTTP_ADDR")]
+    http_addr: String,
+    /// Comma-separated gRPC addresses of the initial cluster's nodes
+    /// (this one included). `concord init` forms the cluster from them.
+    #[arg(long, value_delimiter = ',', env = "CONCORD_JOIN")]
+    join: Vec<String>,
+    /// Maximum clock offset between nodes, e.g. 500ms. Transactions rely on
+    /// it: clocks further apart can break serializability.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration, env = "CONCORD_MAX_OFFSET")]
+    max_offset: Duration,
+    /// Raft tick interval, e.g. 100ms. Elections take 10-20 ticks.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration, env = "CONCORD_RAFT_TICK")]
+    raft_tick: Duration,
+    /// Log filter (tracing syntax), e.g. info or concord=debug,raft=info.
+    #[arg(long, default_value = "info", env = "CONCORD_LOG")]
+    log: String,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Keep the nodes' data in this directory (default: a temporary
+    /// directory removed on exit).
+    #[arg(long)]
+    store_dir: Option<PathBuf>,
+    /// Run these statements and exit instead of opening the shell.
+    #[arg(short = 'e', long = "execute")]
+    execute: Vec<String>,
+}
+
+/// Parses durations written like `500ms`, `15s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 15s, 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "us" => n / 1e6,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn init_logging(filter: &str, file: Option<&std::path::Path>) -> Result<()> {
+    let env_filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| anyhow!("--log {filter:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_target(false);
+    match file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening log file {}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+fn node_config(a: &StartArgs) -> NodeConfig {
+    NodeConfig {
+        store: a.store.clone(),
+        listen_addr: a.listen_addr.clone(),
+        advertise_addr: a.advertise_addr.clone(),
+        sql_addr: a.sql_addr.clone(),
+        http_addr: a.http_addr.clone(),
+        join: a.join.clone(),
+        max_offset: a.max_offset,
+        store_config: StoreConfig {
+            tick_interval: a.raft_tick,
+            ..StoreConfig::default()
+        },
+    }
+}
+
+async fn start(args: StartArgs) -> Result<()> {
+    init_logging(&args.log, None)?;
+    let node = Node::start(node_config(&args)).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    node.stop().await;
+    Ok(())
+}
+
+async fn init(host: &str) -> Result<()> {
+    // The node may still be starting: keep trying to reach it for a while.
+    // Init itself waits for the other nodes of the --join list; give it time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut client = loop {
+        match concord_server::grpc::admin_client(host, Duration::from_secs(60)).await {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() > deadline => bail!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    match client.init(concord_proto::admin::InitRequest {}).await {
+        Ok(resp) => {
+            let resp = resp.into_inner();
+            println!(
+                "Cluster {} initialized with {} node(s):",
+                hex(&resp.cluster_id),
+                resp.nodes.len()
+            );
+            for n in resp.nodes {
+                println!(
+                    "  node {}: {} (sql {})",
+                    n.node_id, n.address, n.sql_address
+                );
+            }
+            Ok(())
+        }
+        Err(s) if s.code() == tonic::Code::AlreadyExists => bail!("{}", s.message()),
+        Err(s) => bail!("init failed: {}", s.message()),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn node_status(host: &str) -> Result<()> {
+    let mut client = concord_server::grpc::admin_client(host, Duration::from_secs(5))
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let st = client
+        .node_status(concord_proto::admin::NodeStatusRequest {})
+        .await
+        .map_err(|s| anyhow!("status failed: {}", s.message()))?
+        .into_inner();
+    if !st.initialized {
+        println!("node at {host}: not initialized (waiting for `concord init`)");
+        return Ok(());
+    }
+    println!(
+        "node {} of cluster {} (build {})",
+        st.node_id,
+        hex(&st.cluster_id),
+        st.build
+    );
+    println!(
+        "  grpc {}  sql {}  http {}",
+        st.address, st.sql_address, st.http_address
+    );
+    println!("nodes:");
+    for n in &st.nodes {
+        println!(
+            "  {:>3}  {:<22} sql {}",
+            n.node_id, n.address, n.sql_address
+        );
+    }
+    println!("ranges on this node:");
+    for r in &st.ranges {
+        let d = r.descriptor.clone().unwrap_or_default();
+        let nodes: Vec<String> = d.replicas.iter().map(|x| x.node_id.to_string()).collect();
+        println!(
+            "  range {}: replicas on nodes [{}], leader replica {}, term {}, commit {}, applied {}",
+            d.range_id,
+            nodes.join(", "),
+            r.leader_replica_id,
+            r.term,
+            r.commit_index,
+            r.applied_index
+        );
+    }
+    Ok(())
+}
+
+fn free_port() -> Result<u16> {
+    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn demo(args: DemoArgs) -> Result<()> {
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let tmp;
+    let dir = match &args.store_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::Builder::new().prefix("concord-demo-").tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&dir)?;
+    let log = dir.join("demo.log");
+    init_logging("info", Some(&log))?;
+    let mut ports = Vec::new();
+    for _ in 0..args.nodes {
+        ports.push((free_port()?, free_port()?, free_port()?));
+    }
+    let join: Vec<String> = ports
+        .iter()
+        .map(|(g, _, _)| format!("127.0.0.1:{g}"))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, (g, s, h)) in ports.iter().enumerate() {
+        let cfg = NodeConfig {
+            store: dir.join(format!("n{}", i + 1)),
+            listen_addr: format!("127.0.0.1:{g}"),
+            advertise_addr: None,
+            sql_addr: format!("127.0.0.1:{s}"),
+            http_addr: format!("127.0.0.1:{h}"),
+            join: join.clone(),
+            max_offset: Duration::from_millis(500),
+            store_config: StoreConfig::default(),
+        };
+        nodes.push(Node::start(cfg).await?);
+    }
+    let already = nodes[0].ctx.store.is_bootstrapped();
+    if !already {
+        init(&join[0]).await?;
+    }
+    eprintln!(
+        "Concord demo: {} node(s), data in {}, log in {}",
+        args.nodes,
+        dir.display(),
+        log.display()
+    );
+    for n in &nodes {
+        eprintln!(
+            "  node {}: sql postgres://root@{}/defaultdb  http http://{}",
+            n.ctx.store.node_id().max(1),
+            n.ctx.sql_addr,
+            n.ctx.http_addr
+        );
+    }
+    let url = format!("postgres://root@{}/defaultdb", nodes[0].ctx.sql_addr);
+    let result = shell::run(shell::SqlArgs {
+        url,
+        execute: args.execute,
+        wait: Duration::from_secs(30),
+    })
+    .await;
+    for n in nodes {
+        n.stop().await;
+    }
+    result
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("concord")
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Start(a) => start(a).await,
+            Command::Init { host } => init(&host).await,
+            Command::Sql(a) => shell::run(a).await,
+            Command::Demo(a) => demo(a).await,
+            Command::Node {
+                command: NodeCommand::Status { host },
+            } => node_status(&host).await,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("15s").unwrap(), Duration::from_secs(15));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5 days").is_err());
+    }
+}

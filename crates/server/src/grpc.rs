@@ -1,0 +1,301 @@
+//! The node's gRPC services: `Internal` (Raft transport, KV batches) and
+//! `Admin` (init, bootstrap, status).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use concord_proto::admin::admin_client::AdminClient;
+use concord_proto::admin::admin_server::{Admin, AdminServer};
+use concord_proto::admin::{
+    BootstrapRequest, BootstrapResponse, InitRequest, InitResponse, NodeStatusRequest,
+    NodeStatusResponse, RangeStatus,
+};
+use concord_proto::kv::internal_server::{Internal, InternalServer};
+use concord_proto::kv::{BatchRequest, BatchResponse, RaftMessageBatch, RaftMessagesResponse};
+use concord_proto::meta::{NodeDescriptor, RangeDescriptor, ReplicaDescriptor, StoreIdent};
+use protobuf::Message as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::NodeContext;
+
+/// Serves gRPC until shutdown.
+pub async fn serve(
+    ctx: Arc<NodeContext>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let internal = InternalServer::new(InternalService { ctx: ctx.clone() })
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
+    let admin = AdminServer::new(AdminService { ctx: ctx.clone() });
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(1)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(3)))
+        .add_service(internal)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!("gRPC server failed: {e}");
+    }
+}
+
+struct InternalService {
+    ctx: Arc<NodeContext>,
+}
+
+#[tonic::async_trait]
+impl Internal for InternalService {
+    async fn raft_messages(
+        &self,
+        request: Request<Streaming<RaftMessageBatch>>,
+    ) -> Result<Response<RaftMessagesResponse>, Status> {
+        let mut stream = request.into_inner();
+        let store = self.ctx.store.clone();
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if let Some(now) = batch.now {
+                if let Err(e) = store.clock().update(now.into()) {
+                    tracing::warn!(from = batch.from_node, "raft messages refused: {e}");
+                    continue;
+                }
+            }
+            for env in batch.messages {
+                match raft::prelude::Message::parse_from_bytes(&env.message) {
+                    Ok(msg) => store.deliver_raft_message(env.range_id, msg),
+                    Err(e) => tracing::warn!(
+                        from = batch.from_node,
+                        "undecodable raft message dropped: {e}"
+                    ),
+                }
+            }
+        }
+        Ok(Response::new(RaftMessagesResponse {}))
+    }
+
+    async fn batch(
+        &self,
+        request: Request<BatchRequest>,
+    ) -> Result<Response<BatchResponse>, Status> {
+        Ok(Response::new(
+            self.ctx.store.batch(request.into_inner()).await,
+        ))
+    }
+}
+
+struct AdminService {
+    ctx: Arc<NodeContext>,
+}
+
+fn status_of(ctx: &NodeContext) -> Result<NodeStatusResponse, Status> {
+    let ident = ctx
+        .store
+        .ident()
+        .map_err(|e| Status::internal(e.to_string()))?
+        .unwrap_or_default();
+    let ranges = ctx
+        .store
+        .replicas()
+        .iter()
+        .map(|r| {
+            let st = r.status.lock().clone();
+            RangeStatus {
+                descriptor: Some(r.desc.read().clone()),
+                leader_replica_id: st.leader_replica_id,
+                term: st.term,
+                commit_index: st.commit_index,
+                applied_index: st.applied_index,
+            }
+        })
+        .collect();
+    Ok(NodeStatusResponse {
+        initialized: ctx.store.is_bootstrapped(),
+        cluster_id: ident.cluster_id,
+        node_id: ident.node_id,
+        address: ctx.config.advertised(),
+        sql_address: ctx.sql_addr.to_string(),
+        http_address: ctx.http_addr.to_string(),
+        nodes: ctx.store.nodes().all(),
+        ranges,
+        now: Some(ctx.store.clock().now().into()),
+        build: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+/// Connects an admin client to a node.
+pub async fn admin_client(
+    addr: &str,
+    timeout: Duration,
+) -> Result<AdminClient<tonic::transport::Channel>, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad address {addr}: {e}"))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    Ok(AdminClient::new(channel))
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn init(&self, _request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
+        let ctx = &self.ctx;
+        if ctx.store.is_bootstrapped() {
+            return Err(Status::already_exists(
+                "cluster has already been initialized",
+            ));
+        }
+        // The members: this node first, then the rest of the join list.
+        let me = ctx.config.advertised();
+        let mut addrs = vec![me.clone()];
+        for a in &ctx.config.join {
+            let a = a.trim().to_string();
+            if !a.is_empty() && a != me && a != ctx.config.listen_addr && !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
+        // Ask every other member for its status, waiting a little for nodes
+        // that are still starting.
+        let mut nodes = vec![NodeDescriptor {
+            node_id: 1,
+            address: me.clone(),
+            sql_address: ctx.sql_addr.to_string(),
+            http_address: ctx.http_addr.to_string(),
+        }];
+        for (i, addr) in addrs.iter().enumerate().skip(1) {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let status = loop {
+                let attempt = async {
+                    let mut c = admin_client(addr, Duration::from_secs(2)).await?;
+                    c.node_status(NodeStatusRequest {})
+                        .await
+                        .map(|r| r.into_inner())
+                        .map_err(|e| e.to_string())
+                };
+                match attempt.await {
+                    Ok(s) => break s,
+                    Err(e) if Instant::now() > deadline => {
+                        return Err(Status::unavailable(format!(
+                            "node {addr} in the --join list is unreachable ({e}); start every node of the initial cluster before `concord init`"
+                        )))
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            };
+            if status.initialized {
+                return Err(Status::failed_precondition(format!(
+                    "node {addr} already belongs to a cluster (node id {})",
+                    status.node_id
+                )));
+            }
+            nodes.push(NodeDescriptor {
+                node_id: i as u64 + 1,
+                address: addr.clone(),
+                sql_address: status.sql_address,
+                http_address: status.http_address,
+            });
+        }
+        let cluster_id = rand::random::<[u8; 16]>().to_vec();
+        let first_range = RangeDescriptor {
+            range_id: 1,
+            start_key: vec![],
+            end_key: vec![],
+            replicas: nodes
+                .iter()
+                .map(|n| ReplicaDescriptor {
+                    node_id: n.node_id,
+                    replica_id: n.node_id,
+                })
+                .collect(),
+            next_replica_id: nodes.len() as u64 + 1,
+            generation: 1,
+        };
+        // This node first: once it is bootstrapped, a second init fails.
+        bootstrap_local(ctx, &cluster_id, 1, &nodes, &first_range).await?;
+        // Then the others; a member that fails now gets it in the background.
+        for n in nodes.iter().skip(1) {
+            let req = BootstrapRequest {
+                cluster_id: cluster_id.clone(),
+                node_id: n.node_id,
+                nodes: nodes.clone(),
+                first_range: Some(first_range.clone()),
+            };
+            let addr = n.address.clone();
+            let first_try = async {
+                let mut c = admin_client(&addr, Duration::from_secs(3)).await?;
+                c.bootstrap(req.clone()).await.map_err(|e| e.to_string())
+            };
+            if let Err(e) = first_try.await {
+                tracing::warn!("bootstrap of node {addr} failed ({e}); retrying in the background");
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if let Ok(mut c) = admin_client(&addr, Duration::from_secs(3)).await {
+                            match c.bootstrap(req.clone()).await {
+                                Ok(_) => return,
+                                Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                                    tracing::error!("node {addr} joined another cluster: {s}");
+                                    return;
+                                }
+                                Err(_) => {}
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        tracing::info!(nodes = nodes.len(), "cluster initialized");
+        Ok(Response::new(InitResponse { cluster_id, nodes }))
+    }
+
+    async fn bootstrap(
+        &self,
+        request: Request<BootstrapRequest>,
+    ) -> Result<Response<BootstrapResponse>, Status> {
+        let req = request.into_inner();
+        let range = req
+            .first_range
+            .ok_or_else(|| Status::invalid_argument("bootstrap without a first range"))?;
+        bootstrap_local(&self.ctx, &req.cluster_id, req.node_id, &req.nodes, &range).await?;
+        Ok(Response::new(BootstrapResponse {}))
+    }
+
+    async fn node_status(
+        &self,
+        _request: Request<NodeStatusRequest>,
+    ) -> Result<Response<NodeStatusResponse>, Status> {
+        Ok(Response::new(status_of(&self.ctx)?))
+    }
+}
+
+async fn bootstrap_local(
+    ctx: &NodeContext,
+    cluster_id: &[u8],
+    node_id: u64,
+    nodes: &[NodeDescriptor],
+    range: &RangeDescriptor,
+) -> Result<(), Status> {
+    let ident = StoreIdent {
+        cluster_id: cluster_id.to_vec(),
+        node_id,
+    };
+    ctx.store
+        .bootstrap(ident, nodes.to_vec(), range.clone())
+        .await
+        .map_err(|e| match e {
+            concord_replication::Error::AlreadyBootstrapped(m) => Status::already_exists(m),
+            other => Status::internal(other.to_string()),
+        })?;
+    ctx.transport.set_node_id(node_id);
+    tracing::info!(node_id, "node bootstrapped");
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! The node's HTTP endpoints.
+//!
+//! - `GET /health`: 200 while the process serves (liveness).
+//! - `GET /ready`: 200 once the node belongs to a cluster and its store has
+//!   not failed; 503 otherwise (readiness, for load balancers).
+//! - `GET /metrics`: Prometheus text format: node identity, per-range Raft
+//!   state, HLC reading.
+//! - `GET /`: a short human-readable status page.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{Encoder, GaugeVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::NodeContext;
+
+/// Serves HTTP until shutdown.
+pub async fn serve(
+    ctx: Arc<NodeContext>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/", get(status_page))
+        .with_state(ctx);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!("HTTP server failed: {e}");
+    }
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+async fn ready(State(ctx): State<Arc<NodeContext>>) -> impl IntoResponse {
+    if ctx.store.failure().is_some() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store failed\n".to_string(),
+        );
+    }
+    if !ctx.store.is_bootstrapped() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not initialized: run `concord init`\n".to_string(),
+        );
+    }
+    (StatusCode::OK, "ready\n".to_string())
+}
+
+/// Renders the metrics of a node in Prometheus text format.
+pub fn render_metrics(ctx: &NodeContext) -> Result<String, prometheus::Error> {
+    let registry = Registry::new();
+    let node_id = IntGauge::new("concord_node_id", "This node's id (0 before init).")?;
+    node_id.set(ctx.store.node_id() as i64);
+    registry.register(Box::new(node_id.clone()))?;
+    let initialized = IntGauge::new(
+        "concord_node_initialized",
+        "1 once the node belongs to a cluster.",
+    )?;
+    initialized.set(ctx.store.is_bootstrapped() as i64);
+    registry.register(Box::new(initialized.clone()))?;
+    let failed = IntGauge::new(
+        "concord_store_failed",
+        "1 if the store hit a storage error and stopped.",
+    )?;
+    failed.set(ctx.store.failure().is_some() as i64);
+    registry.register(Box::new(failed.clone()))?;
+    let hlc = IntGauge::new(
+        "concord_hlc_wall_nanos",
+        "Wall time of this node's hybrid logical clock.",
+    )?;
+    hlc.set(ctx.store.clock().now().wall as i64);
+    registry.register(Box::new(hlc.clone()))?;
+    let replicas = IntGauge::new("concord_replicas", "Replicas on this node.")?;
+    let leaders = IntGauge::new(
+        "concord_replicas_leaders",
+        "Replicas on this node that are Raft leaders.",
+    )?;
+    let raft = IntGaugeVec::new(
+        Opts::new("concord_range_raft", "Raft state of each local replica."),
+        &["range_id", "field"],
+    )?;
+    let is_leader = GaugeVec::new(
+        Opts::new("concord_range_is_leader", "1 if this node leads the range."),
+        &["range_id"],
+    )?;
+    let mut n_leaders = 0;
+    let all = ctx.store.replicas();
+    for r in &all {
+        let st = r.status.lock().clone();
+        let id = r.range_id.to_string();
+        raft.with_label_values(&[id.as_str(), "term"])
+            .set(st.term as i64);
+        raft.with_label_values(&[id.as_str(), "commit_index"])
+            .set(st.commit_index as i64);
+        raft.with_label_values(&[id.as_str(), "applied_index"])
+            .set(st.applied_index as i64);
+        raft.with_label_values(&[id.as_str(), "leader_replica_id"])
+            .set(st.leader_replica_id as i64);
+        let leading = st.role == "leader";
+        n_leaders += leading as i64;
+        is_leader
+            .with_label_values(&[id.as_str()])
+            .set(if leading { 1.0 } else { 0.0 });
+    }
+    replicas.set(all.len() as i64);
+    leaders.set(n_leaders);
+    registry.register(Box::new(replicas))?;
+    registry.register(Box::new(leaders))?;
+    registry.register(Box::new(raft))?;
+    registry.register(Box::new(is_leader))?;
+    let mut buf = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+async fn metrics(State(ctx): State<Arc<NodeContext>>) -> impl IntoResponse {
+    match render_metrics(&ctx) {
+        Ok(text) => (StatusCode::OK, text),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}\n")),
+    }
+}
+
+async fn status_page(State(ctx): State<Arc<NodeContext>>) -> String {
+    let mut s = format!(
+        "Concord node {} ({})\nsql: {}  grpc: {}  http: {}\nstore: {}\n\nranges:\n",
+        ctx.store.node_id(),
+        if ctx.store.is_bootstrapped() {
+            "initialized"
+        } else {
+            "waiting for init"
+        },
+        ctx.sql_addr,
+        ctx.grpc_addr,
+        ctx.http_addr,
+        ctx.config.store.display()
+    );
+    for r in ctx.store.replicas() {
+        let st = r.status.lock().clone();
+        let desc = r.desc.read().clone();
+        let nodes: Vec<String> = desc
+            .replicas
+            .iter()
+            .map(|x| x.node_id.to_string())
+            .collect();
+        s.push_str(&format!(
+            "  range {}: {} (leader replica {}), term {}, applied {}, replicas on nodes [{}]\n",
+            r.range_id,
+            st.role,
+            st.leader_replica_id,
+            st.term,
+            st.applied_index,
+            nodes.join(", ")
+        ));
+    }
+    s
+}

@@ -1,0 +1,200 @@
+//! A Concord node: everything one `concord start` runs.
+//!
+//! ```text
+//!                 ┌──────────────────────── Node ────────────────────────┐
+//!  psql ─────────►│ pg (pgwire) ─► sql::Session ─► kv::Db ─► DistSender  │
+//!                 │                                          │           │
+//!  other nodes ──►│ grpc: Internal.RaftMessages ─► Store     │ local     │
+//!                 │       Internal.Batch ────────► Store ◄───┘ or gRPC   │
+//!  concord init ─►│       Admin.{Init,Bootstrap,NodeStatus}             │
+//!  monitoring ───►│ http: /health /ready /metrics                        │
+//!                 │ Store (replication) ─► RocksEngine (storage)         │
+//!                 └──────────────────────────────────────────────────────┘
+//! ```
+//!
+//! # Bootstrap
+//! Nodes start uninitialized: they serve gRPC and answer `NodeStatus`, but
+//! hold no data. `concord init --host H` asks H to form a cluster from the
+//! nodes in H's `--join` list: H checks that each is reachable and not part of
+//! a cluster, gives them node ids (itself 1, the others in list order),
+//! creates the first range with a replica on each, and sends every node a
+//! `Bootstrap` with the cluster id, its node id, the node list and the range.
+//! Each node persists that atomically and starts its replica. A second
+//! `init` finds H initialized and fails without touching anything.
+//!
+//! # Not done yet
+//! - Joining a running cluster (new nodes get ids and replicas from the
+//!   replicate queue: the ranges issue). Only the initial nodes are members.
+//! - TLS and authentication: the server runs in insecure mode and accepts
+//!   any user without a password.
+
+pub mod grpc;
+pub mod http;
+pub mod pg;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord_hlc::Clock;
+use concord_kv::{Db, DistSender};
+use concord_replication::{GrpcTransport, NodeRegistry, Store, StoreConfig};
+use concord_storage::RocksEngine;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How a node is configured.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Directory of the node's store (RocksDB).
+    pub store: PathBuf,
+    /// Address for inter-node gRPC.
+    pub listen_addr: String,
+    /// Address other nodes use to reach this one (default: `listen_addr`).
+    pub advertise_addr: Option<String>,
+    /// PostgreSQL wire protocol address.
+    pub sql_addr: String,
+    /// HTTP address (health, metrics).
+    pub http_addr: String,
+    /// The gRPC addresses of the initial cluster, this node included.
+    pub join: Vec<String>,
+    /// Maximum clock offset between nodes.
+    pub max_offset: Duration,
+    /// Raft and store tunables.
+    pub store_config: StoreConfig,
+}
+
+impl NodeConfig {
+    /// The address other nodes should use.
+    pub fn advertised(&self) -> String {
+        self.advertise_addr
+            .clone()
+            .unwrap_or_else(|| self.listen_addr.clone())
+    }
+}
+
+/// Errors of starting or running a node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open the store at {path}: {source}")]
+    Store {
+        path: String,
+        source: concord_storage::Error,
+    },
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen {
+        addr: String,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Replication(#[from] concord_replication::Error),
+    #[error("clock: {0}")]
+    Clock(#[from] concord_hlc::Error),
+}
+
+/// What the node's parts share.
+pub struct NodeContext {
+    pub config: NodeConfig,
+    pub store: Store,
+    pub db: Db,
+    pub transport: Arc<GrpcTransport>,
+    /// The actual bound addresses (useful when configured with port 0).
+    pub grpc_addr: SocketAddr,
+    pub sql_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+}
+
+/// A running node.
+pub struct Node {
+    pub ctx: Arc<NodeContext>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn bind(addr: &str, what: &'static str) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: addr.to_string(),
+            what,
+            source,
+        })
+}
+
+impl Node {
+    /// Opens the store and starts every server of the node.
+    pub async fn start(config: NodeConfig) -> Result<Node, Error> {
+        let engine = RocksEngine::open(&config.store).map_err(|source| Error::Store {
+            path: config.store.display().to_string(),
+            source,
+        })?;
+        let clock = Clock::new(config.max_offset)?;
+        let nodes = Arc::new(NodeRegistry::new());
+        let transport = Arc::new(GrpcTransport::new(
+            0,
+            clock.clone(),
+            nodes.clone(),
+            tokio::runtime::Handle::current(),
+        ));
+        let store = Store::start(
+            Arc::new(engine),
+            clock,
+            nodes,
+            transport.clone(),
+            config.store_config.clone(),
+        )?;
+        transport.set_node_id(store.node_id());
+        let db = Db::new(Arc::new(DistSender::new(store.clone())));
+
+        let grpc_listener = bind(&config.listen_addr, "gRPC").await?;
+        let sql_listener = bind(&config.sql_addr, "SQL").await?;
+        let http_listener = bind(&config.http_addr, "HTTP").await?;
+        let local = |l: &TcpListener, a: &str| {
+            l.local_addr().map_err(|source| Error::Listen {
+                addr: a.to_string(),
+                what: "local address",
+                source,
+            })
+        };
+        let ctx = Arc::new(NodeContext {
+            grpc_addr: local(&grpc_listener, &config.listen_addr)?,
+            sql_addr: local(&sql_listener, &config.sql_addr)?,
+            http_addr: local(&http_listener, &config.http_addr)?,
+            config,
+            store,
+            db,
+            transport,
+        });
+        let (shutdown, rx) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(grpc::serve(ctx.clone(), grpc_listener, rx.clone())),
+            tokio::spawn(pg::serve(ctx.clone(), sql_listener, rx.clone())),
+            tokio::spawn(http::serve(ctx.clone(), http_listener, rx)),
+        ];
+        tracing::info!(
+            node_id = ctx.store.node_id(),
+            grpc = %ctx.grpc_addr,
+            sql = %ctx.sql_addr,
+            http = %ctx.http_addr,
+            store = %ctx.config.store.display(),
+            "node started{}",
+            if ctx.store.is_bootstrapped() { "" } else { "; waiting for `concord init`" }
+        );
+        Ok(Node {
+            ctx,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops the servers and the store.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        self.ctx.store.stop();
+    }
+}
