@@ -183,14 +183,7 @@ impl Store {
                     let from = concord_proto::ts(rf.from);
                     let to = concord_proto::ts(rf.to);
                     refresh_spans(engine, &rf.spans, from, to, ctx.txn_id)?;
-                    let mut tscache = replica.tscache.lock();
-                    for sp in &rf.spans {
-                        if sp.end.is_empty() {
-                            tscache.add_point(&sp.start, to, ctx.txn_id);
-                        } else {
-                            tscache.add_span(&sp.start, &sp.end, to, ctx.txn_id);
-                        }
-                    }
+                    record_reads(replica, &rf.spans, to, ctx.txn_id);
                     Resp::Refresh(kv::RefreshResponse {})
                 }
                 Req::Commit(_) => unreachable!("commits are evaluated alone"),
@@ -258,14 +251,7 @@ impl Store {
             refresh_spans(engine, &commit.read_spans, ctx.read_ts, ts, ctx.txn_id)?;
             // The refreshed reads now hold at the commit timestamp: no other
             // transaction may write below it in those spans.
-            let mut tscache = replica.tscache.lock();
-            for sp in &commit.read_spans {
-                if sp.end.is_empty() {
-                    tscache.add_point(&sp.start, ts, ctx.txn_id);
-                } else {
-                    tscache.add_span(&sp.start, &sp.end, ts, ctx.txn_id);
-                }
-            }
+            record_reads(replica, &commit.read_spans, ts, ctx.txn_id);
         }
         let writes = commit
             .writes
@@ -312,6 +298,18 @@ fn span_latch(sp: &Span) -> LatchSpan {
         LatchSpan::read_key(&sp.start)
     } else {
         LatchSpan::read_span(&sp.start, &sp.end)
+    }
+}
+
+/// Records in the timestamp cache that `txn_id` read `spans` at `ts`.
+fn record_reads(replica: &ReplicaHandle, spans: &[Span], ts: Timestamp, txn_id: Option<&[u8]>) {
+    let mut tscache = replica.tscache.lock();
+    for sp in spans {
+        if sp.end.is_empty() {
+            tscache.add_point(&sp.start, ts, txn_id);
+        } else {
+            tscache.add_span(&sp.start, &sp.end, ts, txn_id);
+        }
     }
 }
 

@@ -1627,7 +1627,7 @@ pub fn select_spans(table: &Table, pred: &Expr) -> ScanSpans {
                     } else {
                         Bound::Included(v.clone())
                     };
-                    if tighter_lower(&b, &lower) {
+                    if tighter(&b, &lower, std::cmp::Ordering::Greater) {
                         lower = b;
                     }
                 }
@@ -1637,7 +1637,7 @@ pub fn select_spans(table: &Table, pred: &Expr) -> ScanSpans {
                     } else {
                         Bound::Included(v.clone())
                     };
-                    if tighter_upper(&b, &upper) {
+                    if tighter(&b, &upper, std::cmp::Ordering::Less) {
                         upper = b;
                     }
                 }
@@ -1671,29 +1671,15 @@ fn key_compatible(ty: &DataType, v: &Value) -> bool {
     )
 }
 
-fn tighter_lower(new: &Bound<Value>, old: &Bound<Value>) -> bool {
+/// Whether bound `new` is stricter than `old`: further in the direction
+/// `inward` (Greater for lower bounds, Less for upper bounds), or equal and
+/// exclusive.
+fn tighter(new: &Bound<Value>, old: &Bound<Value>, inward: std::cmp::Ordering) -> bool {
     match (new, old) {
         (_, Bound::Unbounded) => true,
         (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
-            match a.sort_cmp(b) {
-                std::cmp::Ordering::Greater => true,
-                std::cmp::Ordering::Equal => matches!(new, Bound::Excluded(_)),
-                std::cmp::Ordering::Less => false,
-            }
-        }
-        (Bound::Unbounded, _) => false,
-    }
-}
-
-fn tighter_upper(new: &Bound<Value>, old: &Bound<Value>) -> bool {
-    match (new, old) {
-        (_, Bound::Unbounded) => true,
-        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
-            match a.sort_cmp(b) {
-                std::cmp::Ordering::Less => true,
-                std::cmp::Ordering::Equal => matches!(new, Bound::Excluded(_)),
-                std::cmp::Ordering::Greater => false,
-            }
+            let ord = a.sort_cmp(b);
+            ord == inward || (ord == std::cmp::Ordering::Equal && matches!(new, Bound::Excluded(_)))
         }
         (Bound::Unbounded, _) => false,
     }

@@ -251,13 +251,39 @@ pub fn scan(
                 decided = true;
             }
         }
-        if !decided {
-            value = read_versions(engine, &key, &opts)?;
+        // The versions of `key` under the iterator, newest first. One
+        // iterator serves the whole scan: position it at the newest version
+        // the reader may need (its uncertainty limit), read one version,
+        // then skip the rest of the key's versions.
+        let prefix = escape(&key);
+        let on_key = |k: &[u8]| k.len() == prefix.len() + 12 && k.starts_with(&prefix);
+        if it.valid()? && on_key(it.key()) {
+            let (_, newest) = decode_mvcc_key(it.key())?;
+            if newest > opts.limit() {
+                it.seek(&mvcc_key(&key, opts.limit()));
+            }
+            if !decided && it.valid()? && on_key(it.key()) {
+                let (_, ts) = decode_mvcc_key(it.key())?;
+                if ts > opts.read_ts {
+                    return Err(MvccError::ReadWithinUncertainty {
+                        key,
+                        read_ts: opts.read_ts,
+                        value_ts: ts,
+                    });
+                }
+                value = decode_value(it.value())?;
+            }
+            // Usually the next entry is already the next key.
+            if it.valid()? && on_key(it.key()) {
+                it.next();
+                if it.valid()? && on_key(it.key()) {
+                    it.seek(&mvcc_key_after_versions(&key));
+                }
+            }
         }
         if let Some(v) = value {
-            result.rows.push((key.clone(), v));
+            result.rows.push((key, v));
         }
-        it.seek(&mvcc_key_after_versions(&key));
     }
     Ok(result)
 }
