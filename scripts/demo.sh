@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-exec cargo run --locked -q -p concord-cli --bin concord -- demo "$@"
+exec cargo run --locked -p concord-cli --bin concord -- demo "$@"

@@ -192,8 +192,14 @@ impl Node {
     /// Stops the servers and the store.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
+        // Servers finish in-flight requests briefly; long-lived streams
+        // (Raft message streams from peers) are cut after that.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+            let abort = t.abort_handle();
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                abort.abort();
+            }
         }
         self.ctx.store.stop();
     }

@@ -722,7 +722,8 @@ fn coerce_pair(
 }
 
 fn bind_binary(op: BinOp, l: (Expr, DataType), r: (Expr, DataType)) -> Result<(Expr, DataType)> {
-    let ((le, lt), (re, rt)) = coerce_pair(l, r)?;
+    // `||` takes its operands as text: an untyped literal stays a string.
+    let ((le, lt), (re, rt)) = if op == BinOp::Concat { (l, r) } else { coerce_pair(l, r)? };
     let mismatch = || Error::UndefinedOperator(format!("{lt} {} {rt}", op.symbol()));
     let ty = match op {
         BinOp::And | BinOp::Or => {
@@ -1005,6 +1006,93 @@ fn plain_table(tf: &TableFactor) -> Result<(String, Option<String>)> {
     }
 }
 
+fn is_table_function(tf: &TableFactor) -> bool {
+    matches!(tf, TableFactor::Table { args: Some(_), .. })
+}
+
+/// Most rows a set-returning function may produce: results are held in
+/// memory until execution streams.
+const MAX_SERIES_ROWS: i64 = 10_000_000;
+
+/// `generate_series(start, stop [, step])` in FROM: one integer column named
+/// after the alias (or `generate_series`).
+fn plan_table_function(tf: &TableFactor) -> Result<(Node, Scope)> {
+    let TableFactor::Table {
+        name,
+        alias,
+        args: Some(args),
+        ..
+    } = tf
+    else {
+        return Err(Error::Internal("not a table function".into()));
+    };
+    let fname = table_name(name)?;
+    if fname != "generate_series" {
+        return Err(Error::UndefinedFunction(format!("{fname}()")));
+    }
+    let mut vals = Vec::new();
+    for a in &args.args {
+        let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) = a else {
+            return Err(Error::FeatureNotSupported(format!(
+                "argument {a} of generate_series"
+            )));
+        };
+        let (x, _) = Binder::plain(&Scope::default(), "FROM").bind(e)?;
+        if !x.is_constant() {
+            return Err(Error::FeatureNotSupported(
+                "generate_series over columns".into(),
+            ));
+        }
+        match x.eval(&[])? {
+            Value::Int(i) => vals.push(i),
+            v => {
+                return Err(Error::UndefinedFunction(format!(
+                    "generate_series({})",
+                    v.type_name()
+                )))
+            }
+        }
+    }
+    let (start, stop, step) = match vals.as_slice() {
+        [a, b] => (*a, *b, 1),
+        [a, b, c] => (*a, *b, *c),
+        _ => {
+            return Err(Error::UndefinedFunction(format!(
+                "generate_series with {} arguments",
+                vals.len()
+            )))
+        }
+    };
+    if step == 0 {
+        return Err(Error::InvalidParameterValue(
+            "step size cannot equal zero".into(),
+        ));
+    }
+    let count = (i128::from(stop) - i128::from(start)) / i128::from(step) + 1;
+    if count > i128::from(MAX_SERIES_ROWS) {
+        return Err(Error::FeatureNotSupported(format!(
+            "generate_series of more than {MAX_SERIES_ROWS} rows"
+        )));
+    }
+    let rows = (0..count.max(0) as i64)
+        .map(|i| vec![Expr::Literal(Value::Int(start + i * step))])
+        .collect();
+    let alias_name = alias.as_ref().map(|a| ident_name(&a.name));
+    let column = alias
+        .as_ref()
+        .and_then(|a| a.columns.first().map(|c| ident_name(&c.name)))
+        .or(alias_name.clone())
+        .unwrap_or_else(|| "generate_series".to_string());
+    let scope = Scope {
+        columns: vec![ScopeColumn {
+            table: Some(alias_name.unwrap_or_else(|| "generate_series".into())),
+            name: column,
+            ty: DataType::Int8,
+        }],
+    };
+    Ok((Node::Values { rows }, scope))
+}
+
 fn constant_u64(e: &ast::Expr, what: &'static str) -> Result<u64> {
     let (x, _) = Binder::plain(&Scope::default(), what).bind(e)?;
     if !x.is_constant() {
@@ -1116,6 +1204,10 @@ async fn plan_query(q: &ast::Query, txn: &mut Txn) -> Result<(Node, Vec<OutputCo
     // FROM
     let (mut node, scope, table) = match select.from.as_slice() {
         [] => (Node::Values { rows: vec![vec![]] }, Scope::default(), None),
+        [twj] if twj.joins.is_empty() && is_table_function(&twj.relation) => {
+            let (node, scope) = plan_table_function(&twj.relation)?;
+            (node, scope, None)
+        }
         [twj] if twj.joins.is_empty() => {
             let (name, alias) = plain_table(&twj.relation)?;
             let table = catalog::must_get_table(txn, &name).await?;
