@@ -33,11 +33,12 @@
 //! - Transactions across ranges (intents, transaction record, two-phase
 //!   commit, heartbeats, intent resolution) — the transactions issue. A
 //!   commit whose writes span several ranges is refused with `Unimplemented`.
-//! - The meta range lookup: the range cache is filled from the local store.
 
+pub mod admin;
 pub mod sender;
 pub mod txn;
 
+pub use admin::RangeInfo;
 pub use sender::DistSender;
 pub use txn::{Db, Txn};
 
@@ -58,6 +59,10 @@ pub enum Error {
         key: String,
         ts: concord_hlc::Timestamp,
     },
+    /// The commit timestamp moved: reads must be refreshed to `ts` and the
+    /// commit retried (handled inside [`Txn`]).
+    #[error("the transaction must refresh its reads to {ts}")]
+    NeedsRefresh { ts: concord_hlc::Timestamp },
     /// A write may or may not have committed (SQLSTATE 40003).
     #[error("result is ambiguous: {0}")]
     AmbiguousResult(String),

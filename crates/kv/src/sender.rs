@@ -20,7 +20,7 @@
 //! `AmbiguousResult` instead of risking a second application. A commit is
 //! safe to resend when the connection could not be made at all.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,7 @@ use concord_proto::kv::{BatchRequest, KvError, Response};
 use concord_proto::meta::RangeDescriptor;
 use concord_replication::{NodeRegistry, Store};
 use parking_lot::{Mutex, RwLock};
+use prost::Message as _;
 use tonic::transport::Channel;
 
 use crate::{Error, Result};
@@ -40,7 +41,8 @@ pub struct DistSender {
     local: Store,
     nodes: Arc<NodeRegistry>,
     clock: Clock,
-    ranges: RwLock<Vec<RangeDescriptor>>,
+    /// Range descriptors by start key.
+    ranges: RwLock<BTreeMap<Vec<u8>, RangeDescriptor>>,
     leaders: RwLock<HashMap<u64, u64>>,
     clients: Mutex<HashMap<u64, InternalClient<Channel>>>,
     /// Total time a request may spend being retried.
@@ -53,8 +55,11 @@ pub struct DistSender {
 enum Attempt {
     /// Try another replica (or the hinted leader).
     Next { hint: Option<u64>, why: String },
-    /// The route is stale: reload descriptors.
-    Reroute(String),
+    /// The route is stale; the replica may have said which range holds the key.
+    Reroute {
+        why: String,
+        desc: Option<RangeDescriptor>,
+    },
     /// Final: return to the caller.
     Fail(Error),
 }
@@ -68,7 +73,7 @@ impl DistSender {
             local,
             nodes,
             clock,
-            ranges: RwLock::new(Vec::new()),
+            ranges: RwLock::new(BTreeMap::new()),
             leaders: RwLock::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
             deadline: Duration::from_secs(10),
@@ -81,48 +86,128 @@ impl DistSender {
         &self.clock
     }
 
-    fn reload_ranges(&self) {
-        let mut descs: Vec<RangeDescriptor> = self
-            .local
-            .replicas()
-            .iter()
-            .map(|r| r.desc.read().clone())
+    /// Caches a descriptor, dropping cached ranges it overlaps (they are
+    /// older or newer versions of the same keys; the newer generation wins).
+    pub fn cache_descriptor(&self, desc: RangeDescriptor) {
+        if desc.range_id == 0 {
+            return;
+        }
+        let mut ranges = self.ranges.write();
+        let overlapping: Vec<Vec<u8>> = ranges
+            .values()
+            .filter(|d| {
+                (desc.end_key.is_empty() || d.start_key < desc.end_key)
+                    && (d.end_key.is_empty() || desc.start_key < d.end_key)
+            })
+            .map(|d| d.start_key.clone())
             .collect();
-        descs.sort_by(|a, b| a.start_key.cmp(&b.start_key));
-        *self.ranges.write() = descs;
-    }
-
-    /// The descriptor of the range that holds `key`.
-    pub fn range_for_key(&self, key: &[u8]) -> Result<RangeDescriptor> {
-        for attempt in 0..2 {
-            {
-                let ranges = self.ranges.read();
-                if let Some(d) = ranges.iter().find(|d| {
-                    key >= d.start_key.as_slice()
-                        && (d.end_key.is_empty() || key < d.end_key.as_slice())
-                }) {
-                    return Ok(d.clone());
+        for k in &overlapping {
+            if let Some(old) = ranges.get(k) {
+                if old.range_id == desc.range_id && old.generation > desc.generation {
+                    return; // we already know a newer version
                 }
             }
-            if attempt == 0 {
-                self.reload_ranges();
+        }
+        for k in overlapping {
+            ranges.remove(&k);
+        }
+        ranges.insert(desc.start_key.clone(), desc);
+    }
+
+    /// Forgets a cached range.
+    pub fn evict(&self, range_id: u64) {
+        self.ranges.write().retain(|_, d| d.range_id != range_id);
+        self.leaders.write().remove(&range_id);
+    }
+
+    fn cached(&self, key: &[u8]) -> Option<RangeDescriptor> {
+        let ranges = self.ranges.read();
+        let (_, d) = ranges.range(..=key.to_vec()).next_back()?;
+        (d.end_key.is_empty() || key < d.end_key.as_slice()).then(|| d.clone())
+    }
+
+    /// Range 1 as far as routing needs it: its cached or local descriptor,
+    /// or a stand-in listing every known node (a request to any of them
+    /// finds the leader through NotLeader hints).
+    fn first_range(&self) -> RangeDescriptor {
+        if let Some(d) = self.ranges.read().values().find(|d| d.range_id == 1) {
+            return d.clone();
+        }
+        if let Ok(r) = self.local.replica(1) {
+            if r.status.lock().initialized {
+                return r.desc.read().clone();
             }
+        }
+        RangeDescriptor {
+            range_id: 1,
+            replicas: self
+                .nodes
+                .all()
+                .into_iter()
+                .map(|n| concord_proto::meta::ReplicaDescriptor {
+                    node_id: n.node_id,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The descriptor of the range that holds `key`: from the cache, else
+    /// from meta2 (which range 1 holds).
+    pub async fn range_for_key(&self, key: &[u8]) -> Result<RangeDescriptor> {
+        if let Some(d) = self.cached(key) {
+            return Ok(d);
         }
         if !self.local.is_bootstrapped() {
             return Err(Error::NotInitialized);
         }
-        Err(Error::Internal(format!(
-            "no range holds key {}",
-            concord_storage::fmt_key(key)
-        )))
+        if key < concord_storage::keys::MIN_SPLIT_KEY {
+            return Ok(self.first_range());
+        }
+        let desc = self.lookup_meta(key).await?;
+        self.cache_descriptor(desc.clone());
+        Ok(desc)
+    }
+
+    /// Reads the descriptor of the range holding `key` from meta2.
+    async fn lookup_meta(&self, key: &[u8]) -> Result<RangeDescriptor> {
+        use concord_proto::kv::{request::Request as Req, response::Response as Resp};
+        let start = concord_storage::keys::meta2_lookup_start(key);
+        let req = BatchRequest {
+            range_id: 0,
+            now: None,
+            txn: None,
+            requests: vec![concord_proto::kv::Request {
+                request: Some(Req::Scan(concord_proto::kv::ScanRequest {
+                    start: start.clone(),
+                    end: concord_storage::keys::META2_END.to_vec(),
+                    limit: 1,
+                    reverse: false,
+                })),
+            }],
+        };
+        let resp = Box::pin(self.send(&start, req, false)).await?;
+        let row = match resp.into_iter().next().and_then(|r| r.response) {
+            Some(Resp::Scan(s)) => s.rows.into_iter().next(),
+            _ => None,
+        };
+        let row = row.ok_or_else(|| {
+            Error::Internal(format!(
+                "meta2 has no range for key {}",
+                concord_storage::fmt_key(key)
+            ))
+        })?;
+        RangeDescriptor::decode(row.value.as_slice())
+            .map_err(|e| Error::Internal(format!("corrupt meta2 entry: {e}")))
     }
 
     /// The ranges overlapping `[start, end)` (`end` empty: to the end), in order.
-    pub fn ranges_for_span(&self, start: &[u8], end: &[u8]) -> Result<Vec<RangeDescriptor>> {
+    pub async fn ranges_for_span(&self, start: &[u8], end: &[u8]) -> Result<Vec<RangeDescriptor>> {
         let mut out = Vec::new();
         let mut key = start.to_vec();
         loop {
-            let d = self.range_for_key(&key)?;
+            let d = self.range_for_key(&key).await?;
             let range_end = d.end_key.clone();
             out.push(d);
             if range_end.is_empty() || (!end.is_empty() && range_end.as_slice() >= end) {
@@ -130,6 +215,22 @@ impl DistSender {
             }
             key = range_end;
         }
+    }
+
+    /// Sends a batch to a range identified by its descriptor (admin paths
+    /// that address a range rather than a key).
+    pub async fn send_to_range(
+        &self,
+        desc: &RangeDescriptor,
+        req: BatchRequest,
+    ) -> Result<Vec<Response>> {
+        self.cache_descriptor(desc.clone());
+        let key = if desc.start_key.is_empty() {
+            vec![]
+        } else {
+            desc.start_key.clone()
+        };
+        self.send(&key, req, false).await
     }
 
     /// Sends a batch for the range that holds `route_key`, retrying as
@@ -145,7 +246,7 @@ impl DistSender {
         let mut backoff = Duration::from_millis(50);
         let mut last_error = String::from("no attempt made");
         loop {
-            let desc = self.range_for_key(route_key)?;
+            let desc = self.range_for_key(route_key).await?;
             req.range_id = desc.range_id;
             let mut candidates: Vec<u64> = Vec::new();
             if let Some(l) = self.leaders.read().get(&desc.range_id) {
@@ -154,6 +255,15 @@ impl DistSender {
             for r in &desc.replicas {
                 if !candidates.contains(&r.node_id) {
                     candidates.push(r.node_id);
+                }
+            }
+            if desc.range_id == 1 {
+                // Range 1 is how every other range is found: if its cached
+                // replicas are all gone, any node may know where it went.
+                for n in self.nodes.all() {
+                    if !candidates.contains(&n.node_id) {
+                        candidates.push(n.node_id);
+                    }
                 }
             }
             let mut i = 0;
@@ -181,8 +291,12 @@ impl DistSender {
                             }
                         }
                     }
-                    Err(Attempt::Reroute(why)) => {
+                    Err(Attempt::Reroute { why, desc: hint }) => {
                         last_error = why;
+                        self.evict(desc.range_id);
+                        if let Some(h) = hint {
+                            self.cache_descriptor(h);
+                        }
                         reroute = true;
                         break;
                     }
@@ -190,10 +304,15 @@ impl DistSender {
                 }
             }
             if reroute {
-                self.reload_ranges();
-            } else {
-                self.leaders.write().remove(&desc.range_id);
+                // A stale route: retry at once with what we learned.
+                if started.elapsed() > self.deadline {
+                    return Err(Error::Unavailable(format!(
+                        "could not route the request: {last_error}"
+                    )));
+                }
+                continue;
             }
+            self.leaders.write().remove(&desc.range_id);
             if started.elapsed() + backoff > self.deadline {
                 return Err(Error::Unavailable(format!(
                     "range {} did not answer within {:?}; last error: {last_error}",
@@ -297,7 +416,13 @@ fn classify(e: KvError) -> Attempt {
             hint: None,
             why: e.message,
         },
-        Kind::RangeKeyMismatch => Attempt::Reroute(e.message),
+        Kind::RangeKeyMismatch => Attempt::Reroute {
+            why: e.message,
+            desc: e.descriptor.filter(|d| d.range_id != 0),
+        },
+        Kind::NeedsRefresh => Attempt::Fail(Error::NeedsRefresh {
+            ts: concord_proto::ts(e.ts),
+        }),
         Kind::TransactionRetry => Attempt::Fail(Error::TransactionRetry {
             key,
             txn,

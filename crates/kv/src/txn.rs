@@ -159,9 +159,9 @@ impl Txn {
         let mut by_range: BTreeMap<u64, (Vec<u8>, Vec<Span>)> = BTreeMap::new();
         for sp in &self.read_spans {
             let descs = if sp.end.is_empty() {
-                vec![self.sender.range_for_key(&sp.start)?]
+                vec![self.sender.range_for_key(&sp.start).await?]
             } else {
-                self.sender.ranges_for_span(&sp.start, &sp.end)?
+                self.sender.ranges_for_span(&sp.start, &sp.end).await?
             };
             for d in descs {
                 let clipped = clip(sp, &d.start_key, &d.end_key);
@@ -212,7 +212,7 @@ impl Txn {
         let mut by_range: BTreeMap<u64, (Vec<u8>, Vec<usize>)> = BTreeMap::new();
         for (i, k) in keys.iter().enumerate() {
             if out[i].is_none() {
-                let d = self.sender.range_for_key(k)?;
+                let d = self.sender.range_for_key(k).await?;
                 by_range
                     .entry(d.range_id)
                     .or_insert_with(|| (k.clone(), Vec::new()))
@@ -265,7 +265,7 @@ impl Txn {
         let mut cursor = start.to_vec();
         let mut read_until: Option<Vec<u8>> = None; // None: the whole span
         'ranges: loop {
-            let desc = self.sender.range_for_key(&cursor)?;
+            let desc = self.sender.range_for_key(&cursor).await?;
             let range_end = clip_end(end, &desc.end_key);
             loop {
                 let page = if limit == 0 {
@@ -392,6 +392,11 @@ impl Txn {
 
     /// Commits: returns the commit timestamp. A transaction without writes
     /// commits at its read timestamp without contacting anyone.
+    ///
+    /// If the leader must move the commit timestamp above the read timestamp
+    /// and the transaction read on other ranges, it answers `NeedsRefresh`:
+    /// the reads are refreshed to the new timestamp here and the commit is
+    /// sent again.
     pub async fn commit(&mut self) -> Result<Timestamp> {
         self.check_open()?;
         if self.writes.is_empty() {
@@ -400,17 +405,7 @@ impl Txn {
         }
         let first = self.writes.keys().next().cloned().unwrap_or_default();
         let last = self.writes.keys().next_back().cloned().unwrap_or_default();
-        let desc = self.sender.range_for_key(&first)?;
-        let in_range = |k: &[u8]| {
-            k >= desc.start_key.as_slice()
-                && (desc.end_key.is_empty() || k < desc.end_key.as_slice())
-        };
-        if !in_range(&last) {
-            return Err(Error::Unimplemented(
-                "transactions whose writes span several ranges (two-phase commit)".into(),
-            ));
-        }
-        let writes = std::mem::take(&mut self.writes)
+        let writes: Vec<kv::Write> = std::mem::take(&mut self.writes)
             .into_iter()
             .map(|(key, v)| kv::Write {
                 key,
@@ -418,26 +413,77 @@ impl Txn {
                 value: v.unwrap_or_default(),
             })
             .collect();
-        let read_spans = self
-            .read_spans
-            .iter()
-            .map(|sp| clip(sp, &desc.start_key, &desc.end_key))
-            .collect();
-        let req = self.batch(vec![Req::Commit(kv::CommitRequest { writes, read_spans })]);
-        self.finished = Some("committed");
-        let resp = self.sender.send(&first, req, true).await;
-        match resp {
-            Ok(r) => match r.into_iter().next().and_then(|r| r.response) {
-                Some(Resp::Commit(c)) => Ok(concord_proto::ts(c.commit_ts)),
-                other => Err(Error::Internal(format!(
-                    "unexpected response to commit: {other:?}"
-                ))),
-            },
-            Err(e) => {
-                self.finished = Some("aborted");
-                Err(e)
+        let result = self.commit_writes(&first, &last, writes).await;
+        self.finished = Some(if result.is_ok() {
+            "committed"
+        } else {
+            "aborted"
+        });
+        result
+    }
+
+    async fn commit_writes(
+        &mut self,
+        first: &[u8],
+        last: &[u8],
+        writes: Vec<kv::Write>,
+    ) -> Result<Timestamp> {
+        for _ in 0..MAX_UNCERTAINTY_RESTARTS {
+            let desc = self.sender.range_for_key(first).await?;
+            let in_range = |k: &[u8]| {
+                k >= desc.start_key.as_slice()
+                    && (desc.end_key.is_empty() || k < desc.end_key.as_slice())
+            };
+            if !in_range(last) {
+                return Err(Error::Unimplemented(
+                    "transactions whose writes span several ranges (two-phase commit)".into(),
+                ));
+            }
+            let mut read_spans = Vec::new();
+            let mut reads_elsewhere = false;
+            for sp in &self.read_spans {
+                let inside = if sp.end.is_empty() {
+                    in_range(&sp.start)
+                } else {
+                    sp.start.as_slice() < desc.end_key.as_slice() || desc.end_key.is_empty()
+                };
+                let whole = if sp.end.is_empty() {
+                    inside
+                } else {
+                    sp.start.as_slice() >= desc.start_key.as_slice()
+                        && (desc.end_key.is_empty()
+                            || (!sp.end.is_empty() && sp.end.as_slice() <= desc.end_key.as_slice()))
+                };
+                if !whole {
+                    reads_elsewhere = true;
+                }
+                if inside && (sp.end.is_empty() || sp.end.as_slice() > desc.start_key.as_slice()) {
+                    read_spans.push(clip(sp, &desc.start_key, &desc.end_key));
+                }
+            }
+            let req = self.batch(vec![Req::Commit(kv::CommitRequest {
+                writes: writes.clone(),
+                read_spans,
+                reads_elsewhere,
+            })]);
+            match self.sender.send(first, req, true).await {
+                Ok(r) => {
+                    return match r.into_iter().next().and_then(|r| r.response) {
+                        Some(Resp::Commit(c)) => Ok(concord_proto::ts(c.commit_ts)),
+                        other => Err(Error::Internal(format!(
+                            "unexpected response to commit: {other:?}"
+                        ))),
+                    }
+                }
+                Err(Error::NeedsRefresh { ts }) => self.refresh_to(ts).await?,
+                Err(e) => return Err(e),
             }
         }
+        Err(Error::TransactionRetry {
+            key: String::new(),
+            txn: concord_storage::fmt_txn_id(&self.id),
+            reason: "RETRY_SERIALIZABLE: the commit timestamp kept moving".into(),
+        })
     }
 
     /// Abandons the transaction: its buffered writes are dropped.

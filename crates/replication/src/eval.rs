@@ -46,7 +46,10 @@ use crate::Error;
 impl Store {
     /// Evaluates a KV batch addressed to a range on this node.
     pub async fn batch(&self, req: BatchRequest) -> BatchResponse {
-        let result = self.eval_batch(req).await;
+        let result = self
+            .eval_batch(req)
+            .await
+            .map_err(|e| self.enrich_mismatch(e));
         let now = Some(self.clock().now().into());
         match result {
             Ok(responses) => BatchResponse {
@@ -89,20 +92,22 @@ impl Store {
             uncertainty_limit,
             txn_id,
         };
-        let commits = requests
+        let exclusive = requests
             .iter()
-            .filter(|r| matches!(r, Req::Commit(_)))
+            .filter(|r| matches!(r, Req::Commit(_) | Req::AdminSplit(_) | Req::RangeInfo(_)))
             .count();
-        if commits > 0 {
-            if commits != 1 || requests.len() != 1 {
+        if exclusive > 0 {
+            if exclusive != 1 || requests.len() != 1 {
                 return Err(Error::BadRequest(
-                    "a commit must be alone in its batch".into(),
+                    "commits and admin requests must be alone in their batch".into(),
                 ));
             }
-            let Some(Req::Commit(c)) = requests.into_iter().next() else {
-                unreachable!("checked: exactly one commit request");
+            return match requests.into_iter().next() {
+                Some(Req::Commit(c)) => self.eval_commit(&replica, &ctx, c).await,
+                Some(Req::AdminSplit(s)) => self.eval_split(&replica, s).await,
+                Some(Req::RangeInfo(_)) => self.eval_range_info(&replica),
+                _ => unreachable!("checked: exactly one exclusive request"),
             };
-            return self.eval_commit(&replica, &ctx, c).await;
         }
         self.eval_reads(&replica, &ctx, requests).await
     }
@@ -113,28 +118,11 @@ impl Store {
         ctx: &Ctx<'_>,
         requests: Vec<Req>,
     ) -> Result<Vec<kv::Response>, Error> {
-        let mut spans = Vec::with_capacity(requests.len());
-        for r in &requests {
-            match r {
-                Req::Get(g) => {
-                    check_key(replica, &g.key)?;
-                    spans.push(LatchSpan::read_key(&g.key));
-                }
-                Req::Scan(s) => {
-                    check_span(replica, &s.start, &s.end)?;
-                    spans.push(LatchSpan::read_span(&s.start, &s.end));
-                }
-                Req::Refresh(rf) => {
-                    for sp in &rf.spans {
-                        check_span_or_key(replica, sp)?;
-                        spans.push(span_latch(sp));
-                    }
-                }
-                Req::Commit(_) => unreachable!("commits are evaluated alone"),
-            }
-        }
+        let spans = read_latches(replica, &requests)?;
         self.read_index(replica.range_id).await?;
         let _latches = replica.latches.acquire(spans).await;
+        // The range may have split while this request waited.
+        read_latches(replica, &requests)?;
         let engine = self.engine().as_ref();
         let opts = ReadOpts {
             read_ts: ctx.read_ts,
@@ -186,7 +174,7 @@ impl Store {
                     record_reads(replica, &rf.spans, to, ctx.txn_id);
                     Resp::Refresh(kv::RefreshResponse {})
                 }
-                Req::Commit(_) => unreachable!("commits are evaluated alone"),
+                _ => unreachable!("exclusive requests are evaluated alone"),
             };
             out.push(kv::Response {
                 response: Some(resp),
@@ -211,6 +199,9 @@ impl Store {
             spans.push(span_latch(sp));
         }
         let _latches = replica.latches.acquire(spans).await;
+        for w in &commit.writes {
+            check_key(replica, &w.key)?;
+        }
         if !replica.status.lock().leader_ready {
             return Err(Error::NotLeader {
                 range_id: replica.range_id,
@@ -246,6 +237,10 @@ impl Store {
                     }));
                 }
             }
+        }
+        if ts > ctx.read_ts && commit.reads_elsewhere {
+            // Reads on other ranges must be refreshed by the coordinator.
+            return Err(Error::NeedsRefresh { ts });
         }
         if ts > ctx.read_ts {
             refresh_spans(engine, &commit.read_spans, ctx.read_ts, ts, ctx.txn_id)?;
@@ -285,6 +280,125 @@ impl Store {
             })),
         }])
     }
+
+    /// Splits the range at a key: evaluated with the whole range latched, so
+    /// that nothing runs against it while its bounds change.
+    async fn eval_split(
+        &self,
+        replica: &ReplicaHandle,
+        req: kv::AdminSplitRequest,
+    ) -> Result<Vec<kv::Response>, Error> {
+        let key = req.split_key;
+        if key.as_slice() < concord_storage::keys::MIN_SPLIT_KEY {
+            return Err(Error::BadRequest(format!(
+                "cannot split at {}: ranges below the first user table do not split",
+                fmt_key(&key)
+            )));
+        }
+        check_key(replica, &key)?;
+        let span = {
+            let d = replica.desc.read();
+            LatchSpan::write_span(&d.start_key, &d.end_key)
+        };
+        let _latches = replica.latches.acquire(vec![span]).await;
+        check_key(replica, &key)?;
+        if !replica.status.lock().leader_ready {
+            return Err(Error::NotLeader {
+                range_id: replica.range_id,
+                leader_node: replica.leader_node(),
+            });
+        }
+        let desc = replica.desc.read().clone();
+        if key == desc.start_key {
+            // Already a boundary: nothing to do.
+            return Ok(vec![kv::Response {
+                response: Some(Resp::AdminSplit(kv::AdminSplitResponse {
+                    left: None,
+                    right: Some(desc),
+                })),
+            }]);
+        }
+        if desc.replicas.iter().any(|r| r.learner) {
+            return Err(Error::Unavailable(format!(
+                "range {} is changing replicas; split later",
+                desc.range_id
+            )));
+        }
+        let mut left = desc.clone();
+        left.end_key = key.clone();
+        left.generation += 1;
+        let right = concord_proto::meta::RangeDescriptor {
+            range_id: req.new_range_id,
+            start_key: key.clone(),
+            end_key: desc.end_key.clone(),
+            replicas: desc.replicas.clone(),
+            next_replica_id: desc.next_replica_id,
+            generation: left.generation,
+        };
+        let right_bytes = span_bytes(self.engine().as_ref(), &right)?;
+        let cmd = RaftCommand {
+            id: new_command_id(),
+            cmd: Some(concord_proto::meta::raft_command::Cmd::Split(
+                concord_proto::meta::SplitCommand {
+                    left: Some(left.clone()),
+                    right: Some(right.clone()),
+                    right_bytes,
+                },
+            )),
+        };
+        self.propose(replica.range_id, cmd).await?;
+        Ok(vec![kv::Response {
+            response: Some(Resp::AdminSplit(kv::AdminSplitResponse {
+                left: Some(left),
+                right: Some(right),
+            })),
+        }])
+    }
+
+    /// The leader's view of its range.
+    fn eval_range_info(&self, replica: &ReplicaHandle) -> Result<Vec<kv::Response>, Error> {
+        let st = replica.status.lock().clone();
+        if !st.leader_ready {
+            return Err(Error::NotLeader {
+                range_id: replica.range_id,
+                leader_node: replica.leader_node(),
+            });
+        }
+        Ok(vec![kv::Response {
+            response: Some(Resp::RangeInfo(kv::RangeInfoResponse {
+                descriptor: Some(replica.desc.read().clone()),
+                leader_node_id: self.node_id(),
+                size_bytes: st.bytes,
+                raft_log_entries: st.log_entries,
+            })),
+        }])
+    }
+}
+
+/// Checks that every key of a read batch is in the range, and the latches
+/// it needs.
+fn read_latches(replica: &ReplicaHandle, requests: &[Req]) -> Result<Vec<LatchSpan>, Error> {
+    let mut spans = Vec::with_capacity(requests.len());
+    for r in requests {
+        match r {
+            Req::Get(g) => {
+                check_key(replica, &g.key)?;
+                spans.push(LatchSpan::read_key(&g.key));
+            }
+            Req::Scan(s) => {
+                check_span(replica, &s.start, &s.end)?;
+                spans.push(LatchSpan::read_span(&s.start, &s.end));
+            }
+            Req::Refresh(rf) => {
+                for sp in &rf.spans {
+                    check_span_or_key(replica, sp)?;
+                    spans.push(span_latch(sp));
+                }
+            }
+            _ => unreachable!("exclusive requests are evaluated alone"),
+        }
+    }
+    Ok(spans)
 }
 
 struct Ctx<'a> {
@@ -336,6 +450,19 @@ fn refresh_spans(
     Ok(())
 }
 
+/// Bytes stored in a range's span (versions and intents), by scanning.
+fn span_bytes(
+    engine: &dyn concord_storage::Engine,
+    desc: &concord_proto::meta::RangeDescriptor,
+) -> Result<u64, Error> {
+    let snap = concord_storage::snapshot::build(engine, desc)?;
+    Ok(snap
+        .kvs
+        .iter()
+        .map(|kv| (kv.key.len() + kv.value.len()) as u64)
+        .sum())
+}
+
 fn new_command_id() -> Vec<u8> {
     rand::random::<[u8; 16]>().to_vec()
 }
@@ -349,6 +476,28 @@ fn mismatch(replica: &ReplicaHandle, key: &[u8]) -> Error {
         range_id: replica.range_id,
         key: key.to_vec(),
         desc: Box::new(replica.desc.read().clone()),
+    }
+}
+
+impl Store {
+    /// Adds to a key mismatch the local range that does hold the key, so
+    /// that the client's cache learns it without a meta lookup.
+    pub(crate) fn enrich_mismatch(&self, e: Error) -> Error {
+        match e {
+            Error::RangeKeyMismatch { range_id, key, .. } => match self.replica_for_key(&key) {
+                Some(r) => Error::RangeKeyMismatch {
+                    range_id,
+                    desc: Box::new(r.desc.read().clone()),
+                    key,
+                },
+                None => Error::RangeKeyMismatch {
+                    range_id,
+                    desc: Box::default(),
+                    key,
+                },
+            },
+            other => other,
+        }
     }
 }
 
@@ -420,6 +569,10 @@ impl Error {
                 e.key = key.clone();
             }
             Error::AmbiguousResult(_) => e.kind = Kind::AmbiguousResult as i32,
+            Error::NeedsRefresh { ts } => {
+                e.kind = Kind::NeedsRefresh as i32;
+                e.ts = Some((*ts).into());
+            }
             Error::Unavailable(_) | Error::Stopped => e.kind = Kind::Unavailable as i32,
             Error::ClockOffset(_) => e.kind = Kind::ClockOffset as i32,
             Error::Storage(_) | Error::Mvcc(MvccError::Storage(_)) => e.kind = Kind::Storage as i32,

@@ -56,6 +56,15 @@ impl LatchSpan {
         }
     }
 
+    /// A write latch on `[start, end)` (`end` empty: to the end of the keyspace).
+    pub fn write_span(start: &[u8], end: &[u8]) -> Self {
+        LatchSpan {
+            start: start.to_vec(),
+            end: Some(end.to_vec()),
+            write: true,
+        }
+    }
+
     fn overlaps(&self, other: &LatchSpan) -> bool {
         // Each span as [lo, hi) with hi = None meaning unbounded.
         fn bounds(s: &LatchSpan) -> (&[u8], Option<Vec<u8>>) {

@@ -39,13 +39,14 @@
 pub mod eval;
 pub mod latch;
 mod logging;
+mod ready_loop;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;
 pub mod tscache;
 
-pub use store::{ReplicaHandle, ReplicaStatus, Store, StoreConfig};
+pub use store::{PeerProgress, ReplicaHandle, ReplicaStatus, Store, StoreConfig};
 pub use transport::{GrpcTransport, NodeRegistry, RaftTransport};
 
 use concord_storage::mvcc::MvccError;
@@ -75,6 +76,10 @@ pub enum Error {
     /// Raft could not make progress in time (no quorum).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The commit timestamp had to move and reads on other ranges must be
+    /// refreshed to it by the coordinator before committing.
+    #[error("the transaction must refresh its reads to {ts} before committing")]
+    NeedsRefresh { ts: concord_hlc::Timestamp },
     /// A transaction must restart or refresh.
     #[error("transaction must retry on key {}: {reason}", concord_storage::fmt_key(.key))]
     TransactionRetry { key: Vec<u8>, reason: String },
@@ -116,6 +121,7 @@ impl Clone for Error {
             Error::Unavailable(s) => Error::Unavailable(s.clone()),
             Error::Storage(e) => Error::Storage(e.clone()),
             Error::Stopped => Error::Stopped,
+            Error::NeedsRefresh { ts } => Error::NeedsRefresh { ts: *ts },
             other => Error::Internal(other.to_string()),
         }
     }

@@ -40,21 +40,18 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use concord_hlc::Clock;
-use concord_proto::meta::{AppliedState, NodeDescriptor, RaftCommand, RangeDescriptor, StoreIdent};
-use concord_storage::raft_log::{load_applied_state, save_applied_state};
+use concord_proto::meta::{NodeDescriptor, RaftCommand, RangeDescriptor, StoreIdent};
 use concord_storage::{local, Engine, RaftLogStorage, WriteBatch};
 use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
-use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeV2, ConfState, EntryType, Message};
-use raft::{RawNode, StateRole};
+use raft::prelude::{ConfChangeV2, Message};
 use tokio::sync::oneshot;
 
 use crate::latch::LatchManager;
-use crate::logging::raft_logger;
+use crate::ready_loop::ReadyLoop;
 use crate::transport::{NodeRegistry, RaftTransport};
 use crate::tscache::TimestampCache;
 use crate::Error;
@@ -73,6 +70,9 @@ pub struct StoreConfig {
     pub raft_timeout: Duration,
     /// Entries of the timestamp cache per range before it folds.
     pub tscache_entries: usize,
+    /// Applied Raft log entries a range keeps before truncating its log.
+    /// Followers that fall further behind catch up from a snapshot.
+    pub log_truncation_threshold: u64,
 }
 
 impl Default for StoreConfig {
@@ -83,6 +83,7 @@ impl Default for StoreConfig {
             heartbeat_ticks: 2,
             raft_timeout: Duration::from_secs(4),
             tscache_entries: 100_000,
+            log_truncation_threshold: 1000,
         }
     }
 }
@@ -97,6 +98,28 @@ pub struct ReplicaStatus {
     pub applied_index: u64,
     /// Leader, and every entry of earlier terms applied: may evaluate requests.
     pub leader_ready: bool,
+    /// Holds the range's data (false for a replica created by a message and
+    /// waiting for its first snapshot).
+    pub initialized: bool,
+    /// Entries in the Raft log (between the truncation point and the end).
+    pub log_entries: u64,
+    /// Snapshots this replica generated for followers.
+    pub snapshots_sent: u64,
+    /// Snapshots this replica applied.
+    pub snapshots_applied: u64,
+    /// Bytes the range holds, as counted when writes apply.
+    pub bytes: u64,
+    /// The leader's view of each peer.
+    pub progress: Vec<PeerProgress>,
+}
+
+/// A leader's view of one peer.
+#[derive(Clone, Debug, Default)]
+pub struct PeerProgress {
+    pub replica_id: u64,
+    pub matched: u64,
+    pub recent_active: bool,
+    pub learner: bool,
 }
 
 /// The part of a replica shared between the ready loop and request evaluation.
@@ -125,7 +148,7 @@ impl ReplicaHandle {
     }
 }
 
-type Responder = oneshot::Sender<Result<(), Error>>;
+pub(crate) type Responder = oneshot::Sender<Result<(), Error>>;
 
 /// Messages to the ready loop.
 pub(crate) enum LoopMsg {
@@ -147,6 +170,17 @@ pub(crate) enum LoopMsg {
         desc: RangeDescriptor,
         resp: Responder,
     },
+    ChangeReplicas {
+        range_id: u64,
+        id: Vec<u8>,
+        cc: ConfChangeV2,
+        desc: RangeDescriptor,
+        resp: Responder,
+    },
+    TransferLeader {
+        range_id: u64,
+        to_replica: u64,
+    },
     Stop,
 }
 
@@ -158,8 +192,8 @@ pub(crate) struct StoreInner {
     pub config: StoreConfig,
     pub replicas: RwLock<HashMap<u64, Arc<ReplicaHandle>>>,
     pub failure: Mutex<Option<concord_storage::Error>>,
-    tx: mpsc::Sender<LoopMsg>,
-    stopped: AtomicBool,
+    pub(crate) tx: mpsc::Sender<LoopMsg>,
+    pub(crate) stopped: AtomicBool,
 }
 
 /// A node's store. Cheap to clone.
@@ -195,13 +229,7 @@ impl Store {
             tx,
             stopped: AtomicBool::new(false),
         });
-        let mut ready_loop = ReadyLoop {
-            store: inner.clone(),
-            transport,
-            replicas: HashMap::new(),
-            rx,
-            read_seq: 0,
-        };
+        let mut ready_loop = ReadyLoop::new(inner.clone(), transport, rx);
         if ident.is_some() {
             for desc in local::load_ranges(engine.as_ref())? {
                 ready_loop.add_replica(desc)?;
@@ -298,11 +326,16 @@ impl Store {
             local::save_node(&mut batch, n);
         }
         local::save_range(&mut batch, &first_range);
-        let conf = ConfState {
-            voters: first_range.replicas.iter().map(|r| r.replica_id).collect(),
-            ..Default::default()
-        };
+        let conf = crate::ready_loop::conf_state_of(&first_range);
         RaftLogStorage::initialize(&mut batch, first_range.range_id, &conf)?;
+        // The first range's meta2 entry, written identically on every
+        // initial node as part of the state at the range's initial index.
+        concord_storage::mvcc::put_version(
+            &mut batch,
+            &concord_storage::keys::meta2_key(&first_range.end_key),
+            concord_hlc::Timestamp::new(1, 0),
+            Some(&first_range.encode_to_vec()),
+        );
         self.inner.engine.write(batch, true)?;
         for n in nodes {
             self.inner.nodes.upsert(n);
@@ -381,6 +414,56 @@ impl Store {
         }
     }
 
+    /// Changes a range's replicas through Raft (this node must lead it):
+    /// `cc` is the Raft change and `desc` the descriptor that takes effect
+    /// with it. Waits until the change has applied here.
+    pub async fn change_replicas(
+        &self,
+        range_id: u64,
+        cc: ConfChangeV2,
+        desc: RangeDescriptor,
+    ) -> Result<(), Error> {
+        let (resp, rx) = oneshot::channel();
+        self.send(LoopMsg::ChangeReplicas {
+            range_id,
+            id: rand::random::<[u8; 16]>().to_vec(),
+            cc,
+            desc,
+            resp,
+        })?;
+        match tokio::time::timeout(self.inner.config.raft_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => Err(Error::AmbiguousResult(format!(
+                "range {range_id}: the membership change did not apply within {:?}",
+                self.inner.config.raft_timeout
+            ))),
+        }
+    }
+
+    /// Asks the leader of a local range to hand leadership to a replica.
+    pub fn transfer_leader(&self, range_id: u64, to_replica: u64) -> Result<(), Error> {
+        self.send(LoopMsg::TransferLeader {
+            range_id,
+            to_replica,
+        })
+    }
+
+    /// The initialized local replica whose span holds `key`, if any.
+    pub fn replica_for_key(&self, key: &[u8]) -> Option<Arc<ReplicaHandle>> {
+        self.inner
+            .replicas
+            .read()
+            .values()
+            .find(|r| {
+                let d = r.desc.read();
+                r.status.lock().initialized
+                    && key >= d.start_key.as_slice()
+                    && (d.end_key.is_empty() || key < d.end_key.as_slice())
+            })
+            .cloned()
+    }
+
     /// Stops the ready loop.
     pub fn stop(&self) {
         if !self.inner.stopped.swap(true, Ordering::SeqCst) {
@@ -391,523 +474,4 @@ impl Store {
 
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A replica as the ready loop holds it.
-struct Replica {
-    handle: Arc<ReplicaHandle>,
-    raw: RawNode<RaftLogStorage>,
-    applied: AppliedState,
-    /// Proposals awaiting apply, by command id.
-    proposals: HashMap<Vec<u8>, Responder>,
-    /// Read requests that arrived in this loop iteration.
-    reads_new: Vec<Responder>,
-    /// Read requests sent to Raft, by request context.
-    reads_in_flight: HashMap<Vec<u8>, Vec<Responder>>,
-    /// Read requests whose read index is known, waiting for apply.
-    reads_ready: Vec<(u64, Vec<Responder>)>,
-    /// Index of the first entry of the current leader term (leaders only).
-    term_start_index: u64,
-}
-
-struct ReadyLoop {
-    store: Arc<StoreInner>,
-    transport: Arc<dyn RaftTransport>,
-    replicas: HashMap<u64, Replica>,
-    rx: mpsc::Receiver<LoopMsg>,
-    read_seq: u64,
-}
-
-/// Results of applying, delivered once the batch that holds them is written.
-type ApplyResults = Vec<(Responder, Result<(), Error>)>;
-
-impl ReadyLoop {
-    fn add_replica(&mut self, desc: RangeDescriptor) -> Result<(), Error> {
-        let node_id = self.store.node_id.load(Ordering::SeqCst);
-        let range_id = desc.range_id;
-        if self.replicas.contains_key(&range_id) {
-            return Ok(());
-        }
-        let replica_id = desc
-            .replicas
-            .iter()
-            .find(|r| r.node_id == node_id)
-            .map(|r| r.replica_id)
-            .ok_or_else(|| {
-                Error::Internal(format!("range {range_id} has no replica on node {node_id}"))
-            })?;
-        let engine = self.store.engine.clone();
-        let storage = RaftLogStorage::open(engine.clone(), range_id)?;
-        let applied = load_applied_state(engine.as_ref(), range_id)?;
-        let cfg = raft::Config {
-            id: replica_id,
-            election_tick: self.store.config.election_ticks,
-            heartbeat_tick: self.store.config.heartbeat_ticks,
-            applied: applied.index,
-            check_quorum: true,
-            pre_vote: true,
-            max_size_per_msg: 1 << 20,
-            max_inflight_msgs: 256,
-            max_uncommitted_size: 64 << 20,
-            ..Default::default()
-        };
-        cfg.validate()
-            .map_err(|e| Error::Internal(format!("raft config: {e}")))?;
-        let raw = RawNode::new(&cfg, storage, &raft_logger(node_id, range_id))
-            .map_err(|e| Error::Internal(format!("range {range_id}: cannot start raft: {e}")))?;
-        let handle = Arc::new(ReplicaHandle {
-            range_id,
-            replica_id,
-            desc: RwLock::new(desc),
-            latches: LatchManager::new(),
-            tscache: Mutex::new(TimestampCache::new(
-                concord_hlc::Timestamp::ZERO,
-                self.store.config.tscache_entries,
-            )),
-            status: Mutex::new(ReplicaStatus {
-                role: "follower".into(),
-                applied_index: applied.index,
-                ..Default::default()
-            }),
-        });
-        self.store.replicas.write().insert(range_id, handle.clone());
-        self.replicas.insert(
-            range_id,
-            Replica {
-                handle,
-                raw,
-                applied,
-                proposals: HashMap::new(),
-                reads_new: Vec::new(),
-                reads_in_flight: HashMap::new(),
-                reads_ready: Vec::new(),
-                term_start_index: 0,
-            },
-        );
-        tracing::info!(range_id, replica_id, "replica started");
-        Ok(())
-    }
-
-    fn run(mut self) {
-        let tick = self.store.config.tick_interval;
-        let mut next_tick = Instant::now() + tick;
-        loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(timeout) {
-                Ok(LoopMsg::Stop) => break,
-                Ok(msg) => self.handle_msg(msg),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-            let mut stop = false;
-            for _ in 0..4096 {
-                match self.rx.try_recv() {
-                    Ok(LoopMsg::Stop) => {
-                        stop = true;
-                        break;
-                    }
-                    Ok(msg) => self.handle_msg(msg),
-                    Err(_) => break,
-                }
-            }
-            if stop {
-                break;
-            }
-            self.start_reads();
-            if Instant::now() >= next_tick {
-                for r in self.replicas.values_mut() {
-                    r.raw.tick();
-                }
-                next_tick = Instant::now() + tick;
-            }
-            if let Err(e) = self.handle_readies() {
-                tracing::error!("storage failure in the ready loop, store stops: {e}");
-                self.fail(e);
-                return;
-            }
-        }
-        self.fail_all(|| Error::Stopped);
-        tracing::info!("ready loop stopped");
-    }
-
-    fn fail(&mut self, e: concord_storage::Error) {
-        *self.store.failure.lock() = Some(e.clone());
-        self.fail_all(|| Error::Storage(e.clone()));
-    }
-
-    fn fail_all(&mut self, err: impl Fn() -> Error) {
-        for r in self.replicas.values_mut() {
-            for (_, resp) in r.proposals.drain() {
-                let _ = resp.send(Err(err()));
-            }
-            for resp in r.reads_new.drain(..) {
-                let _ = resp.send(Err(err()));
-            }
-            for (_, v) in r.reads_in_flight.drain() {
-                for resp in v {
-                    let _ = resp.send(Err(err()));
-                }
-            }
-            for (_, v) in r.reads_ready.drain(..) {
-                for resp in v {
-                    let _ = resp.send(Err(err()));
-                }
-            }
-        }
-        // Drain the inbox so nobody waits on a dead loop.
-        while let Ok(msg) = self.rx.try_recv() {
-            match msg {
-                LoopMsg::Propose { resp, .. }
-                | LoopMsg::ReadIndex { resp, .. }
-                | LoopMsg::AddReplica { resp, .. } => {
-                    let _ = resp.send(Err(err()));
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn not_leader(r: &Replica) -> Error {
-        Error::NotLeader {
-            range_id: r.handle.range_id,
-            leader_node: r.handle.leader_node(),
-        }
-    }
-
-    fn handle_msg(&mut self, msg: LoopMsg) {
-        match msg {
-            LoopMsg::Raft { range_id, msg } => {
-                let Some(r) = self.replicas.get_mut(&range_id) else {
-                    tracing::debug!(range_id, "raft message for an unknown range dropped");
-                    return;
-                };
-                if msg.to != r.handle.replica_id {
-                    tracing::debug!(
-                        range_id,
-                        to = msg.to,
-                        "raft message for another replica id dropped"
-                    );
-                    return;
-                }
-                if let Err(e) = r.raw.step(msg) {
-                    tracing::debug!(range_id, "raft step: {e}");
-                }
-            }
-            LoopMsg::Propose {
-                range_id,
-                id,
-                data,
-                resp,
-            } => {
-                let Some(r) = self.replicas.get_mut(&range_id) else {
-                    let _ = resp.send(Err(Error::RangeNotFound(range_id)));
-                    return;
-                };
-                if r.raw.raft.state != StateRole::Leader {
-                    let _ = resp.send(Err(Self::not_leader(r)));
-                    return;
-                }
-                match r.raw.propose(vec![], data) {
-                    Ok(()) => {
-                        r.proposals.insert(id, resp);
-                    }
-                    Err(e) => {
-                        tracing::debug!(range_id, "proposal dropped: {e}");
-                        let _ = resp.send(Err(Self::not_leader(r)));
-                    }
-                }
-            }
-            LoopMsg::ReadIndex { range_id, resp } => match self.replicas.get_mut(&range_id) {
-                Some(r) => r.reads_new.push(resp),
-                None => {
-                    let _ = resp.send(Err(Error::RangeNotFound(range_id)));
-                }
-            },
-            LoopMsg::AddReplica { desc, resp } => {
-                let _ = resp.send(self.add_replica(desc));
-            }
-            LoopMsg::Stop => {}
-        }
-    }
-
-    /// Issues one ReadIndex request per replica for all reads that arrived
-    /// in this iteration: they share one heartbeat round.
-    fn start_reads(&mut self) {
-        for r in self.replicas.values_mut() {
-            if r.reads_new.is_empty() {
-                continue;
-            }
-            if r.raw.raft.state != StateRole::Leader {
-                let err = Self::not_leader(r);
-                for resp in r.reads_new.drain(..) {
-                    let _ = resp.send(Err(err.clone()));
-                }
-                continue;
-            }
-            self.read_seq += 1;
-            let ctx = self.read_seq.to_be_bytes().to_vec();
-            r.raw.read_index(ctx.clone());
-            r.reads_in_flight
-                .insert(ctx, std::mem::take(&mut r.reads_new));
-        }
-    }
-
-    fn send_messages(&self, r: &Replica, msgs: Vec<Message>) {
-        if msgs.is_empty() {
-            return;
-        }
-        let desc = r.handle.desc.read();
-        for msg in msgs {
-            match desc.replicas.iter().find(|rep| rep.replica_id == msg.to) {
-                Some(rep) => self.transport.send(rep.node_id, r.handle.range_id, msg),
-                None => tracing::debug!(
-                    range_id = r.handle.range_id,
-                    to = msg.to,
-                    "message to a replica not in the descriptor dropped"
-                ),
-            }
-        }
-    }
-
-    fn handle_readies(&mut self) -> Result<(), concord_storage::Error> {
-        let range_ids: Vec<u64> = self
-            .replicas
-            .iter()
-            .filter(|(_, r)| r.raw.has_ready())
-            .map(|(id, _)| *id)
-            .collect();
-        if range_ids.is_empty() {
-            return Ok(());
-        }
-        let mut batch = WriteBatch::new();
-        let mut sync = false;
-        let mut results: ApplyResults = Vec::new();
-        let mut readies = Vec::with_capacity(range_ids.len());
-
-        // Phase 1: messages, role changes, apply, append, hard state.
-        for range_id in range_ids {
-            let mut r = self.replicas.remove(&range_id).expect("listed above");
-            let mut rd = r.raw.ready();
-            self.send_messages(&r, rd.take_messages());
-            if let Some(ss) = rd.ss() {
-                let (role, leader) = (ss.raft_state, ss.leader_id);
-                self.on_role_change(&mut r, role, leader);
-            }
-            for rs in rd.take_read_states() {
-                if let Some(waiters) = r.reads_in_flight.remove(&rs.request_ctx) {
-                    r.reads_ready.push((rs.index, waiters));
-                }
-            }
-            let committed = rd.take_committed_entries();
-            self.apply_entries(&mut r, committed, &mut batch, &mut results)?;
-            if !rd.entries().is_empty() {
-                r.raw.mut_store().append(rd.entries(), &mut batch)?;
-            }
-            if let Some(hs) = rd.hs() {
-                r.raw.mut_store().set_hard_state(hs, &mut batch)?;
-            }
-            sync |= rd.must_sync();
-            readies.push((range_id, r, rd));
-        }
-        if !batch.is_empty() {
-            self.store.engine.write(batch, sync)?;
-        }
-
-        // Phase 2: persisted messages, advance, newly committed entries.
-        let mut batch = WriteBatch::new();
-        for (range_id, mut r, mut rd) in readies {
-            self.send_messages(&r, rd.take_persisted_messages());
-            let mut light = r.raw.advance(rd);
-            if let Some(commit) = light.commit_index() {
-                let mut hs = r.raw.store().hard_state().clone();
-                hs.commit = commit;
-                r.raw.mut_store().set_hard_state(&hs, &mut batch)?;
-            }
-            self.send_messages(&r, light.take_messages());
-            let committed = light.take_committed_entries();
-            self.apply_entries(&mut r, committed, &mut batch, &mut results)?;
-            r.raw.advance_apply();
-            self.replicas.insert(range_id, r);
-        }
-        if !batch.is_empty() {
-            self.store.engine.write(batch, false)?;
-        }
-
-        for (resp, result) in results {
-            let _ = resp.send(result);
-        }
-        for r in self.replicas.values_mut() {
-            Self::publish_status(r);
-            let applied = r.applied.index;
-            let mut i = 0;
-            while i < r.reads_ready.len() {
-                if r.reads_ready[i].0 <= applied {
-                    for resp in r.reads_ready.swap_remove(i).1 {
-                        let _ = resp.send(Ok(()));
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn on_role_change(&mut self, r: &mut Replica, role: StateRole, leader: u64) {
-        let was_leader = r.handle.status.lock().role == "leader";
-        let is_leader = role == StateRole::Leader;
-        if was_leader && !is_leader {
-            tracing::info!(range_id = r.handle.range_id, "lost leadership");
-            let range_id = r.handle.range_id;
-            for (_, resp) in r.proposals.drain() {
-                let _ = resp.send(Err(Error::AmbiguousResult(format!(
-                    "range {range_id}: leadership changed while the command was in flight"
-                ))));
-            }
-            let err = Error::NotLeader {
-                range_id,
-                leader_node: None,
-            };
-            for (_, v) in r.reads_in_flight.drain() {
-                for resp in v {
-                    let _ = resp.send(Err(err.clone()));
-                }
-            }
-            for (_, v) in r.reads_ready.drain(..) {
-                for resp in v {
-                    let _ = resp.send(Err(err.clone()));
-                }
-            }
-        }
-        if is_leader && !was_leader {
-            // raft-rs appended an empty entry for the new term; until it has
-            // applied, entries of earlier terms may be unapplied.
-            r.term_start_index = r.raw.raft.raft_log.last_index();
-            // Reads the previous leader served are below its clock, which is
-            // at most max_offset ahead of ours.
-            let low_water = self
-                .store
-                .clock
-                .now()
-                .add_duration(self.store.clock.max_offset());
-            r.handle.tscache.lock().set_low_water(low_water);
-            tracing::info!(
-                range_id = r.handle.range_id,
-                term = r.raw.raft.term,
-                "became leader"
-            );
-        }
-        let mut st = r.handle.status.lock();
-        st.role = match role {
-            StateRole::Leader => "leader",
-            StateRole::Candidate => "candidate",
-            StateRole::PreCandidate => "pre-candidate",
-            StateRole::Follower => "follower",
-        }
-        .to_string();
-        st.leader_replica_id = leader;
-    }
-
-    fn publish_status(r: &mut Replica) {
-        let mut st = r.handle.status.lock();
-        st.term = r.raw.raft.term;
-        st.commit_index = r.raw.raft.raft_log.committed;
-        st.applied_index = r.applied.index;
-        st.leader_replica_id = r.raw.raft.leader_id;
-        st.leader_ready =
-            r.raw.raft.state == StateRole::Leader && r.applied.index >= r.term_start_index;
-    }
-
-    fn apply_entries(
-        &self,
-        r: &mut Replica,
-        entries: Vec<raft::prelude::Entry>,
-        batch: &mut WriteBatch,
-        results: &mut ApplyResults,
-    ) -> Result<(), concord_storage::Error> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let range_id = r.handle.range_id;
-        for entry in entries {
-            if entry.index <= r.applied.index {
-                continue; // already applied before a restart
-            }
-            match entry.get_entry_type() {
-                EntryType::EntryNormal => {
-                    if !entry.data.is_empty() {
-                        match RaftCommand::decode(entry.data.as_ref()) {
-                            Ok(cmd) => {
-                                let outcome = apply_command(&cmd, batch);
-                                if let Some(resp) = r.proposals.remove(&cmd.id) {
-                                    results.push((resp, outcome));
-                                }
-                            }
-                            Err(e) => {
-                                // Every replica fails the same way: skipping is deterministic.
-                                tracing::error!(
-                                    range_id,
-                                    index = entry.index,
-                                    "undecodable command skipped: {e}"
-                                );
-                            }
-                        }
-                    }
-                }
-                EntryType::EntryConfChange => {
-                    let mut cc = ConfChange::default();
-                    if cc.merge_from_bytes(&entry.data).is_ok() {
-                        self.apply_conf_change(r, &cc, batch)?;
-                    }
-                }
-                EntryType::EntryConfChangeV2 => {
-                    let mut cc = ConfChangeV2::default();
-                    if cc.merge_from_bytes(&entry.data).is_ok() {
-                        self.apply_conf_change(r, &cc, batch)?;
-                    }
-                }
-            }
-            r.applied = AppliedState {
-                index: entry.index,
-                term: entry.term,
-            };
-        }
-        save_applied_state(batch, range_id, &r.applied);
-        Ok(())
-    }
-
-    fn apply_conf_change(
-        &self,
-        r: &mut Replica,
-        cc: &impl raft_proto::ConfChangeI,
-        batch: &mut WriteBatch,
-    ) -> Result<(), concord_storage::Error> {
-        match r.raw.apply_conf_change(cc) {
-            Ok(cs) => r.raw.mut_store().set_conf_state(&cs, batch),
-            Err(e) => {
-                tracing::error!(range_id = r.handle.range_id, "conf change rejected: {e}");
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Applies one evaluated command: blind writes, deterministic.
-fn apply_command(cmd: &RaftCommand, batch: &mut WriteBatch) -> Result<(), Error> {
-    use concord_proto::meta::raft_command::Cmd;
-    match &cmd.cmd {
-        Some(Cmd::WriteBatch(wb)) => {
-            for w in &wb.writes {
-                let ts = concord_proto::ts(w.ts);
-                let value = if w.tombstone {
-                    None
-                } else {
-                    Some(w.value.as_slice())
-                };
-                concord_storage::mvcc::put_version(batch, &w.key, ts, value);
-            }
-            Ok(())
-        }
-        None => Ok(()),
-    }
 }

@@ -113,6 +113,7 @@ impl TestCluster {
                 .map(|d| ReplicaDescriptor {
                     node_id: d.node_id,
                     replica_id: d.node_id,
+                    learner: false,
                 })
                 .collect(),
             next_replica_id: n as u64 + 1,
@@ -261,6 +262,7 @@ impl TestCluster {
                         })
                         .collect(),
                     read_spans: vec![],
+                    reads_elsewhere: false,
                 })),
             }],
         };

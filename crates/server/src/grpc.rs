@@ -214,6 +214,7 @@ impl Admin for AdminService {
                 .map(|n| ReplicaDescriptor {
                     node_id: n.node_id,
                     replica_id: n.node_id,
+                    learner: false,
                 })
                 .collect(),
             next_replica_id: nodes.len() as u64 + 1,

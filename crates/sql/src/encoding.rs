@@ -38,6 +38,43 @@ pub fn index_prefix(table_id: u32, index_id: u32) -> Vec<u8> {
     k
 }
 
+/// A key for humans: `/Min`, `/Meta2/…`, `/System/…`, or
+/// `/Table/<id>/<index>/<key values>` (values decoded when `table` is the
+/// key's table).
+pub fn pretty_key(key: &[u8], table: Option<&crate::catalog::Table>) -> String {
+    if key.is_empty() {
+        return "/Min".into();
+    }
+    if key.starts_with(concord_storage::keys::META2_PREFIX) {
+        return format!("/Meta2/{}", concord_storage::fmt_key(&key[2..]));
+    }
+    if key.starts_with(concord_storage::keys::SYSTEM_PREFIX) {
+        return format!("/System/{}", concord_storage::fmt_key(&key[1..]));
+    }
+    if key[0] == TABLE_PREFIX && key.len() >= 5 {
+        let id = u32::from_be_bytes(key[1..5].try_into().expect("checked length"));
+        if key.len() < 9 {
+            return format!("/Table/{id}");
+        }
+        let index = u32::from_be_bytes(key[5..9].try_into().expect("checked length"));
+        let rest = &key[9..];
+        if rest.is_empty() {
+            return format!("/Table/{id}/{index}");
+        }
+        if let Some(t) = table.filter(|t| t.id == id) {
+            let types: Vec<DataType> = t.pk.iter().map(|&i| t.columns[i].ty.clone()).collect();
+            for n in (1..=types.len()).rev() {
+                if let Ok(vals) = decode_key_values(rest, &types[..n]) {
+                    let parts: Vec<String> = vals.iter().map(|v| v.to_string()).collect();
+                    return format!("/Table/{id}/{index}/{}", parts.join("/"));
+                }
+            }
+        }
+        return format!("/Table/{id}/{index}/{}", concord_storage::fmt_key(rest));
+    }
+    concord_storage::fmt_key(key)
+}
+
 /// The first key after every key that starts with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();

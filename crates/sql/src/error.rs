@@ -162,7 +162,7 @@ impl From<concord_kv::Error> for Error {
     fn from(e: concord_kv::Error) -> Self {
         use concord_kv::Error as K;
         match e {
-            K::TransactionRetry { .. } | K::Uncertainty { .. } => {
+            K::TransactionRetry { .. } | K::Uncertainty { .. } | K::NeedsRefresh { .. } => {
                 Error::SerializationFailure(e.to_string())
             }
             K::AmbiguousResult(m) => Error::StatementCompletionUnknown(m),

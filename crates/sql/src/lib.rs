@@ -42,18 +42,16 @@ pub mod encoding;
 pub mod error;
 pub mod exec;
 pub mod expr;
+pub mod parser;
 pub mod plan;
 pub mod planner;
 pub mod session;
 pub mod types;
 
 pub use error::{Error, Result};
+pub use parser::{parse, Stmt};
 pub use session::{Session, StatementResult, TxnStatus};
 pub use types::{DataType, Value};
-
-use sqlparser::ast::Statement;
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 
 /// The PostgreSQL version Concord reports to clients.
 pub const PG_SERVER_VERSION: &str = "16.0";
@@ -64,12 +62,4 @@ pub fn version_string() -> String {
         "PostgreSQL {PG_SERVER_VERSION} (Concord {}, a distributed SQL database)",
         env!("CARGO_PKG_VERSION")
     )
-}
-
-/// Parses a query string into statements.
-pub fn parse(sql: &str) -> Result<Vec<Statement>> {
-    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
-        let msg = e.to_string();
-        Error::Syntax(msg.trim_start_matches("sql parser error: ").to_string())
-    })
 }

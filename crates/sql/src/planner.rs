@@ -94,7 +94,7 @@ pub fn ident_name(id: &ast::Ident) -> String {
 }
 
 /// The table name of an object name (`t`, `public.t`, `defaultdb.public.t`).
-fn table_name(name: &ast::ObjectName) -> Result<String> {
+pub fn table_name(name: &ast::ObjectName) -> Result<String> {
     let parts: Vec<String> = name
         .0
         .iter()
@@ -723,7 +723,11 @@ fn coerce_pair(
 
 fn bind_binary(op: BinOp, l: (Expr, DataType), r: (Expr, DataType)) -> Result<(Expr, DataType)> {
     // `||` takes its operands as text: an untyped literal stays a string.
-    let ((le, lt), (re, rt)) = if op == BinOp::Concat { (l, r) } else { coerce_pair(l, r)? };
+    let ((le, lt), (re, rt)) = if op == BinOp::Concat {
+        (l, r)
+    } else {
+        coerce_pair(l, r)?
+    };
     let mismatch = || Error::UndefinedOperator(format!("{lt} {} {rt}", op.symbol()));
     let ty = match op {
         BinOp::And | BinOp::Or => {

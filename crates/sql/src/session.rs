@@ -19,11 +19,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use concord_kv::{Db, Txn};
-use sqlparser::ast::Statement;
+use sqlparser::ast::{ObjectName, Query, Statement};
 
 use crate::catalog;
 use crate::error::{Error, Result};
 use crate::exec::{self, Row};
+use crate::parser::Stmt;
 use crate::plan::{OutputColumn, Plan};
 use crate::planner;
 use crate::types::{DataType, Value};
@@ -126,7 +127,16 @@ impl Session {
         };
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
-            let r = self.execute_statement(stmt).await;
+            let r = match stmt {
+                Stmt::Sql(s) => self.execute_statement(s).await,
+                Stmt::SplitAt { table, rows } => {
+                    self.admin(|s| Box::pin(s.split_at(table, rows))).await
+                }
+                Stmt::ShowRanges { table } => {
+                    self.admin(|s| Box::pin(s.show_ranges(table.as_ref())))
+                        .await
+                }
+            };
             let failed = r.is_err();
             out.push(r);
             if failed {
@@ -134,6 +144,135 @@ impl Session {
             }
         }
         out
+    }
+
+    /// Runs an administrative statement: not inside a transaction block.
+    async fn admin<'a, F>(&'a mut self, f: F) -> Result<StatementResult>
+    where
+        F: FnOnce(
+            &'a mut Session,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<StatementResult>> + Send + 'a>,
+        >,
+    {
+        match self.state {
+            TxnState::Idle => f(self).await,
+            TxnState::Aborted => Err(Error::InFailedTransaction),
+            TxnState::Open(_) => Err(Error::ActiveTransaction(
+                "this statement cannot run inside a transaction block".into(),
+            )),
+        }
+    }
+
+    /// `ALTER TABLE t SPLIT AT <rows>`: splits the table's ranges at the
+    /// primary keys (or key prefixes) the rows give.
+    async fn split_at(&mut self, table: &ObjectName, rows: &Query) -> Result<StatementResult> {
+        let mut txn = self.db.begin();
+        let name = planner::table_name(table)?;
+        let t = catalog::must_get_table(&mut txn, &name).await?;
+        let values =
+            match planner::plan(&Statement::Query(Box::new(rows.clone())), &mut txn).await? {
+                Plan::Query { node, .. } => exec::execute_node(&node, &mut txn).await?,
+                _ => {
+                    return Err(Error::Internal(
+                        "SPLIT AT rows did not plan as a query".into(),
+                    ))
+                }
+            };
+        txn.rollback();
+        let mut out = Vec::new();
+        for row in values {
+            if row.is_empty() || row.len() > t.pk.len() {
+                return Err(Error::Syntax(format!(
+                    "SPLIT AT rows need 1 to {} values (the primary key of {})",
+                    t.pk.len(),
+                    t.name
+                )));
+            }
+            let mut pk = Vec::with_capacity(row.len());
+            for (v, &col) in row.into_iter().zip(&t.pk) {
+                let v = v.assign(&t.columns[col].ty)?;
+                if v.is_null() {
+                    return Err(Error::InvalidParameterValue(
+                        "SPLIT AT values cannot be NULL".into(),
+                    ));
+                }
+                pk.push(v);
+            }
+            let key = t.key_from_pk_values(&pk)?;
+            let (_, right) = self.db.admin_split(&key).await?;
+            out.push(vec![
+                Value::Text(crate::encoding::pretty_key(&key, Some(&t))),
+                Value::Int(right.range_id as i64),
+            ]);
+        }
+        Ok(StatementResult::Query {
+            columns: vec![
+                text_column("key"),
+                OutputColumn {
+                    name: "range_id".into(),
+                    ty: DataType::Int8,
+                },
+            ],
+            rows: out,
+        })
+    }
+
+    /// `SHOW RANGES [FROM TABLE t]`.
+    async fn show_ranges(&mut self, table: Option<&ObjectName>) -> Result<StatementResult> {
+        let (start, end, t) = match table {
+            Some(n) => {
+                let mut txn = self.db.begin();
+                let t = catalog::must_get_table(&mut txn, &planner::table_name(n)?).await?;
+                txn.rollback();
+                let (s, e) = t.span();
+                (s, e, Some(t))
+            }
+            None => (vec![], vec![], None),
+        };
+        let infos = self.db.ranges(&start, &end).await?;
+        let int = |name: &str| OutputColumn {
+            name: name.into(),
+            ty: DataType::Int8,
+        };
+        let rows = infos
+            .into_iter()
+            .map(|i| {
+                let d = &i.descriptor;
+                let nodes: Vec<String> = d
+                    .replicas
+                    .iter()
+                    .map(|r| format!("{}{}", r.node_id, if r.learner { "(learner)" } else { "" }))
+                    .collect();
+                vec![
+                    Value::Int(d.range_id as i64),
+                    Value::Text(crate::encoding::pretty_key(&d.start_key, t.as_ref())),
+                    Value::Text(if d.end_key.is_empty() {
+                        "/Max".into()
+                    } else {
+                        crate::encoding::pretty_key(&d.end_key, t.as_ref())
+                    }),
+                    Value::Text(format!("{{{}}}", nodes.join(","))),
+                    if i.leader_node_id == 0 {
+                        Value::Null
+                    } else {
+                        Value::Int(i.leader_node_id as i64)
+                    },
+                    Value::Int(i.size_bytes as i64),
+                ]
+            })
+            .collect();
+        Ok(StatementResult::Query {
+            columns: vec![
+                int("range_id"),
+                text_column("start_key"),
+                text_column("end_key"),
+                text_column("replicas"),
+                int("leader"),
+                int("size_bytes"),
+            ],
+            rows,
+        })
     }
 
     /// Runs one parsed statement.

@@ -111,4 +111,4 @@ macro_rules! slt {
     )*};
 }
 
-slt!(ddl, dml, select, types, errors, transactions);
+slt!(ddl, dml, select, types, errors, transactions, ranges);

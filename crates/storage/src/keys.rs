@@ -10,6 +10,7 @@
 //! meta  "ident"                                                 StoreIdent
 //!       "node/" ++ node id(8, BE)                               NodeDescriptor
 //!       "range/" ++ range id(8, BE)                             RangeDescriptor
+//!       "tombstone/" ++ range id(8, BE)                         ReplicaTombstone
 //! ```
 //!
 //! User keys are escaped so that a key's versions sort together and before
@@ -184,10 +185,68 @@ pub fn meta_range(range_id: u64) -> Vec<u8> {
     k
 }
 
+/// The meta-CF key of a removed range's tombstone.
+pub fn meta_tombstone(range_id: u64) -> Vec<u8> {
+    let mut k = b"tombstone/".to_vec();
+    k.extend_from_slice(&range_id.to_be_bytes());
+    k
+}
+
 /// The meta-CF prefix of range descriptors.
 pub const META_RANGE_PREFIX: &[u8] = b"range/";
 /// The first key after the range descriptors.
 pub const META_RANGE_END: &[u8] = b"range0";
+
+// ---------------------------------------------------------------------------
+// The user keyspace: keys that are replicated through Raft and read with MVCC.
+//
+//   0x02 'm' ++ end key         meta2: every range's descriptor, by end key
+//   0x04 ...                    system keys (id sequences, node records)
+//   0x88 ++ table id ++ …       SQL tables (system tables 1–3, then users')
+//
+// Range 1 always starts at the empty key and is never split below
+// `MIN_SPLIT_KEY`, so it holds meta2, the system keys and the SQL catalog:
+// finding any range starts with range 1.
+// ---------------------------------------------------------------------------
+
+/// The prefix of meta2 keys.
+pub const META2_PREFIX: &[u8] = b"\x02m";
+/// The first key after every meta2 key.
+pub const META2_END: &[u8] = b"\x02n";
+
+/// The meta2 key of a range with this end key (empty: the last range).
+pub fn meta2_key(end_key: &[u8]) -> Vec<u8> {
+    let mut k = META2_PREFIX.to_vec();
+    if end_key.is_empty() {
+        k.extend_from_slice(&[0xff, 0xff]);
+    } else {
+        k.extend_from_slice(end_key);
+    }
+    k
+}
+
+/// Where to start scanning meta2 for the range that holds `key`: the first
+/// meta2 key whose end key is greater than `key`.
+pub fn meta2_lookup_start(key: &[u8]) -> Vec<u8> {
+    let mut k = META2_PREFIX.to_vec();
+    k.extend_from_slice(key);
+    k.push(0);
+    k
+}
+
+/// The prefix of system keys.
+pub const SYSTEM_PREFIX: &[u8] = b"\x04";
+
+/// A system key.
+pub fn system_key(name: &str) -> Vec<u8> {
+    let mut k = SYSTEM_PREFIX.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Ranges may be split only at or above this key: the first key of SQL
+/// table 100, the first user table.
+pub const MIN_SPLIT_KEY: &[u8] = &[0x88, 0x00, 0x00, 0x00, 0x64];
 
 #[cfg(test)]
 mod tests {

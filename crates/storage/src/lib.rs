@@ -26,7 +26,6 @@
 //!
 //! # Not done yet
 //! - MVCC garbage collection, reverse scans (see [`mvcc`]).
-//! - Raft log truncation and snapshots (see [`raft_log`]).
 //! - RocksDB checkpoints for backups.
 
 pub mod engine;
@@ -36,6 +35,7 @@ pub mod memory;
 pub mod mvcc;
 pub mod raft_log;
 pub mod rocks;
+pub mod snapshot;
 
 pub use engine::{Cf, Engine, EngineIterator, WriteBatch};
 pub use memory::MemoryEngine;

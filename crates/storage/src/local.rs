@@ -2,7 +2,7 @@
 //! identity (which cluster, which node), the descriptors of the nodes this
 //! node knows, and the descriptor of every range that has a replica here.
 
-use concord_proto::meta::{NodeDescriptor, RangeDescriptor, StoreIdent};
+use concord_proto::meta::{NodeDescriptor, RangeDescriptor, ReplicaTombstone, StoreIdent};
 use prost::Message;
 
 use crate::engine::{Cf, Engine, WriteBatch};
@@ -60,6 +60,26 @@ pub fn load_ranges(engine: &dyn Engine) -> Result<Vec<RangeDescriptor>> {
         .iter()
         .map(|(_, v)| decode("range descriptor", v))
         .collect()
+}
+
+/// Forgets a range descriptor (the replica was removed).
+pub fn delete_range(batch: &mut WriteBatch, range_id: u64) {
+    batch.delete(Cf::Meta, keys::meta_range(range_id));
+}
+
+/// The tombstone of a range removed from this store, if any.
+pub fn load_tombstone(engine: &dyn Engine, range_id: u64) -> Result<Option<ReplicaTombstone>> {
+    engine
+        .get(Cf::Meta, &keys::meta_tombstone(range_id))?
+        .map(|raw| decode("replica tombstone", &raw))
+        .transpose()
+}
+
+/// Records that replica ids of `range_id` below `next_replica_id` are gone
+/// from this store for good.
+pub fn save_tombstone(batch: &mut WriteBatch, range_id: u64, next_replica_id: u64) {
+    let t = ReplicaTombstone { next_replica_id };
+    batch.put(Cf::Meta, keys::meta_tombstone(range_id), t.encode_to_vec());
 }
 
 /// Records a range descriptor.

@@ -16,28 +16,40 @@
 //!                       [range id][0x03][index]     Entry
 //!                       [range id][0x04]            ConfState (voters, learners)
 //!                       [range id][0x05]            TruncatedState {index, term}
+//!                       [range id][0x06]            bytes held by the range (u64)
 //! ```
 //!
-//! # Not done yet
-//! - Log truncation behind the applied index and snapshots for followers that
-//!   fall behind it (the ranges issue). `snapshot()` reports
-//!   `SnapshotTemporarilyUnavailable` until then, and the log is kept whole.
+//! # Truncation and snapshots
+//! Once entries are applied and their effects durable, the replication layer
+//! [`RaftLogStorage::truncate`]s the log behind them. A follower that needs an
+//! entry that is gone gets a snapshot instead: [`raft::Storage::snapshot`]
+//! builds one from the engine at the durable applied index (the range's
+//! descriptor and every key of its span, see [`crate::snapshot`]), and the
+//! receiver replaces its log with [`RaftLogStorage::apply_snapshot`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use concord_proto::meta::AppliedState;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use concord_proto::meta::{AppliedState, RangeDescriptor};
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use crate::engine::{Cf, Engine, WriteBatch};
 use crate::keys;
 use crate::{Error, Result};
 
+/// The index and term at which a new range's log starts.
+pub const RAFT_INITIAL_INDEX: u64 = 5;
+/// See [`RAFT_INITIAL_INDEX`].
+pub const RAFT_INITIAL_TERM: u64 = 5;
+
 const RAFT_CONF_STATE: u8 = 0x04;
 const RAFT_TRUNCATED_STATE: u8 = 0x05;
+const RAFT_RANGE_BYTES: u8 = 0x06;
 
 fn raft_key(range_id: u64, suffix: u8) -> Vec<u8> {
     let mut k = range_id.to_be_bytes().to_vec();
@@ -58,6 +70,13 @@ pub struct RaftLogStorage {
     truncated: (u64, u64),
     last_index: u64,
     terms: BTreeMap<u64, u64>,
+    /// The range's descriptor as this replica knows it (for snapshots).
+    descriptor: Option<RangeDescriptor>,
+    /// The applied state that is durable in the engine: what a snapshot taken
+    /// now contains.
+    durable_applied: AppliedState,
+    /// Snapshots generated for followers.
+    snapshots_sent: Arc<AtomicU64>,
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
@@ -69,10 +88,22 @@ fn to_raft_err(e: Error) -> raft::Error {
 }
 
 impl RaftLogStorage {
-    /// Writes the initial Raft state of a new range replica: an empty log and
-    /// the given configuration. Used at bootstrap (and later by splits).
+    /// Writes the initial Raft state of a new range: an empty log that
+    /// starts after [`RAFT_INITIAL_INDEX`] (as if a snapshot at that index had
+    /// been applied), the given configuration, and an applied state at that
+    /// index. Used at bootstrap and by splits, on every replica alike.
+    ///
+    /// Starting above zero means a replica created later from scratch (a new
+    /// member) can never be brought up from the log alone: the leader must
+    /// send it a snapshot, which carries the range's data. Data that exists
+    /// before the range's first entry (the right side of a split) is thereby
+    /// never skipped.
     pub fn initialize(batch: &mut WriteBatch, range_id: u64, conf_state: &ConfState) -> Result<()> {
-        let hs = HardState::default();
+        let hs = HardState {
+            term: RAFT_INITIAL_TERM,
+            commit: RAFT_INITIAL_INDEX,
+            ..Default::default()
+        };
         batch.put(
             Cf::Raft,
             keys::raft_hard_state(range_id),
@@ -85,7 +116,26 @@ impl RaftLogStorage {
                 .write_to_bytes()
                 .map_err(|e| corrupt("conf state", e))?,
         );
+        let initial = AppliedState {
+            index: RAFT_INITIAL_INDEX,
+            term: RAFT_INITIAL_TERM,
+        };
+        batch.put(
+            Cf::Raft,
+            raft_key(range_id, RAFT_TRUNCATED_STATE),
+            initial.encode_to_vec(),
+        );
+        save_applied_state(batch, range_id, &initial);
         Ok(())
+    }
+
+    /// Removes every trace of a range's Raft state (the replica is destroyed).
+    pub fn destroy(batch: &mut WriteBatch, range_id: u64) {
+        batch.delete_range(
+            Cf::Raft,
+            keys::raft_range_start(range_id),
+            keys::raft_range_end(range_id),
+        );
     }
 
     /// Loads a range's Raft state from the engine.
@@ -114,6 +164,9 @@ impl RaftLogStorage {
             truncated,
             last_index: truncated.0,
             terms: BTreeMap::new(),
+            descriptor: None,
+            durable_applied: AppliedState::default(),
+            snapshots_sent: Arc::new(AtomicU64::new(0)),
         };
         // Find the last entry: scan the log keys backwards is not in the
         // engine interface, so walk the tail forward from the truncation point
@@ -133,6 +186,87 @@ impl RaftLogStorage {
         }
         drop(it);
         Ok(storage)
+    }
+
+    /// Sets the descriptor that snapshots of this range carry.
+    pub fn set_descriptor(&mut self, desc: RangeDescriptor) {
+        self.descriptor = Some(desc);
+    }
+
+    /// Records the applied state whose data is durable in the engine.
+    pub fn set_durable_applied(&mut self, applied: AppliedState) {
+        self.durable_applied = applied;
+    }
+
+    /// The counter of snapshots generated for followers.
+    pub fn snapshots_sent(&self) -> Arc<AtomicU64> {
+        self.snapshots_sent.clone()
+    }
+
+    /// The index of the first entry still in the log.
+    pub fn first_index_value(&self) -> u64 {
+        self.truncated.0 + 1
+    }
+
+    /// Removes log entries up to and including `index` (which must be
+    /// applied) and records the new truncation point in `batch`. The entries
+    /// are the write-ahead log of data that is now durable in the engine.
+    pub fn truncate(&mut self, index: u64, batch: &mut WriteBatch) -> Result<()> {
+        if index <= self.truncated.0 || index > self.last_index {
+            return Ok(());
+        }
+        let term = match self.terms.get(&index) {
+            Some(t) => *t,
+            None => self.read_entry(index)?.term,
+        };
+        batch.delete_range(
+            Cf::Raft,
+            keys::raft_log_entry(self.range_id, self.truncated.0 + 1),
+            keys::raft_log_entry(self.range_id, index + 1),
+        );
+        let state = AppliedState { index, term };
+        batch.put(
+            Cf::Raft,
+            raft_key(self.range_id, RAFT_TRUNCATED_STATE),
+            state.encode_to_vec(),
+        );
+        self.truncated = (index, term);
+        self.terms.retain(|i, _| *i > index);
+        Ok(())
+    }
+
+    /// Replaces the log with a snapshot's position: every entry goes, the
+    /// log restarts after the snapshot's index, and the configuration and
+    /// commit index follow the snapshot. The caller writes the data.
+    pub fn apply_snapshot(
+        &mut self,
+        meta: &SnapshotMetadata,
+        batch: &mut WriteBatch,
+    ) -> Result<()> {
+        batch.delete_range(
+            Cf::Raft,
+            keys::raft_log_entry(self.range_id, 0),
+            keys::raft_log_entry(self.range_id, u64::MAX),
+        );
+        let state = AppliedState {
+            index: meta.index,
+            term: meta.term,
+        };
+        batch.put(
+            Cf::Raft,
+            raft_key(self.range_id, RAFT_TRUNCATED_STATE),
+            state.encode_to_vec(),
+        );
+        self.truncated = (meta.index, meta.term);
+        self.last_index = meta.index;
+        self.terms.clear();
+        let mut hs = self.hard_state.clone();
+        hs.term = hs.term.max(meta.term);
+        hs.commit = hs.commit.max(meta.index);
+        self.set_hard_state(&hs, batch)?;
+        let cs = meta.get_conf_state().clone();
+        self.set_conf_state(&cs, batch)?;
+        Ok(())
     }
 
     /// The range this log belongs to.
@@ -237,6 +371,27 @@ pub fn load_applied_state(engine: &dyn Engine, range_id: u64) -> Result<AppliedS
     }
 }
 
+/// The bytes a range holds, as counted at apply time (0 if never counted).
+pub fn load_range_bytes(engine: &dyn Engine, range_id: u64) -> Result<u64> {
+    match engine.get(Cf::Raft, &raft_key(range_id, RAFT_RANGE_BYTES))? {
+        Some(raw) => Ok(u64::from_be_bytes(
+            raw.as_slice()
+                .try_into()
+                .map_err(|_| corrupt("range bytes", "not 8 bytes"))?,
+        )),
+        None => Ok(0),
+    }
+}
+
+/// Records the bytes a range holds, next to the writes that changed it.
+pub fn save_range_bytes(batch: &mut WriteBatch, range_id: u64, bytes: u64) {
+    batch.put(
+        Cf::Raft,
+        raft_key(range_id, RAFT_RANGE_BYTES),
+        bytes.to_be_bytes().to_vec(),
+    );
+}
+
 /// Records a range's applied state in `batch`, next to the data it applied.
 pub fn save_applied_state(batch: &mut WriteBatch, range_id: u64, state: &AppliedState) {
     batch.put(
@@ -327,9 +482,35 @@ impl raft::Storage for RaftLogStorage {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let Some(desc) = &self.descriptor else {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        };
+        let applied = self.durable_applied;
+        if applied.index < request_index || applied.index < self.truncated.0 {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let data = crate::snapshot::build(self.engine.as_ref(), desc).map_err(to_raft_err)?;
+        let mut snap = Snapshot {
+            data: data.encode_to_vec().into(),
+            ..Default::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = applied.index;
+        meta.term = applied.term;
+        meta.set_conf_state(self.conf_state.clone());
+        self.snapshots_sent.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            range_id = self.range_id,
+            to,
+            index = applied.index,
+            keys = data.kvs.len(),
+            "sending a range snapshot"
+        );
+        Ok(snap)
     }
 }

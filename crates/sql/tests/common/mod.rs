@@ -43,6 +43,7 @@ pub async fn single_node_db() -> Db {
                 replicas: vec![ReplicaDescriptor {
                     node_id: 1,
                     replica_id: 1,
+                    learner: false,
                 }],
                 next_replica_id: 2,
                 generation: 1,

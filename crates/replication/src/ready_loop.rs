@@ -1,0 +1,1054 @@
+//! The ready loop: the one thread that owns every replica's `raft::RawNode`.
+//!
+//! All Raft I/O happens here, in the order raft-rs documents for a `Ready`:
+//!
+//! ```text
+//!  loop {
+//!    wait for inbox messages (Raft messages, proposals, read requests,
+//!        membership changes) or the next tick
+//!    step / propose / read_index into the RawNodes; tick if due
+//!    for each replica with a Ready:              ── phase 1 ──
+//!        send messages (leader: before persisting, Raft thesis 10.2.1)
+//!        note role changes and read states
+//!        apply a snapshot, or committed entries ─┐
+//!        append new entries                     ─┼─► ONE write batch for all replicas
+//!        record the hard state                  ─┘
+//!    write the batch, fsync once if anything must be durable (group commit)
+//!    for each replica:                           ── phase 2 ──
+//!        send persisted messages (follower: only after the fsync)
+//!        advance → LightReady: send, apply newly committed entries (2nd batch)
+//!    write the 2nd batch; create ranges that splits made, destroy replicas
+//!        that membership changes removed
+//!    truncate logs behind the applied index (3rd batch)
+//!    answer proposers whose commands applied; serve reads whose index applied
+//!  }
+//! ```
+//!
+//! Applying is deterministic: commands were evaluated by the leader before
+//! they were proposed (see [`crate::eval`]), so applying one only writes what
+//! it says. The applied index is written in the same batch as the data it
+//! applied, so replaying the log after a crash never applies an entry twice.
+//!
+//! # The range lifecycle, as seen from here
+//! - *Creation.* A range starts at bootstrap or from a split with its log at
+//!   index 5 (see `RaftLogStorage::initialize`) on every replica. A replica
+//!   can also be created by the first Raft message addressed to it (a new
+//!   member): it is *uninitialized* (no span, no data) until the leader's
+//!   snapshot arrives.
+//! - *Split.* A `SplitCommand` applies on every replica: the range shrinks to
+//!   the left side, and the right side is initialized with the same members.
+//!   No data moves: both sides share the node's engine.
+//! - *Truncation.* Once applied, log entries are deleted behind the applied
+//!   index (keeping what active followers still need, up to a bound).
+//! - *Snapshots.* A follower that needs a truncated entry gets a snapshot of
+//!   the range's span; applying it replaces the span's data and the log.
+//! - *Membership.* Configuration changes carry the new descriptor; a replica
+//!   removed from the range destroys itself and leaves a tombstone so that
+//!   late messages cannot recreate it.
+//!
+//! A failed engine write is not something the loop can retry: Raft state in
+//! memory is then ahead of disk. The store marks itself failed, answers every
+//! waiter with the storage error and stops; the node must be restarted, and
+//! recovers from what is durable.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use concord_proto::meta::{
+    AppliedState, ChangeReplicas, RaftCommand, RangeDescriptor, RangeSnapshot,
+};
+use concord_storage::raft_log::{
+    load_applied_state, load_range_bytes, save_applied_state, save_range_bytes,
+};
+use concord_storage::{local, RaftLogStorage, WriteBatch};
+use parking_lot::{Mutex, RwLock};
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeV2, ConfState, EntryType, Message, MessageType};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
+
+use crate::latch::LatchManager;
+use crate::logging::raft_logger;
+use crate::store::{LoopMsg, PeerProgress, ReplicaHandle, ReplicaStatus, Responder, StoreInner};
+use crate::transport::RaftTransport;
+use crate::tscache::TimestampCache;
+use crate::Error;
+
+/// How long a snapshot may stay unacknowledged before Raft is told it
+/// failed (and sends another).
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A replica as the ready loop holds it.
+struct Replica {
+    handle: Arc<ReplicaHandle>,
+    raw: RawNode<RaftLogStorage>,
+    applied: AppliedState,
+    /// Proposals (commands and membership changes) awaiting apply, by id.
+    proposals: HashMap<Vec<u8>, Responder>,
+    /// Read requests that arrived in this loop iteration.
+    reads_new: Vec<Responder>,
+    /// Read requests sent to Raft, by request context.
+    reads_in_flight: HashMap<Vec<u8>, Vec<Responder>>,
+    /// Read requests whose read index is known, waiting for apply.
+    reads_ready: Vec<(u64, Vec<Responder>)>,
+    /// Index of the first entry of the current leader term (leaders only).
+    term_start_index: u64,
+    /// Snapshots sent and not yet acknowledged, by peer.
+    snapshots_in_flight: HashMap<u64, Instant>,
+    snapshots_applied: u64,
+    /// Bytes the range holds (grows with every applied write).
+    bytes: u64,
+}
+
+/// What applying an entry asks the loop to do once the batch is written.
+enum AfterWrite {
+    /// A split created this range: start its replica.
+    CreateRange(RangeDescriptor),
+    /// A membership change removed this node's replica of the range.
+    Destroy(u64),
+}
+
+pub(crate) struct ReadyLoop {
+    store: Arc<StoreInner>,
+    transport: Arc<dyn RaftTransport>,
+    replicas: HashMap<u64, Replica>,
+    rx: mpsc::Receiver<LoopMsg>,
+    read_seq: u64,
+}
+
+/// Results of applying, delivered once the batch that holds them is written.
+type ApplyResults = Vec<(Responder, Result<(), Error>)>;
+
+/// The Raft configuration a descriptor describes.
+pub(crate) fn conf_state_of(desc: &RangeDescriptor) -> ConfState {
+    ConfState {
+        voters: desc
+            .replicas
+            .iter()
+            .filter(|r| !r.learner)
+            .map(|r| r.replica_id)
+            .collect(),
+        learners: desc
+            .replicas
+            .iter()
+            .filter(|r| r.learner)
+            .map(|r| r.replica_id)
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// What one write adds to a range's byte count: the size of the version in
+/// the engine (escaped key and timestamp, tag and value), as a snapshot or a
+/// split measures it.
+fn write_bytes(key: &[u8], value: &[u8]) -> u64 {
+    (concord_storage::keys::escape(key).len() + 12 + 1 + value.len()) as u64
+}
+
+fn spans_overlap(a: &RangeDescriptor, b: &RangeDescriptor) -> bool {
+    let a_before_b_end = b.end_key.is_empty() || a.start_key < b.end_key;
+    let b_before_a_end = a.end_key.is_empty() || b.start_key < a.end_key;
+    a_before_b_end && b_before_a_end
+}
+
+impl ReadyLoop {
+    pub(crate) fn new(
+        store: Arc<StoreInner>,
+        transport: Arc<dyn RaftTransport>,
+        rx: mpsc::Receiver<LoopMsg>,
+    ) -> Self {
+        ReadyLoop {
+            store,
+            transport,
+            replicas: HashMap::new(),
+            rx,
+            read_seq: 0,
+        }
+    }
+
+    /// Starts the replica of an initialized range on this node.
+    pub(crate) fn add_replica(&mut self, desc: RangeDescriptor) -> Result<(), Error> {
+        let node_id = self.store.node_id.load(Ordering::SeqCst);
+        if self
+            .replicas
+            .get(&desc.range_id)
+            .is_some_and(|r| r.handle.status.lock().initialized)
+        {
+            return Ok(());
+        }
+        let replica_id = desc
+            .replicas
+            .iter()
+            .find(|r| r.node_id == node_id)
+            .map(|r| r.replica_id)
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "range {} has no replica on node {node_id}",
+                    desc.range_id
+                ))
+            })?;
+        self.start_replica(desc.range_id, replica_id, Some(desc))
+    }
+
+    fn start_replica(
+        &mut self,
+        range_id: u64,
+        replica_id: u64,
+        desc: Option<RangeDescriptor>,
+    ) -> Result<(), Error> {
+        let node_id = self.store.node_id.load(Ordering::SeqCst);
+        let engine = self.store.engine.clone();
+        let mut storage = RaftLogStorage::open(engine.clone(), range_id)?;
+        let applied = load_applied_state(engine.as_ref(), range_id)?;
+        let bytes = load_range_bytes(engine.as_ref(), range_id)?;
+        storage.set_durable_applied(applied);
+        let initialized = desc.is_some();
+        let desc = desc.unwrap_or(RangeDescriptor {
+            range_id,
+            ..Default::default()
+        });
+        if initialized {
+            storage.set_descriptor(desc.clone());
+        }
+        let cfg = raft::Config {
+            id: replica_id,
+            election_tick: self.store.config.election_ticks,
+            heartbeat_tick: self.store.config.heartbeat_ticks,
+            applied: applied.index,
+            check_quorum: true,
+            pre_vote: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            max_uncommitted_size: 64 << 20,
+            ..Default::default()
+        };
+        cfg.validate()
+            .map_err(|e| Error::Internal(format!("raft config: {e}")))?;
+        let raw = RawNode::new(&cfg, storage, &raft_logger(node_id, range_id))
+            .map_err(|e| Error::Internal(format!("range {range_id}: cannot start raft: {e}")))?;
+        let handle = Arc::new(ReplicaHandle {
+            range_id,
+            replica_id,
+            desc: RwLock::new(desc),
+            latches: LatchManager::new(),
+            tscache: Mutex::new(TimestampCache::new(
+                concord_hlc::Timestamp::ZERO,
+                self.store.config.tscache_entries,
+            )),
+            status: Mutex::new(ReplicaStatus {
+                role: "follower".into(),
+                applied_index: applied.index,
+                initialized,
+                ..Default::default()
+            }),
+        });
+        self.store.replicas.write().insert(range_id, handle.clone());
+        if let Some(old) = self.replicas.insert(
+            range_id,
+            Replica {
+                handle,
+                raw,
+                applied,
+                proposals: HashMap::new(),
+                reads_new: Vec::new(),
+                reads_in_flight: HashMap::new(),
+                reads_ready: Vec::new(),
+                term_start_index: 0,
+                snapshots_in_flight: HashMap::new(),
+                snapshots_applied: 0,
+                bytes,
+            },
+        ) {
+            Self::fail_replica(old, || Error::RangeNotFound(range_id));
+        }
+        tracing::info!(range_id, replica_id, initialized, "replica started");
+        Ok(())
+    }
+
+    /// Removes a replica from this node: its data, its Raft state and its
+    /// descriptor go; a tombstone stays.
+    fn destroy_replica(&mut self, range_id: u64) -> Result<(), concord_storage::Error> {
+        let Some(r) = self.replicas.remove(&range_id) else {
+            return Ok(());
+        };
+        self.store.replicas.write().remove(&range_id);
+        let mut batch = WriteBatch::new();
+        if r.handle.status.lock().initialized {
+            concord_storage::snapshot::clear_range_data(&mut batch, &r.handle.desc.read());
+        }
+        RaftLogStorage::destroy(&mut batch, range_id);
+        local::delete_range(&mut batch, range_id);
+        local::save_tombstone(&mut batch, range_id, r.handle.replica_id + 1);
+        self.store.engine.write(batch, true)?;
+        tracing::info!(
+            range_id,
+            replica_id = r.handle.replica_id,
+            "replica removed from this node"
+        );
+        Self::fail_replica(r, || Error::RangeNotFound(range_id));
+        Ok(())
+    }
+
+    pub(crate) fn run(mut self) {
+        let tick = self.store.config.tick_interval;
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(timeout) {
+                Ok(LoopMsg::Stop) => break,
+                Ok(msg) => self.handle_msg(msg),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            let mut stop = false;
+            for _ in 0..4096 {
+                match self.rx.try_recv() {
+                    Ok(LoopMsg::Stop) => {
+                        stop = true;
+                        break;
+                    }
+                    Ok(msg) => self.handle_msg(msg),
+                    Err(_) => break,
+                }
+            }
+            if stop {
+                break;
+            }
+            self.start_reads();
+            if Instant::now() >= next_tick {
+                for r in self.replicas.values_mut() {
+                    r.raw.tick();
+                    Self::check_snapshots(r);
+                }
+                next_tick = Instant::now() + tick;
+            }
+            if let Err(e) = self.handle_readies() {
+                tracing::error!("storage failure in the ready loop, store stops: {e}");
+                self.fail(e);
+                return;
+            }
+        }
+        self.fail_all(|| Error::Stopped);
+        tracing::info!("ready loop stopped");
+    }
+
+    fn fail(&mut self, e: concord_storage::Error) {
+        *self.store.failure.lock() = Some(e.clone());
+        self.fail_all(|| Error::Storage(e.clone()));
+    }
+
+    fn fail_replica(mut r: Replica, err: impl Fn() -> Error) {
+        for (_, resp) in r.proposals.drain() {
+            let _ = resp.send(Err(err()));
+        }
+        for resp in r.reads_new.drain(..) {
+            let _ = resp.send(Err(err()));
+        }
+        for (_, v) in r.reads_in_flight.drain() {
+            for resp in v {
+                let _ = resp.send(Err(err()));
+            }
+        }
+        for (_, v) in r.reads_ready.drain(..) {
+            for resp in v {
+                let _ = resp.send(Err(err()));
+            }
+        }
+    }
+
+    fn fail_all(&mut self, err: impl Fn() -> Error) {
+        for (_, r) in self.replicas.drain() {
+            Self::fail_replica(r, &err);
+        }
+        // Drain the inbox so nobody waits on a dead loop.
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                LoopMsg::Propose { resp, .. }
+                | LoopMsg::ReadIndex { resp, .. }
+                | LoopMsg::AddReplica { resp, .. }
+                | LoopMsg::ChangeReplicas { resp, .. } => {
+                    let _ = resp.send(Err(err()));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn not_leader(r: &Replica) -> Error {
+        Error::NotLeader {
+            range_id: r.handle.range_id,
+            leader_node: r.handle.leader_node(),
+        }
+    }
+
+    /// Whether a Raft message may create or address a local replica.
+    fn accept_message(
+        &mut self,
+        range_id: u64,
+        msg: &Message,
+    ) -> Result<bool, concord_storage::Error> {
+        if msg.to == 0 {
+            return Ok(false);
+        }
+        if let Some(r) = self.replicas.get(&range_id) {
+            if msg.to == r.handle.replica_id {
+                return Ok(true);
+            }
+            if msg.to < r.handle.replica_id {
+                return Ok(false); // to an older incarnation: stale
+            }
+            // A newer replica id for this node: the local replica was removed
+            // while this node was away and has been added back since.
+            tracing::info!(
+                range_id,
+                old = r.handle.replica_id,
+                new = msg.to,
+                "replacing a stale replica"
+            );
+            self.destroy_replica(range_id)?;
+        }
+        if let Some(t) = local::load_tombstone(self.store.engine.as_ref(), range_id)? {
+            if msg.to < t.next_replica_id {
+                return Ok(false);
+            }
+        }
+        if self.store.node_id.load(Ordering::SeqCst) == 0 {
+            return Ok(false);
+        }
+        if let Err(e) = self.start_replica(range_id, msg.to, None) {
+            tracing::warn!(
+                range_id,
+                "cannot create a replica for an incoming message: {e}"
+            );
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// A snapshot may be applied only if its span overlaps no other local
+    /// replica's (a stale replica there must be removed first).
+    fn snapshot_fits(&self, range_id: u64, msg: &Message) -> bool {
+        let Ok(snap) = RangeSnapshot::decode(msg.get_snapshot().get_data()) else {
+            return false;
+        };
+        let Some(desc) = snap.descriptor else {
+            return false;
+        };
+        for (id, r) in &self.replicas {
+            if *id != range_id
+                && r.handle.status.lock().initialized
+                && spans_overlap(&r.handle.desc.read(), &desc)
+            {
+                tracing::info!(
+                    range_id,
+                    overlapping = id,
+                    "snapshot refused: it overlaps another replica"
+                );
+                return false;
+            }
+        }
+        true
+    }
+
+    fn handle_msg(&mut self, msg: LoopMsg) {
+        match msg {
+            LoopMsg::Raft { range_id, msg } => {
+                match self.accept_message(range_id, &msg) {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::error!(range_id, "storage failure while creating a replica: {e}");
+                        return;
+                    }
+                }
+                if msg.get_msg_type() == MessageType::MsgSnapshot
+                    && !self.snapshot_fits(range_id, &msg)
+                {
+                    return;
+                }
+                let r = self.replicas.get_mut(&range_id).expect("accepted above");
+                if let Err(e) = r.raw.step(msg) {
+                    tracing::debug!(range_id, "raft step: {e}");
+                }
+            }
+            LoopMsg::Propose {
+                range_id,
+                id,
+                data,
+                resp,
+            } => {
+                let Some(r) = self.replicas.get_mut(&range_id) else {
+                    let _ = resp.send(Err(Error::RangeNotFound(range_id)));
+                    return;
+                };
+                if r.raw.raft.state != StateRole::Leader {
+                    let _ = resp.send(Err(Self::not_leader(r)));
+                    return;
+                }
+                match r.raw.propose(vec![], data) {
+                    Ok(()) => {
+                        r.proposals.insert(id, resp);
+                    }
+                    Err(e) => {
+                        tracing::debug!(range_id, "proposal dropped: {e}");
+                        let _ = resp.send(Err(Self::not_leader(r)));
+                    }
+                }
+            }
+            LoopMsg::ChangeReplicas {
+                range_id,
+                id,
+                cc,
+                desc,
+                resp,
+            } => {
+                let Some(r) = self.replicas.get_mut(&range_id) else {
+                    let _ = resp.send(Err(Error::RangeNotFound(range_id)));
+                    return;
+                };
+                if r.raw.raft.state != StateRole::Leader {
+                    let _ = resp.send(Err(Self::not_leader(r)));
+                    return;
+                }
+                let ctx = ChangeReplicas {
+                    id: id.clone(),
+                    descriptor: Some(desc),
+                };
+                match r.raw.propose_conf_change(ctx.encode_to_vec(), cc) {
+                    Ok(()) => {
+                        r.proposals.insert(id, resp);
+                    }
+                    Err(e) => {
+                        let _ = resp.send(Err(Error::BadRequest(format!(
+                            "membership change refused: {e}"
+                        ))));
+                    }
+                }
+            }
+            LoopMsg::TransferLeader {
+                range_id,
+                to_replica,
+            } => {
+                if let Some(r) = self.replicas.get_mut(&range_id) {
+                    if r.raw.raft.state == StateRole::Leader {
+                        r.raw.transfer_leader(to_replica);
+                    }
+                }
+            }
+            LoopMsg::ReadIndex { range_id, resp } => match self.replicas.get_mut(&range_id) {
+                Some(r) => r.reads_new.push(resp),
+                None => {
+                    let _ = resp.send(Err(Error::RangeNotFound(range_id)));
+                }
+            },
+            LoopMsg::AddReplica { desc, resp } => {
+                let _ = resp.send(self.add_replica(desc));
+            }
+            LoopMsg::Stop => {}
+        }
+    }
+
+    /// Tells Raft about snapshots that were never acknowledged, so that it
+    /// sends another instead of waiting forever.
+    fn check_snapshots(r: &mut Replica) {
+        if r.snapshots_in_flight.is_empty() {
+            return;
+        }
+        let mut done = Vec::new();
+        for (&peer, sent) in &r.snapshots_in_flight {
+            let state = r.raw.raft.prs().get(peer).map(|p| p.state);
+            if state != Some(ProgressState::Snapshot) {
+                done.push((peer, None));
+            } else if sent.elapsed() > SNAPSHOT_TIMEOUT {
+                done.push((peer, Some(SnapshotStatus::Failure)));
+            }
+        }
+        for (peer, report) in done {
+            r.snapshots_in_flight.remove(&peer);
+            if let Some(status) = report {
+                tracing::info!(
+                    range_id = r.handle.range_id,
+                    peer,
+                    "snapshot not acknowledged in time; retrying"
+                );
+                r.raw.report_snapshot(peer, status);
+            }
+        }
+    }
+
+    /// Issues one ReadIndex request per replica for all reads that arrived
+    /// in this iteration: they share one heartbeat round.
+    fn start_reads(&mut self) {
+        for r in self.replicas.values_mut() {
+            if r.reads_new.is_empty() {
+                continue;
+            }
+            if r.raw.raft.state != StateRole::Leader {
+                let err = Self::not_leader(r);
+                for resp in r.reads_new.drain(..) {
+                    let _ = resp.send(Err(err.clone()));
+                }
+                continue;
+            }
+            self.read_seq += 1;
+            let ctx = self.read_seq.to_be_bytes().to_vec();
+            r.raw.read_index(ctx.clone());
+            r.reads_in_flight
+                .insert(ctx, std::mem::take(&mut r.reads_new));
+        }
+    }
+
+    fn send_messages(&self, r: &mut Replica, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let desc = r.handle.desc.read().clone();
+        for msg in msgs {
+            if msg.get_msg_type() == MessageType::MsgSnapshot {
+                r.snapshots_in_flight.insert(msg.to, Instant::now());
+            }
+            match desc.replicas.iter().find(|rep| rep.replica_id == msg.to) {
+                Some(rep) => self.transport.send(rep.node_id, r.handle.range_id, msg),
+                None => tracing::debug!(
+                    range_id = r.handle.range_id,
+                    to = msg.to,
+                    "message to a replica not in the descriptor dropped"
+                ),
+            }
+        }
+    }
+
+    fn handle_readies(&mut self) -> Result<(), concord_storage::Error> {
+        let range_ids: Vec<u64> = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.raw.has_ready())
+            .map(|(id, _)| *id)
+            .collect();
+        if range_ids.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        let mut sync = false;
+        let mut results: ApplyResults = Vec::new();
+        let mut after: Vec<AfterWrite> = Vec::new();
+        let mut readies = Vec::with_capacity(range_ids.len());
+
+        // Phase 1: messages, role changes, snapshot or apply, append, hard state.
+        for range_id in range_ids {
+            let mut r = self.replicas.remove(&range_id).expect("listed above");
+            let mut rd = r.raw.ready();
+            let msgs = rd.take_messages();
+            self.send_messages(&mut r, msgs);
+            if let Some(ss) = rd.ss() {
+                let (role, leader) = (ss.raft_state, ss.leader_id);
+                self.on_role_change(&mut r, role, leader);
+            }
+            for rs in rd.take_read_states() {
+                if let Some(waiters) = r.reads_in_flight.remove(&rs.request_ctx) {
+                    r.reads_ready.push((rs.index, waiters));
+                }
+            }
+            if !rd.snapshot().is_empty() {
+                self.apply_snapshot(&mut r, rd.snapshot(), &mut batch)?;
+            }
+            let committed = rd.take_committed_entries();
+            self.apply_entries(&mut r, committed, &mut batch, &mut results, &mut after)?;
+            if !rd.entries().is_empty() {
+                r.raw.mut_store().append(rd.entries(), &mut batch)?;
+            }
+            if let Some(hs) = rd.hs() {
+                r.raw.mut_store().set_hard_state(hs, &mut batch)?;
+            }
+            sync |= rd.must_sync();
+            readies.push((range_id, r, rd));
+        }
+        if !batch.is_empty() {
+            self.store.engine.write(batch, sync)?;
+        }
+
+        // Phase 2: persisted messages, advance, newly committed entries.
+        let mut batch = WriteBatch::new();
+        let mut touched = Vec::with_capacity(readies.len());
+        for (range_id, mut r, mut rd) in readies {
+            let applied_before = r.applied;
+            r.raw.mut_store().set_durable_applied(applied_before);
+            let msgs = rd.take_persisted_messages();
+            self.send_messages(&mut r, msgs);
+            let mut light = r.raw.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                let mut hs = r.raw.store().hard_state().clone();
+                hs.commit = commit;
+                r.raw.mut_store().set_hard_state(&hs, &mut batch)?;
+            }
+            let msgs = light.take_messages();
+            self.send_messages(&mut r, msgs);
+            let committed = light.take_committed_entries();
+            self.apply_entries(&mut r, committed, &mut batch, &mut results, &mut after)?;
+            r.raw.advance_apply();
+            self.replicas.insert(range_id, r);
+            touched.push(range_id);
+        }
+        if !batch.is_empty() {
+            self.store.engine.write(batch, false)?;
+        }
+        for id in &touched {
+            if let Some(r) = self.replicas.get_mut(id) {
+                let applied = r.applied;
+                r.raw.mut_store().set_durable_applied(applied);
+            }
+        }
+        for a in after {
+            match a {
+                AfterWrite::CreateRange(desc) => {
+                    let range_id = desc.range_id;
+                    if let Err(e) = self.add_replica(desc) {
+                        tracing::error!(range_id, "cannot start the right side of a split: {e}");
+                    }
+                }
+                AfterWrite::Destroy(range_id) => self.destroy_replica(range_id)?,
+            }
+        }
+        self.truncate_logs(&touched)?;
+
+        for (resp, result) in results {
+            let _ = resp.send(result);
+        }
+        for r in self.replicas.values_mut() {
+            Self::publish_status(r);
+            let applied = r.applied.index;
+            let mut i = 0;
+            while i < r.reads_ready.len() {
+                if r.reads_ready[i].0 <= applied {
+                    for resp in r.reads_ready.swap_remove(i).1 {
+                        let _ = resp.send(Ok(()));
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes applied log entries behind a bound: a follower truncates to
+    /// its applied index; a leader keeps what active followers still need,
+    /// but never more than 8 × the threshold (laggards get a snapshot).
+    fn truncate_logs(&mut self, range_ids: &[u64]) -> Result<(), concord_storage::Error> {
+        let threshold = self.store.config.log_truncation_threshold.max(1);
+        let mut batch = WriteBatch::new();
+        for id in range_ids {
+            let Some(r) = self.replicas.get_mut(id) else {
+                continue;
+            };
+            let first = r.raw.store().first_index_value();
+            let applied = r.applied.index;
+            if applied < first || applied - first < threshold {
+                continue;
+            }
+            let mut target = applied;
+            if r.raw.raft.state == StateRole::Leader {
+                let me = r.handle.replica_id;
+                for (peer, p) in r.raw.raft.prs().iter() {
+                    if *peer != me && p.recent_active && p.matched < target {
+                        target = p.matched;
+                    }
+                }
+                target = target.max(applied.saturating_sub(8 * threshold));
+            }
+            // Truncate in steps of half the threshold to batch the deletes.
+            if target < first || target - first + 1 < threshold / 2 {
+                continue;
+            }
+            r.raw.mut_store().truncate(target, &mut batch)?;
+        }
+        if !batch.is_empty() {
+            self.store.engine.write(batch, false)?;
+        }
+        Ok(())
+    }
+
+    fn apply_snapshot(
+        &self,
+        r: &mut Replica,
+        snap: &raft::prelude::Snapshot,
+        batch: &mut WriteBatch,
+    ) -> Result<(), concord_storage::Error> {
+        let range_id = r.handle.range_id;
+        let data = RangeSnapshot::decode(snap.get_data()).map_err(|e| {
+            concord_storage::Error::Corruption(format!("range {range_id}: snapshot: {e}"))
+        })?;
+        let desc = data.descriptor.clone().unwrap_or_default();
+        let meta = snap.get_metadata();
+        concord_storage::snapshot::apply(batch, &data);
+        r.raw.mut_store().apply_snapshot(meta, batch)?;
+        r.raw.mut_store().set_descriptor(desc.clone());
+        r.applied = AppliedState {
+            index: meta.index,
+            term: meta.term,
+        };
+        save_applied_state(batch, range_id, &r.applied);
+        r.bytes = data
+            .kvs
+            .iter()
+            .map(|kv| (kv.key.len() + kv.value.len()) as u64)
+            .sum();
+        save_range_bytes(batch, range_id, r.bytes);
+        *r.handle.desc.write() = desc;
+        r.handle.status.lock().initialized = true;
+        r.snapshots_applied += 1;
+        tracing::info!(
+            range_id,
+            index = meta.index,
+            keys = data.kvs.len(),
+            "applied a range snapshot"
+        );
+        Ok(())
+    }
+
+    fn on_role_change(&mut self, r: &mut Replica, role: StateRole, leader: u64) {
+        let was_leader = r.handle.status.lock().role == "leader";
+        let is_leader = role == StateRole::Leader;
+        if was_leader && !is_leader {
+            tracing::info!(range_id = r.handle.range_id, "lost leadership");
+            let range_id = r.handle.range_id;
+            for (_, resp) in r.proposals.drain() {
+                let _ = resp.send(Err(Error::AmbiguousResult(format!(
+                    "range {range_id}: leadership changed while the command was in flight"
+                ))));
+            }
+            let err = Error::NotLeader {
+                range_id,
+                leader_node: None,
+            };
+            for (_, v) in r.reads_in_flight.drain() {
+                for resp in v {
+                    let _ = resp.send(Err(err.clone()));
+                }
+            }
+            for (_, v) in r.reads_ready.drain(..) {
+                for resp in v {
+                    let _ = resp.send(Err(err.clone()));
+                }
+            }
+            r.snapshots_in_flight.clear();
+        }
+        if is_leader && !was_leader {
+            // raft-rs appended an empty entry for the new term; until it has
+            // applied, entries of earlier terms may be unapplied.
+            r.term_start_index = r.raw.raft.raft_log.last_index();
+            // Reads the previous leader served are below its clock, which is
+            // at most max_offset ahead of ours.
+            let low_water = self
+                .store
+                .clock
+                .now()
+                .add_duration(self.store.clock.max_offset());
+            r.handle.tscache.lock().set_low_water(low_water);
+            tracing::info!(
+                range_id = r.handle.range_id,
+                term = r.raw.raft.term,
+                "became leader"
+            );
+        }
+        let mut st = r.handle.status.lock();
+        st.role = match role {
+            StateRole::Leader => "leader",
+            StateRole::Candidate => "candidate",
+            StateRole::PreCandidate => "pre-candidate",
+            StateRole::Follower => "follower",
+        }
+        .to_string();
+        st.leader_replica_id = leader;
+    }
+
+    fn publish_status(r: &mut Replica) {
+        let is_leader = r.raw.raft.state == StateRole::Leader;
+        let progress = if is_leader {
+            let learners: Vec<u64> = r.raw.raft.prs().conf().learners().iter().copied().collect();
+            r.raw
+                .raft
+                .prs()
+                .iter()
+                .map(|(id, p)| PeerProgress {
+                    replica_id: *id,
+                    matched: p.matched,
+                    recent_active: p.recent_active,
+                    learner: learners.contains(id),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let store = r.raw.store();
+        let log_entries = (store.last_index_value() + 1).saturating_sub(store.first_index_value());
+        let snapshots_sent = store.snapshots_sent().load(Ordering::Relaxed);
+        let mut st = r.handle.status.lock();
+        st.term = r.raw.raft.term;
+        st.commit_index = r.raw.raft.raft_log.committed;
+        st.applied_index = r.applied.index;
+        st.leader_replica_id = r.raw.raft.leader_id;
+        st.leader_ready = is_leader && st.initialized && r.applied.index >= r.term_start_index;
+        st.log_entries = log_entries;
+        st.snapshots_sent = snapshots_sent;
+        st.snapshots_applied = r.snapshots_applied;
+        st.bytes = r.bytes;
+        st.progress = progress;
+    }
+
+    fn apply_entries(
+        &self,
+        r: &mut Replica,
+        entries: Vec<raft::prelude::Entry>,
+        batch: &mut WriteBatch,
+        results: &mut ApplyResults,
+        after: &mut Vec<AfterWrite>,
+    ) -> Result<(), concord_storage::Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let range_id = r.handle.range_id;
+        for entry in entries {
+            if entry.index <= r.applied.index {
+                continue; // already applied before a restart or in a snapshot
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if !entry.data.is_empty() => {
+                    match RaftCommand::decode(entry.data.as_ref()) {
+                        Ok(cmd) => {
+                            let outcome = self.apply_command(r, &cmd, batch, after);
+                            if let Some(resp) = r.proposals.remove(&cmd.id) {
+                                results.push((resp, outcome));
+                            }
+                        }
+                        Err(e) => {
+                            // Every replica fails the same way: skipping is deterministic.
+                            tracing::error!(
+                                range_id,
+                                index = entry.index,
+                                "undecodable command skipped: {e}"
+                            );
+                        }
+                    }
+                }
+                EntryType::EntryNormal => {}
+                EntryType::EntryConfChange => {
+                    // Concord proposes only V2 changes; a V1 entry (none are
+                    // written) is applied for completeness.
+                    let mut cc = ConfChange::default();
+                    if cc.merge_from_bytes(&entry.data).is_ok() {
+                        if let Ok(cs) = r.raw.apply_conf_change(&cc) {
+                            r.raw.mut_store().set_conf_state(&cs, batch)?;
+                        }
+                    }
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let mut cc = ConfChangeV2::default();
+                    if cc.merge_from_bytes(&entry.data).is_ok() {
+                        let outcome =
+                            self.apply_conf_change(r, &cc, &entry.context, batch, after)?;
+                        if let Ok(ctx) = ChangeReplicas::decode(entry.context.as_ref()) {
+                            if let Some(resp) = r.proposals.remove(&ctx.id) {
+                                results.push((resp, outcome));
+                            }
+                        }
+                    }
+                }
+            }
+            r.applied = AppliedState {
+                index: entry.index,
+                term: entry.term,
+            };
+        }
+        save_applied_state(batch, range_id, &r.applied);
+        save_range_bytes(batch, range_id, r.bytes);
+        Ok(())
+    }
+
+    fn apply_conf_change(
+        &self,
+        r: &mut Replica,
+        cc: &ConfChangeV2,
+        context: &[u8],
+        batch: &mut WriteBatch,
+        after: &mut Vec<AfterWrite>,
+    ) -> Result<Result<(), Error>, concord_storage::Error> {
+        let range_id = r.handle.range_id;
+        let cs = match r.raw.apply_conf_change(cc) {
+            Ok(cs) => cs,
+            Err(e) => {
+                tracing::error!(range_id, "membership change rejected by raft: {e}");
+                return Ok(Err(Error::BadRequest(format!(
+                    "membership change rejected: {e}"
+                ))));
+            }
+        };
+        r.raw.mut_store().set_conf_state(&cs, batch)?;
+        if let Some(desc) = ChangeReplicas::decode(context)
+            .ok()
+            .and_then(|c| c.descriptor)
+        {
+            local::save_range(batch, &desc);
+            r.raw.mut_store().set_descriptor(desc.clone());
+            let me = r.handle.replica_id;
+            let still_member = desc.replicas.iter().any(|x| x.replica_id == me);
+            *r.handle.desc.write() = desc;
+            if !still_member {
+                after.push(AfterWrite::Destroy(range_id));
+            }
+        }
+        tracing::info!(range_id, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
+        Ok(Ok(()))
+    }
+
+    /// Applies one evaluated command, deterministically on every replica.
+    fn apply_command(
+        &self,
+        r: &mut Replica,
+        cmd: &RaftCommand,
+        batch: &mut WriteBatch,
+        after: &mut Vec<AfterWrite>,
+    ) -> Result<(), Error> {
+        use concord_proto::meta::raft_command::Cmd;
+        match &cmd.cmd {
+            Some(Cmd::WriteBatch(wb)) => {
+                for w in &wb.writes {
+                    let ts = concord_proto::ts(w.ts);
+                    let value = if w.tombstone {
+                        None
+                    } else {
+                        Some(w.value.as_slice())
+                    };
+                    concord_storage::mvcc::put_version(batch, &w.key, ts, value);
+                    r.bytes += write_bytes(&w.key, &w.value);
+                }
+                Ok(())
+            }
+            Some(Cmd::Split(split)) => {
+                let (Some(left), Some(right)) = (split.left.clone(), split.right.clone()) else {
+                    return Err(Error::BadRequest("split without descriptors".into()));
+                };
+                let range_id = r.handle.range_id;
+                local::save_range(batch, &left);
+                r.raw.mut_store().set_descriptor(left.clone());
+                *r.handle.desc.write() = left;
+                r.bytes = r.bytes.saturating_sub(split.right_bytes);
+                // The right side: unless a snapshot already created it here
+                // (this replica applied the split late), initialize it.
+                let existing = self.replicas.get(&right.range_id);
+                if existing.is_none_or(|x| !x.handle.status.lock().initialized) {
+                    RaftLogStorage::initialize(batch, right.range_id, &conf_state_of(&right))
+                        .map_err(Error::Storage)?;
+                    local::save_range(batch, &right);
+                    save_range_bytes(batch, right.range_id, split.right_bytes);
+                    after.push(AfterWrite::CreateRange(right.clone()));
+                }
+                tracing::info!(range_id, right = right.range_id, "range split");
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
