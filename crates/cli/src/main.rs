@@ -56,9 +56,26 @@ enum Command {
 
 #[derive(Subcommand)]
 enum NodeCommand {
-    /// Show a node's status and the ranges it holds.
+    /// Show the cluster's nodes (as one node sees them) and that node's ranges.
     Status {
-        /// gRPC address of the node.
+        /// gRPC address of the node to ask.
+        #[arg(long, default_value = "127.0.0.1:26257", env = "CONCORD_HOST")]
+        host: String,
+    },
+    /// Move every replica off a node, reporting progress until it holds none.
+    Decommission {
+        /// Id of the node to drain.
+        node_id: u64,
+        /// gRPC address of any live node.
+        #[arg(long, default_value = "127.0.0.1:26257", env = "CONCORD_HOST")]
+        host: String,
+        /// Give up waiting after this long (the drain continues).
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        wait: Duration,
+    },
+    /// Undo a decommission: the node may hold replicas again.
+    Recommission {
+        node_id: u64,
         #[arg(long, default_value = "127.0.0.1:26257", env = "CONCORD_HOST")]
         host: String,
     },
@@ -93,6 +110,24 @@ struct StartArgs {
     /// Raft tick interval, e.g. 100ms. Elections take 10-20 ticks.
     #[arg(long, default_value = "100ms", value_parser = parse_duration, env = "CONCORD_RAFT_TICK")]
     raft_tick: Duration,
+    /// Replicas per range.
+    #[arg(long, default_value_t = 3, env = "CONCORD_REPLICAS")]
+    replicas: usize,
+    /// A node not heard from for this long is dead and its replicas are
+    /// replaced elsewhere, e.g. 60s or 2m.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "CONCORD_DEAD_AFTER")]
+    dead_after: Duration,
+    /// Ranges that grow past this many bytes are split in two.
+    #[arg(long, default_value_t = 64 << 20, env = "CONCORD_RANGE_MAX_BYTES")]
+    range_max_bytes: u64,
+    /// Applied Raft log entries a range keeps before truncating its log
+    /// (followers further behind catch up from a snapshot).
+    #[arg(
+        long,
+        default_value_t = 1000,
+        env = "CONCORD_RAFT_LOG_TRUNCATION_THRESHOLD"
+    )]
+    raft_log_truncation_threshold: u64,
     /// Log filter (tracing syntax), e.g. info or concord=debug,raft=info.
     #[arg(long, default_value = "info", env = "CONCORD_LOG")]
     log: String,
@@ -160,19 +195,24 @@ fn init_logging(filter: &str, file: Option<&std::path::Path>) -> Result<()> {
 }
 
 fn node_config(a: &StartArgs) -> NodeConfig {
-    NodeConfig {
-        store: a.store.clone(),
-        listen_addr: a.listen_addr.clone(),
-        advertise_addr: a.advertise_addr.clone(),
-        sql_addr: a.sql_addr.clone(),
-        http_addr: a.http_addr.clone(),
-        join: a.join.clone(),
-        max_offset: a.max_offset,
-        store_config: StoreConfig {
-            tick_interval: a.raft_tick,
-            ..StoreConfig::default()
-        },
-    }
+    let mut c = NodeConfig::new(
+        a.store.clone(),
+        &a.listen_addr,
+        &a.sql_addr,
+        &a.http_addr,
+        a.join.clone(),
+    );
+    c.advertise_addr = a.advertise_addr.clone();
+    c.max_offset = a.max_offset;
+    c.store_config = StoreConfig {
+        tick_interval: a.raft_tick,
+        log_truncation_threshold: a.raft_log_truncation_threshold,
+        ..StoreConfig::default()
+    };
+    c.replicas = a.replicas.max(1);
+    c.dead_after = a.dead_after;
+    c.range_max_bytes = a.range_max_bytes;
+    c
 }
 
 async fn start(args: StartArgs) -> Result<()> {
@@ -247,11 +287,20 @@ async fn node_status(host: &str) -> Result<()> {
         "  grpc {}  sql {}  http {}",
         st.address, st.sql_address, st.http_address
     );
-    println!("nodes:");
-    for n in &st.nodes {
+    println!("nodes (as node {} sees them):", st.node_id);
+    println!(
+        "  {:>4}  {:<22} {:<6} {:>8} {:>7}  state",
+        "id", "address", "live", "replicas", "leaders"
+    );
+    for l in &st.liveness {
         println!(
-            "  {:>3}  {:<22} sql {}",
-            n.node_id, n.address, n.sql_address
+            "  {:>4}  {:<22} {:<6} {:>8} {:>7}  {}",
+            l.node_id,
+            l.address,
+            if l.live { "yes" } else { "DEAD" },
+            l.replicas,
+            l.leaders,
+            if l.decommissioning { "decommissioning" } else { "active" }
         );
     }
     println!("ranges on this node:");
@@ -269,6 +318,51 @@ async fn node_status(host: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+async fn decommission(node_id: u64, host: &str, wait: Duration, on: bool) -> Result<()> {
+    let mut client = concord_server::grpc::admin_client(host, Duration::from_secs(10))
+        .await
+        .map_err(|e| anyhow!(e))?;
+    client
+        .decommission(concord_proto::admin::DecommissionRequest {
+            node_id,
+            recommission: !on,
+        })
+        .await
+        .map_err(|s| anyhow!("{}", s.message()))?;
+    if !on {
+        println!("node {node_id} recommissioned");
+        return Ok(());
+    }
+    println!("node {node_id} is decommissioning; its replicas move to other nodes");
+    let deadline = std::time::Instant::now() + wait;
+    let mut last = u64::MAX;
+    loop {
+        let st = client
+            .node_status(concord_proto::admin::NodeStatusRequest {})
+            .await
+            .map_err(|s| anyhow!("{}", s.message()))?
+            .into_inner();
+        let replicas = st
+            .liveness
+            .iter()
+            .find(|l| l.node_id == node_id)
+            .map(|l| l.replicas)
+            .unwrap_or(0);
+        if replicas != last {
+            println!("  node {node_id}: {replicas} replica(s) left");
+            last = replicas;
+        }
+        if replicas == 0 {
+            println!("node {node_id} is drained: it holds no replicas and can be stopped");
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("node {node_id} still holds {replicas} replica(s) after {wait:?}; the drain continues");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn free_port() -> Result<u16> {
@@ -300,16 +394,13 @@ async fn demo(args: DemoArgs) -> Result<()> {
         .collect();
     let mut nodes = Vec::new();
     for (i, (g, s, h)) in ports.iter().enumerate() {
-        let cfg = NodeConfig {
-            store: dir.join(format!("n{}", i + 1)),
-            listen_addr: format!("127.0.0.1:{g}"),
-            advertise_addr: None,
-            sql_addr: format!("127.0.0.1:{s}"),
-            http_addr: format!("127.0.0.1:{h}"),
-            join: join.clone(),
-            max_offset: Duration::from_millis(500),
-            store_config: StoreConfig::default(),
-        };
+        let cfg = NodeConfig::new(
+            dir.join(format!("n{}", i + 1)),
+            &format!("127.0.0.1:{g}"),
+            &format!("127.0.0.1:{s}"),
+            &format!("127.0.0.1:{h}"),
+            join.clone(),
+        );
         nodes.push(Node::start(cfg).await?);
     }
     let already = nodes[0].ctx.store.is_bootstrapped();
@@ -366,6 +457,17 @@ fn run(cli: Cli) -> Result<()> {
             Command::Node {
                 command: NodeCommand::Status { host },
             } => node_status(&host).await,
+            Command::Node {
+                command:
+                    NodeCommand::Decommission {
+                        node_id,
+                        host,
+                        wait,
+                    },
+            } => decommission(node_id, &host, wait, true).await,
+            Command::Node {
+                command: NodeCommand::Recommission { node_id, host },
+            } => decommission(node_id, &host, Duration::ZERO, false).await,
         }
     })
 }

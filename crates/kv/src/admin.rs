@@ -64,6 +64,39 @@ impl Db {
         Err(last_err.unwrap_or_else(|| Error::Internal("sequence retries exhausted".into())))
     }
 
+    /// Marks a node as decommissioning (or not): replicate queues move every
+    /// replica off a decommissioning node.
+    pub async fn set_decommissioning(&self, node_id: u64, on: bool) -> Result<()> {
+        let key = keys::system_key(&format!("decommission/{node_id:020}"));
+        let mut last_err = None;
+        for _ in 0..MAX_RETRIES {
+            let mut txn = self.begin();
+            if on {
+                txn.put(key.clone(), vec![1])?;
+            } else {
+                txn.delete(key.clone())?;
+            }
+            match txn.commit().await {
+                Ok(_) => return Ok(()),
+                Err(e @ Error::TransactionRetry { .. }) => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| Error::Internal("decommission retries exhausted".into())))
+    }
+
+    /// The nodes marked as decommissioning.
+    pub async fn decommissioning_nodes(&self) -> Result<Vec<u64>> {
+        let start = keys::system_key("decommission/");
+        let end = keys::system_key("decommission0");
+        let mut txn = self.begin();
+        let rows = txn.scan(&start, &end, 0).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, _)| std::str::from_utf8(&k[start.len()..]).ok()?.parse().ok())
+            .collect())
+    }
+
     /// Records descriptors in meta2, never replacing a newer generation.
     pub async fn update_meta(&self, descs: &[RangeDescriptor]) -> Result<()> {
         let mut last_err = None;
@@ -105,7 +138,16 @@ impl Db {
             split_key: key.to_vec(),
             new_range_id,
         }));
-        let resp = self.sender().send(key, req, false).await?;
+        let mut attempts = 0;
+        let resp = loop {
+            match self.sender().send(key, req.clone(), false).await {
+                Err(Error::RangeBusy(_)) if attempts < 50 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                other => break other?,
+            }
+        };
         let Some(Resp::AdminSplit(s)) = resp.into_iter().next().and_then(|r| r.response) else {
             return Err(Error::Internal("unexpected response to a split".into()));
         };

@@ -63,6 +63,9 @@ pub enum Error {
     /// commit retried (handled inside [`Txn`]).
     #[error("the transaction must refresh its reads to {ts}")]
     NeedsRefresh { ts: concord_hlc::Timestamp },
+    /// The range refused an admin request for now.
+    #[error("range busy: {0}")]
+    RangeBusy(String),
     /// A write may or may not have committed (SQLSTATE 40003).
     #[error("result is ambiguous: {0}")]
     AmbiguousResult(String),

@@ -420,6 +420,7 @@ fn classify(e: KvError) -> Attempt {
             why: e.message,
             desc: e.descriptor.filter(|d| d.range_id != 0),
         },
+        Kind::RangeBusy => Attempt::Fail(Error::RangeBusy(e.message)),
         Kind::NeedsRefresh => Attempt::Fail(Error::NeedsRefresh {
             ts: concord_proto::ts(e.ts),
         }),

@@ -318,12 +318,7 @@ impl Store {
                 })),
             }]);
         }
-        if desc.replicas.iter().any(|r| r.learner) {
-            return Err(Error::Unavailable(format!(
-                "range {} is changing replicas; split later",
-                desc.range_id
-            )));
-        }
+
         let mut left = desc.clone();
         left.end_key = key.clone();
         left.generation += 1;
@@ -569,6 +564,7 @@ impl Error {
                 e.key = key.clone();
             }
             Error::AmbiguousResult(_) => e.kind = Kind::AmbiguousResult as i32,
+            Error::RangeBusy(_) => e.kind = Kind::RangeBusy as i32,
             Error::NeedsRefresh { ts } => {
                 e.kind = Kind::NeedsRefresh as i32;
                 e.ts = Some((*ts).into());

@@ -92,6 +92,9 @@ pub enum Error {
     /// A remote clock is too far ahead.
     #[error(transparent)]
     ClockOffset(#[from] concord_hlc::Error),
+    /// The range cannot do this now (e.g. split while changing replicas).
+    #[error("range busy: {0}")]
+    RangeBusy(String),
     /// A malformed request.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -121,6 +124,7 @@ impl Clone for Error {
             Error::Unavailable(s) => Error::Unavailable(s.clone()),
             Error::Storage(e) => Error::Storage(e.clone()),
             Error::Stopped => Error::Stopped,
+            Error::RangeBusy(s) => Error::RangeBusy(s.clone()),
             Error::NeedsRefresh { ts } => Error::NeedsRefresh { ts: *ts },
             other => Error::Internal(other.to_string()),
         }

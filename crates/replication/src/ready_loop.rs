@@ -100,6 +100,9 @@ struct Replica {
     snapshots_applied: u64,
     /// Bytes the range holds (grows with every applied write).
     bytes: u64,
+    /// Nodes of peers learned from their messages: how an uninitialized
+    /// replica (which has no descriptor yet) answers its leader.
+    peers: HashMap<u64, u64>,
 }
 
 /// What applying an entry asks the loop to do once the batch is written.
@@ -259,6 +262,7 @@ impl ReadyLoop {
                 snapshots_in_flight: HashMap::new(),
                 snapshots_applied: 0,
                 bytes,
+                peers: HashMap::new(),
             },
         ) {
             Self::fail_replica(old, || Error::RangeNotFound(range_id));
@@ -368,7 +372,8 @@ impl ReadyLoop {
                 LoopMsg::Propose { resp, .. }
                 | LoopMsg::ReadIndex { resp, .. }
                 | LoopMsg::AddReplica { resp, .. }
-                | LoopMsg::ChangeReplicas { resp, .. } => {
+                | LoopMsg::ChangeReplicas { resp, .. }
+                | LoopMsg::DestroyReplica { resp, .. } => {
                     let _ = resp.send(Err(err()));
                 }
                 _ => {}
@@ -454,7 +459,11 @@ impl ReadyLoop {
 
     fn handle_msg(&mut self, msg: LoopMsg) {
         match msg {
-            LoopMsg::Raft { range_id, msg } => {
+            LoopMsg::Raft {
+                range_id,
+                msg,
+                from_node,
+            } => {
                 match self.accept_message(range_id, &msg) {
                     Ok(true) => {}
                     Ok(false) => return,
@@ -469,6 +478,27 @@ impl ReadyLoop {
                     return;
                 }
                 let r = self.replicas.get_mut(&range_id).expect("accepted above");
+                if from_node != 0 {
+                    r.peers.insert(msg.from, from_node);
+                }
+                let mut msg = msg;
+                if msg.get_msg_type() == MessageType::MsgHeartbeat {
+                    // A leader never sends a commit index above what it saw
+                    // this replica acknowledge; if it does, this replica lost
+                    // state it had (or the leader confused incarnations).
+                    // raft-rs treats that as fatal; clamp it instead and let
+                    // the log (or a snapshot) bring the replica forward.
+                    let last = r.raw.raft.raft_log.last_index();
+                    if msg.commit > last {
+                        tracing::warn!(
+                            range_id,
+                            commit = msg.commit,
+                            last,
+                            "heartbeat commit above the local log; clamped"
+                        );
+                        msg.commit = last;
+                    }
+                }
                 if let Err(e) = r.raw.step(msg) {
                     tracing::debug!(range_id, "raft step: {e}");
                 }
@@ -546,6 +576,9 @@ impl ReadyLoop {
             LoopMsg::AddReplica { desc, resp } => {
                 let _ = resp.send(self.add_replica(desc));
             }
+            LoopMsg::DestroyReplica { range_id, resp } => {
+                let _ = resp.send(self.destroy_replica(range_id).map_err(Error::Storage));
+            }
             LoopMsg::Stop => {}
         }
     }
@@ -609,8 +642,14 @@ impl ReadyLoop {
             if msg.get_msg_type() == MessageType::MsgSnapshot {
                 r.snapshots_in_flight.insert(msg.to, Instant::now());
             }
-            match desc.replicas.iter().find(|rep| rep.replica_id == msg.to) {
-                Some(rep) => self.transport.send(rep.node_id, r.handle.range_id, msg),
+            let node = desc
+                .replicas
+                .iter()
+                .find(|rep| rep.replica_id == msg.to)
+                .map(|rep| rep.node_id)
+                .or_else(|| r.peers.get(&msg.to).copied());
+            match node {
+                Some(node) => self.transport.send(node, r.handle.range_id, msg),
                 None => tracing::debug!(
                     range_id = r.handle.range_id,
                     to = msg.to,
@@ -986,10 +1025,21 @@ impl ReadyLoop {
             }
         };
         r.raw.mut_store().set_conf_state(&cs, batch)?;
-        if let Some(desc) = ChangeReplicas::decode(context)
+        if let Some(proposed) = ChangeReplicas::decode(context)
             .ok()
             .and_then(|c| c.descriptor)
         {
+            // The membership comes from the proposal; the span from the
+            // replica, which may have split since the change was proposed.
+            let current = r.handle.desc.read().clone();
+            let desc = RangeDescriptor {
+                range_id: current.range_id,
+                start_key: current.start_key.clone(),
+                end_key: current.end_key.clone(),
+                replicas: proposed.replicas,
+                next_replica_id: proposed.next_replica_id.max(current.next_replica_id),
+                generation: proposed.generation.max(current.generation + 1),
+            };
             local::save_range(batch, &desc);
             r.raw.mut_store().set_descriptor(desc.clone());
             let me = r.handle.replica_id;
@@ -1037,8 +1087,10 @@ impl ReadyLoop {
                 r.bytes = r.bytes.saturating_sub(split.right_bytes);
                 // The right side: unless a snapshot already created it here
                 // (this replica applied the split late), initialize it.
-                let existing = self.replicas.get(&right.range_id);
-                if existing.is_none_or(|x| !x.handle.status.lock().initialized) {
+                // (Look in the store's map: replicas being processed in this
+                // iteration are out of the loop's own map.)
+                let existing = self.store.replicas.read().get(&right.range_id).cloned();
+                if existing.is_none_or(|x| !x.status.lock().initialized) {
                     RaftLogStorage::initialize(batch, right.range_id, &conf_state_of(&right))
                         .map_err(Error::Storage)?;
                     local::save_range(batch, &right);

@@ -155,6 +155,8 @@ pub(crate) enum LoopMsg {
     Raft {
         range_id: u64,
         msg: Message,
+        /// The node that sent it.
+        from_node: u64,
     },
     Propose {
         range_id: u64,
@@ -180,6 +182,10 @@ pub(crate) enum LoopMsg {
     TransferLeader {
         range_id: u64,
         to_replica: u64,
+    },
+    DestroyReplica {
+        range_id: u64,
+        resp: Responder,
     },
     Stop,
 }
@@ -316,9 +322,8 @@ impl Store {
             .iter()
             .any(|r| r.node_id == ident.node_id)
         {
-            return Err(Error::Internal(
-                "the first range has no replica on this node".into(),
-            ));
+            // A member without a replica of the first range: like a join.
+            return self.join(ident, nodes);
         }
         let mut batch = WriteBatch::new();
         local::save_ident(&mut batch, &ident);
@@ -349,6 +354,63 @@ impl Store {
         rx.await.map_err(|_| Error::Stopped)?
     }
 
+    /// Makes this empty store a member of a running cluster under `ident`:
+    /// persists the identity and the known nodes. Its replicas arrive later,
+    /// by snapshot, as the cluster adds them.
+    pub fn join(&self, ident: StoreIdent, nodes: Vec<NodeDescriptor>) -> Result<(), Error> {
+        if let Some(existing) = self.ident()? {
+            if existing == ident {
+                return Ok(());
+            }
+            return Err(Error::AlreadyBootstrapped(format!(
+                "this store already belongs to cluster {} as node {}",
+                hex(&existing.cluster_id),
+                existing.node_id
+            )));
+        }
+        let mut batch = WriteBatch::new();
+        local::save_ident(&mut batch, &ident);
+        for n in &nodes {
+            local::save_node(&mut batch, n);
+        }
+        self.inner.engine.write(batch, true)?;
+        for n in nodes {
+            self.inner.nodes.upsert(n);
+        }
+        self.inner.node_id.store(ident.node_id, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Learns (and remembers across restarts) how to reach a node.
+    pub fn upsert_node(&self, node: NodeDescriptor) -> Result<(), Error> {
+        if node.node_id == 0 || self.inner.nodes.get(node.node_id).as_ref() == Some(&node) {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        local::save_node(&mut batch, &node);
+        self.inner.engine.write(batch, false)?;
+        self.inner.nodes.upsert(node);
+        Ok(())
+    }
+
+    /// Removes a local replica that no longer belongs to its range (replica
+    /// garbage collection).
+    pub async fn destroy_replica(&self, range_id: u64) -> Result<(), Error> {
+        let (resp, rx) = oneshot::channel();
+        self.send(LoopMsg::DestroyReplica { range_id, resp })?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Replicas on this node, and how many of them lead their range.
+    pub fn replica_counts(&self) -> (u64, u64) {
+        let replicas = self.replicas();
+        let leaders = replicas
+            .iter()
+            .filter(|r| r.status.lock().role == "leader")
+            .count();
+        (replicas.len() as u64, leaders as u64)
+    }
+
     pub(crate) fn send(&self, msg: LoopMsg) -> Result<(), Error> {
         if let Some(e) = self.inner.failure.lock().clone() {
             return Err(Error::Storage(e));
@@ -357,8 +419,12 @@ impl Store {
     }
 
     /// Delivers a Raft message from another node.
-    pub fn deliver_raft_message(&self, range_id: u64, msg: Message) {
-        let _ = self.send(LoopMsg::Raft { range_id, msg });
+    pub fn deliver_raft_message(&self, range_id: u64, msg: Message, from_node: u64) {
+        let _ = self.send(LoopMsg::Raft {
+            range_id,
+            msg,
+            from_node,
+        });
     }
 
     /// The shared handle of a local replica.

@@ -70,7 +70,7 @@ impl RaftTransport for MeshTransport {
             return;
         }
         if let Some(store) = self.mesh.stores.read().get(&to_node) {
-            store.deliver_raft_message(range_id, msg);
+            store.deliver_raft_message(range_id, msg, self.from);
         }
     }
 }

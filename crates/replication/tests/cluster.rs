@@ -209,3 +209,87 @@ async fn a_partitioned_follower_does_not_bump_its_term() {
     assert_ne!(st.role, "leader");
     c.mesh.heal();
 }
+
+fn small_log_config() -> concord_replication::StoreConfig {
+    concord_replication::StoreConfig {
+        log_truncation_threshold: 20,
+        ..fast_config()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_truncated_log_catches_up_by_snapshot() {
+    let mut c = TestCluster::start(3, small_log_config()).await;
+    let leader = c.leader(Duration::from_secs(10)).await.expect("leader");
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    c.commit(leader, vec![kv(0)]).await.unwrap();
+    c.stop(follower).await;
+    // Far more than 10x the truncation threshold while it is away.
+    for i in 1..=300 {
+        c.commit(leader, vec![kv(i)])
+            .await
+            .expect("the majority commits");
+    }
+    let st = c.store(leader).replica(1).unwrap().status.lock().clone();
+    assert!(
+        st.log_entries < 200,
+        "the leader truncated behind the stopped follower: {} entries",
+        st.log_entries
+    );
+    c.restart(follower).await;
+    let ok = wait_until(Duration::from_secs(20), || {
+        c.local_get(follower, b"key00300") == Some(b"value300".to_vec())
+    })
+    .await;
+    assert!(ok, "the restarted follower caught up");
+    let sent: u64 = (1..=3)
+        .map(|n| c.store(n).replica(1).unwrap().status.lock().snapshots_sent)
+        .sum();
+    let applied = c
+        .store(follower)
+        .replica(1)
+        .unwrap()
+        .status
+        .lock()
+        .snapshots_applied;
+    assert!(sent >= 1, "a snapshot was sent");
+    assert_eq!(applied, 1, "the follower applied exactly one snapshot");
+    for i in [0, 1, 150, 299] {
+        let (k, v) = kv(i);
+        assert_eq!(
+            c.local_get(follower, &k),
+            v,
+            "row {i} arrived with the snapshot"
+        );
+    }
+    // And it keeps up through the log afterwards.
+    c.commit(leader, vec![kv(301)]).await.unwrap();
+    let ok = wait_until(Duration::from_secs(10), || {
+        c.local_get(follower, b"key00301").is_some()
+    })
+    .await;
+    assert!(ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_logs_stay_bounded_under_sustained_writes() {
+    let c = TestCluster::start(3, small_log_config()).await;
+    let leader = c.leader(Duration::from_secs(10)).await.expect("leader");
+    let mut max_seen = 0;
+    for i in 0..1000 {
+        c.commit(leader, vec![kv(i % 50)]).await.unwrap();
+        if i % 100 == 99 {
+            for n in 1..=3 {
+                max_seen = max_seen.max(c.store(n).replica(1).unwrap().status.lock().log_entries);
+            }
+        }
+    }
+    // Threshold 20: a follower keeps at most ~20 applied entries, the leader
+    // at most what followers lag by (they keep up here) plus the threshold.
+    assert!(max_seen <= 60, "a log held {max_seen} entries");
+    let ok = wait_until(Duration::from_secs(5), || {
+        (1..=3).all(|n| c.local_get(n, b"key00049").is_some())
+    })
+    .await;
+    assert!(ok);
+}

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use concord_proto::admin::admin_client::AdminClient;
 use concord_proto::admin::admin_server::{Admin, AdminServer};
 use concord_proto::admin::{
-    BootstrapRequest, BootstrapResponse, InitRequest, InitResponse, NodeStatusRequest,
-    NodeStatusResponse, RangeStatus,
+    BootstrapRequest, BootstrapResponse, DecommissionRequest, DecommissionResponse,
+    HeartbeatRequest, HeartbeatResponse, InitRequest, InitResponse, JoinRequest, JoinResponse,
+    NodeStatusRequest, NodeStatusResponse, RangeStatus,
 };
 use concord_proto::kv::internal_server::{Internal, InternalServer};
 use concord_proto::kv::{BatchRequest, BatchResponse, RaftMessageBatch, RaftMessagesResponse};
@@ -69,7 +70,7 @@ impl Internal for InternalService {
             }
             for env in batch.messages {
                 match raft::prelude::Message::parse_from_bytes(&env.message) {
-                    Ok(msg) => store.deliver_raft_message(env.range_id, msg),
+                    Ok(msg) => store.deliver_raft_message(env.range_id, msg, batch.from_node),
                     Err(e) => tracing::warn!(
                         from = batch.from_node,
                         "undecodable raft message dropped: {e}"
@@ -94,7 +95,7 @@ struct AdminService {
     ctx: Arc<NodeContext>,
 }
 
-fn status_of(ctx: &NodeContext) -> Result<NodeStatusResponse, Status> {
+async fn status_of(ctx: &NodeContext) -> Result<NodeStatusResponse, Status> {
     let ident = ctx
         .store
         .ident()
@@ -115,7 +116,28 @@ fn status_of(ctx: &NodeContext) -> Result<NodeStatusResponse, Status> {
             }
         })
         .collect();
+    let me = ctx.store.node_id();
+    let mut liveness = Vec::new();
+    if me != 0 {
+        let decommissioning = ctx.db.decommissioning_nodes().await.unwrap_or_default();
+        // Replica counts from meta2 (authoritative); leaders as reported.
+        let metas = ctx.db.meta_ranges(&[], &[]).await.unwrap_or_default();
+        for n in ctx.store.nodes().all() {
+            let mut l = ctx
+                .liveness
+                .describe(&n, me, decommissioning.contains(&n.node_id));
+            l.replicas = metas
+                .iter()
+                .filter(|d| d.replicas.iter().any(|r| r.node_id == n.node_id))
+                .count() as u64;
+            if n.node_id == me {
+                l.leaders = ctx.store.replica_counts().1;
+            }
+            liveness.push(l);
+        }
+    }
     Ok(NodeStatusResponse {
+        liveness,
         initialized: ctx.store.is_bootstrapped(),
         cluster_id: ident.cluster_id,
         node_id: ident.node_id,
@@ -211,13 +233,14 @@ impl Admin for AdminService {
             end_key: vec![],
             replicas: nodes
                 .iter()
+                .take(ctx.config.replicas.max(1))
                 .map(|n| ReplicaDescriptor {
                     node_id: n.node_id,
                     replica_id: n.node_id,
                     learner: false,
                 })
                 .collect(),
-            next_replica_id: nodes.len() as u64 + 1,
+            next_replica_id: nodes.len().min(ctx.config.replicas.max(1)) as u64 + 1,
             generation: 1,
         };
         // This node first: once it is bootstrapped, a second init fails.
@@ -274,7 +297,134 @@ impl Admin for AdminService {
         &self,
         _request: Request<NodeStatusRequest>,
     ) -> Result<Response<NodeStatusResponse>, Status> {
-        Ok(Response::new(status_of(&self.ctx)?))
+        Ok(Response::new(status_of(&self.ctx).await?))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        if let Some(now) = req.now {
+            self.ctx
+                .store
+                .clock()
+                .update(now.into())
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        }
+        Ok(Response::new(crate::liveness::handle_heartbeat(
+            &self.ctx, req,
+        )))
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let ctx = &self.ctx;
+        let ident = ctx
+            .store
+            .ident()
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::failed_precondition("this node is not part of a cluster yet"))?;
+        let node = request
+            .into_inner()
+            .node
+            .ok_or_else(|| Status::invalid_argument("join without a node descriptor"))?;
+        // Idempotent by address: a node that asks again (or an initial
+        // member that joins instead of being bootstrapped) keeps its id.
+        let known = ctx.store.nodes().all();
+        let node_id = match known.iter().find(|n| n.address == node.address) {
+            Some(n) => n.node_id,
+            None => {
+                let first = known.iter().map(|n| n.node_id).max().unwrap_or(0) + 1;
+                ctx.db
+                    .next_sequence("node-id", first)
+                    .await
+                    .map_err(|e| Status::unavailable(e.to_string()))?
+            }
+        };
+        let desc = NodeDescriptor { node_id, ..node };
+        ctx.store
+            .upsert_node(desc.clone())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(node_id, address = %desc.address, "node joined");
+        Ok(Response::new(JoinResponse {
+            cluster_id: ident.cluster_id,
+            node_id,
+            nodes: ctx.store.nodes().all(),
+        }))
+    }
+
+    async fn decommission(
+        &self,
+        request: Request<DecommissionRequest>,
+    ) -> Result<Response<DecommissionResponse>, Status> {
+        let req = request.into_inner();
+        if self.ctx.store.nodes().get(req.node_id).is_none() {
+            return Err(Status::not_found(format!("no node {}", req.node_id)));
+        }
+        self.ctx
+            .db
+            .set_decommissioning(req.node_id, !req.recommission)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(DecommissionResponse {}))
+    }
+}
+
+/// A node started with an empty store and `--join` waits: either `concord
+/// init` bootstraps it, or, if a node it can reach already belongs to a
+/// cluster, it joins that cluster.
+pub async fn join_when_cluster_exists(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
+    if ctx.store.is_bootstrapped() || ctx.config.join.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let me = ctx.config.advertised();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if ctx.store.is_bootstrapped() {
+            return;
+        }
+        // Give a concurrent `concord init` time to bootstrap this node.
+        if started.elapsed() < Duration::from_secs(3) {
+            continue;
+        }
+        for addr in &ctx.config.join {
+            if addr == &me || addr == &ctx.config.listen_addr {
+                continue;
+            }
+            let Ok(mut client) = admin_client(addr, Duration::from_secs(2)).await else {
+                continue;
+            };
+            let Ok(status) = client.node_status(NodeStatusRequest {}).await else {
+                continue;
+            };
+            if !status.into_inner().initialized {
+                continue;
+            }
+            let mut desc = ctx.descriptor();
+            desc.node_id = 0;
+            match client.join(JoinRequest { node: Some(desc) }).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    let ident = StoreIdent {
+                        cluster_id: resp.cluster_id,
+                        node_id: resp.node_id,
+                    };
+                    match ctx.store.join(ident, resp.nodes) {
+                        Ok(()) => {
+                            ctx.transport.set_node_id(resp.node_id);
+                            tracing::info!(node_id = resp.node_id, via = %addr, "joined the cluster");
+                        }
+                        Err(e) => tracing::warn!("joining failed: {e}"),
+                    }
+                    return;
+                }
+                Err(e) => tracing::info!(via = %addr, "join refused for now: {}", e.message()),
+            }
+        }
     }
 }
 

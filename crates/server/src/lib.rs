@@ -30,7 +30,9 @@
 
 pub mod grpc;
 pub mod http;
+pub mod liveness;
 pub mod pg;
+pub mod queues;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,6 +65,43 @@ pub struct NodeConfig {
     pub max_offset: Duration,
     /// Raft and store tunables.
     pub store_config: StoreConfig,
+    /// Replicas per range.
+    pub replicas: usize,
+    /// A node silent this long is dead: its replicas are replaced.
+    pub dead_after: Duration,
+    /// Ranges larger than this are split.
+    pub range_max_bytes: u64,
+    /// Time between liveness heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Time between rounds of the replicate, split and GC queues.
+    pub queue_interval: Duration,
+}
+
+impl NodeConfig {
+    /// A configuration with the defaults of `concord start`.
+    pub fn new(
+        store: PathBuf,
+        listen_addr: &str,
+        sql_addr: &str,
+        http_addr: &str,
+        join: Vec<String>,
+    ) -> Self {
+        NodeConfig {
+            store,
+            listen_addr: listen_addr.to_string(),
+            advertise_addr: None,
+            sql_addr: sql_addr.to_string(),
+            http_addr: http_addr.to_string(),
+            join,
+            max_offset: Duration::from_millis(500),
+            store_config: StoreConfig::default(),
+            replicas: 3,
+            dead_after: Duration::from_secs(60),
+            range_max_bytes: 64 << 20,
+            heartbeat_interval: Duration::from_secs(1),
+            queue_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 impl NodeConfig {
@@ -104,6 +143,20 @@ pub struct NodeContext {
     pub grpc_addr: SocketAddr,
     pub sql_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// This node's view of the other nodes.
+    pub liveness: liveness::Liveness,
+}
+
+impl NodeContext {
+    /// How other nodes reach this one.
+    pub fn descriptor(&self) -> concord_proto::meta::NodeDescriptor {
+        concord_proto::meta::NodeDescriptor {
+            node_id: self.store.node_id(),
+            address: self.config.advertised(),
+            sql_address: self.sql_addr.to_string(),
+            http_address: self.http_addr.to_string(),
+        }
+    }
 }
 
 /// A running node.
@@ -162,6 +215,7 @@ impl Node {
             grpc_addr: local(&grpc_listener, &config.listen_addr)?,
             sql_addr: local(&sql_listener, &config.sql_addr)?,
             http_addr: local(&http_listener, &config.http_addr)?,
+            liveness: liveness::Liveness::new(config.dead_after),
             config,
             store,
             db,
@@ -171,7 +225,10 @@ impl Node {
         let tasks = vec![
             tokio::spawn(grpc::serve(ctx.clone(), grpc_listener, rx.clone())),
             tokio::spawn(pg::serve(ctx.clone(), sql_listener, rx.clone())),
-            tokio::spawn(http::serve(ctx.clone(), http_listener, rx)),
+            tokio::spawn(http::serve(ctx.clone(), http_listener, rx.clone())),
+            tokio::spawn(liveness::run(ctx.clone(), rx.clone())),
+            tokio::spawn(queues::run(ctx.clone(), rx.clone())),
+            tokio::spawn(grpc::join_when_cluster_exists(ctx.clone(), rx)),
         ];
         tracing::info!(
             node_id = ctx.store.node_id(),

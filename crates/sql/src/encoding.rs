@@ -39,9 +39,9 @@ pub fn index_prefix(table_id: u32, index_id: u32) -> Vec<u8> {
 }
 
 /// A key for humans: `/Min`, `/Meta2/…`, `/System/…`, or
-/// `/Table/<id>/<index>/<key values>` (values decoded when `table` is the
-/// key's table).
-pub fn pretty_key(key: &[u8], table: Option<&crate::catalog::Table>) -> String {
+/// `/Table/<id>/<index>/<key values>` (values decoded when the key's table
+/// is among `tables`).
+pub fn pretty_key(key: &[u8], tables: &[crate::catalog::Table]) -> String {
     if key.is_empty() {
         return "/Min".into();
     }
@@ -61,7 +61,7 @@ pub fn pretty_key(key: &[u8], table: Option<&crate::catalog::Table>) -> String {
         if rest.is_empty() {
             return format!("/Table/{id}/{index}");
         }
-        if let Some(t) = table.filter(|t| t.id == id) {
+        if let Some(t) = tables.iter().find(|t| t.id == id) {
             let types: Vec<DataType> = t.pk.iter().map(|&i| t.columns[i].ty.clone()).collect();
             for n in (1..=types.len()).rev() {
                 if let Ok(vals) = decode_key_values(rest, &types[..n]) {

@@ -74,6 +74,9 @@ pub enum Error {
     /// Unknown configuration parameter and the like (42704).
     #[error("unrecognized configuration parameter \"{0}\"")]
     UndefinedObject(String),
+    /// The object is busy (55006).
+    #[error("object in use: {0}")]
+    ObjectInUse(String),
     /// Not supported (0A000).
     #[error("unimplemented: {0}")]
     FeatureNotSupported(String),
@@ -131,6 +134,7 @@ impl Error {
             Error::InvalidParameterValue(_) => "22023",
             Error::UndefinedObject(_) => "42704",
             Error::FeatureNotSupported(_) => "0A000",
+            Error::ObjectInUse(_) => "55006",
             Error::InFailedTransaction => "25P02",
             Error::ActiveTransaction(_) => "25001",
             Error::SerializationFailure(_) => "40001",
@@ -172,6 +176,7 @@ impl From<concord_kv::Error> for Error {
             K::ClockOffset(m) => Error::Unavailable(format!("clock offset: {m}")),
             K::TxnFinished(s) => Error::Internal(format!("transaction already {s}")),
             K::Unimplemented(m) => Error::FeatureNotSupported(m),
+            K::RangeBusy(m) => Error::ObjectInUse(m),
             K::NotInitialized => Error::NotInitialized,
             K::Internal(m) => Error::Internal(m),
         }

@@ -202,7 +202,7 @@ impl Session {
             let key = t.key_from_pk_values(&pk)?;
             let (_, right) = self.db.admin_split(&key).await?;
             out.push(vec![
-                Value::Text(crate::encoding::pretty_key(&key, Some(&t))),
+                Value::Text(crate::encoding::pretty_key(&key, std::slice::from_ref(&t))),
                 Value::Int(right.range_id as i64),
             ]);
         }
@@ -220,16 +220,16 @@ impl Session {
 
     /// `SHOW RANGES [FROM TABLE t]`.
     async fn show_ranges(&mut self, table: Option<&ObjectName>) -> Result<StatementResult> {
-        let (start, end, t) = match table {
+        let mut txn = self.db.begin();
+        let (start, end, tables) = match table {
             Some(n) => {
-                let mut txn = self.db.begin();
                 let t = catalog::must_get_table(&mut txn, &planner::table_name(n)?).await?;
-                txn.rollback();
                 let (s, e) = t.span();
-                (s, e, Some(t))
+                (s, e, vec![t])
             }
-            None => (vec![], vec![], None),
+            None => (vec![], vec![], catalog::list_tables(&mut txn).await?),
         };
+        txn.rollback();
         let infos = self.db.ranges(&start, &end).await?;
         let int = |name: &str| OutputColumn {
             name: name.into(),
@@ -246,11 +246,11 @@ impl Session {
                     .collect();
                 vec![
                     Value::Int(d.range_id as i64),
-                    Value::Text(crate::encoding::pretty_key(&d.start_key, t.as_ref())),
+                    Value::Text(crate::encoding::pretty_key(&d.start_key, &tables)),
                     Value::Text(if d.end_key.is_empty() {
                         "/Max".into()
                     } else {
-                        crate::encoding::pretty_key(&d.end_key, t.as_ref())
+                        crate::encoding::pretty_key(&d.end_key, &tables)
                     }),
                     Value::Text(format!("{{{}}}", nodes.join(","))),
                     if i.leader_node_id == 0 {

@@ -1,0 +1,180 @@
+//! Node liveness: every node heartbeats every other node it knows, once per
+//! heartbeat interval, over gRPC (`Admin.Heartbeat`).
+//!
+//! A heartbeat carries the sender's descriptor (so a node that joined becomes
+//! known everywhere within a round), its replica and leader counts (the load
+//! that rebalancing evens out) and its clock reading. Each node keeps its own
+//! view: a node is *live* if a heartbeat to or from it succeeded within
+//! `--dead-after`. The view is local and approximate, which is all the
+//! replicate queue needs: it acts only on ranges this node leads, and a
+//! wrong guess costs an extra replica move, never data.
+//!
+//! Clock offsets are measured NTP-style on every heartbeat (see
+//! `concord_hlc::measure_offset`) and reported on `/metrics` and in
+//! `concord node status`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use concord_proto::admin::{HeartbeatRequest, HeartbeatResponse, NodeLiveness};
+use concord_proto::meta::NodeDescriptor;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::NodeContext;
+
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    at: Option<Instant>,
+    replicas: u64,
+    leaders: u64,
+    offset_nanos: i64,
+}
+
+/// This node's view of the cluster's nodes.
+pub struct Liveness {
+    dead_after: Duration,
+    seen: Mutex<HashMap<u64, Seen>>,
+    started: Instant,
+}
+
+impl Liveness {
+    /// A view where nodes count as dead after `dead_after` of silence.
+    pub fn new(dead_after: Duration) -> Self {
+        Liveness {
+            dead_after,
+            seen: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+        }
+    }
+
+    /// Records a successful exchange with a node.
+    pub fn record(&self, node_id: u64, replicas: u64, leaders: u64, offset_nanos: Option<i64>) {
+        let mut seen = self.seen.lock();
+        let e = seen.entry(node_id).or_default();
+        e.at = Some(Instant::now());
+        e.replicas = replicas;
+        e.leaders = leaders;
+        if let Some(o) = offset_nanos {
+            e.offset_nanos = o;
+        }
+    }
+
+    /// Whether a node is live in this view. A node never heard from counts
+    /// as live until `dead_after` has passed since this node started, so a
+    /// restarted node does not declare everyone dead at once.
+    pub fn is_live(&self, node_id: u64, me: u64) -> bool {
+        if node_id == me {
+            return true;
+        }
+        match self.seen.lock().get(&node_id).and_then(|s| s.at) {
+            Some(at) => at.elapsed() < self.dead_after,
+            None => self.started.elapsed() < self.dead_after,
+        }
+    }
+
+    /// The last reported (replicas, leaders) of a node.
+    pub fn load(&self, node_id: u64) -> (u64, u64) {
+        self.seen
+            .lock()
+            .get(&node_id)
+            .map(|s| (s.replicas, s.leaders))
+            .unwrap_or((0, 0))
+    }
+
+    /// The view of one node, for status and metrics.
+    pub fn describe(&self, node: &NodeDescriptor, me: u64, decommissioning: bool) -> NodeLiveness {
+        let s = self
+            .seen
+            .lock()
+            .get(&node.node_id)
+            .cloned()
+            .unwrap_or_default();
+        NodeLiveness {
+            node_id: node.node_id,
+            address: node.address.clone(),
+            live: self.is_live(node.node_id, me),
+            decommissioning,
+            replicas: s.replicas,
+            leaders: s.leaders,
+            last_seen_ms: if node.node_id == me {
+                0
+            } else {
+                s.at.map(|a| a.elapsed().as_millis() as u64)
+                    .unwrap_or(u64::MAX)
+            },
+            clock_offset_nanos: s.offset_nanos,
+        }
+    }
+}
+
+/// Answers a heartbeat: records the sender, returns our own state.
+pub fn handle_heartbeat(ctx: &NodeContext, req: HeartbeatRequest) -> HeartbeatResponse {
+    if let Some(from) = req.from {
+        let _ = ctx.store.upsert_node(from.clone());
+        ctx.liveness
+            .record(from.node_id, req.replicas, req.leaders, None);
+    }
+    let (replicas, leaders) = ctx.store.replica_counts();
+    ctx.liveness
+        .record(ctx.store.node_id(), replicas, leaders, Some(0));
+    HeartbeatResponse {
+        node: Some(ctx.descriptor()),
+        now: Some(ctx.store.clock().now().into()),
+        replicas,
+        leaders,
+    }
+}
+
+/// Heartbeats every known node until shutdown.
+pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
+    let interval = ctx.config.heartbeat_interval;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let me = ctx.store.node_id();
+        if me == 0 {
+            continue;
+        }
+        let (replicas, leaders) = ctx.store.replica_counts();
+        ctx.liveness.record(me, replicas, leaders, Some(0));
+        for node in ctx.store.nodes().all() {
+            if node.node_id == me {
+                continue;
+            }
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let clock = ctx.store.clock().clone();
+                let send = clock.physical_now();
+                let req = HeartbeatRequest {
+                    from: Some(ctx.descriptor()),
+                    now: Some(clock.now().into()),
+                    replicas,
+                    leaders,
+                };
+                let timeout = ctx
+                    .config
+                    .heartbeat_interval
+                    .max(Duration::from_millis(500));
+                let Ok(mut client) = crate::grpc::admin_client(&node.address, timeout).await else {
+                    return;
+                };
+                if let Ok(Ok(resp)) = tokio::time::timeout(timeout, client.heartbeat(req)).await {
+                    let resp = resp.into_inner();
+                    let recv = clock.physical_now();
+                    let remote = concord_proto::ts(resp.now);
+                    let _ = clock.update(remote);
+                    let offset = concord_hlc::measure_offset(send, remote.wall, recv);
+                    if let Some(n) = resp.node {
+                        let _ = ctx.store.upsert_node(n);
+                    }
+                    ctx.liveness
+                        .record(node.node_id, resp.replicas, resp.leaders, Some(offset));
+                }
+            });
+        }
+    }
+}

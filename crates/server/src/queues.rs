@@ -1,0 +1,521 @@
+//! Background queues that keep ranges healthy, run by every node for the
+//! ranges it leads:
+//!
+//! - the **replicate queue** keeps each range at its replication factor on
+//!   live nodes: it replaces replicas on dead (silent for `--dead-after`) and
+//!   decommissioning nodes, moves replicas from the most to the least loaded
+//!   nodes, and hands leadership to nodes that lead less than their share;
+//! - the **split queue** splits ranges that grew past `--range-max-bytes` at
+//!   their middle key;
+//! - the **replica GC queue** removes local replicas that meta2 says no
+//!   longer belong to this node (they were removed while it was down).
+//!
+//! A membership change is always one step at a time, through Raft
+//! configuration changes (raft-rs `ConfChangeV2`):
+//!
+//! ```text
+//! add:     AddLearnerNode(new id) ─ snapshot + log catch-up ─► AddNode (promote)
+//! remove:  (transfer leadership away first if the leader is the one leaving)
+//!          RemoveNode(id)
+//! ```
+//!
+//! A learner receives the log but does not vote, so adding a replica never
+//! weakens the quorum while the new replica catches up. After each change the
+//! new descriptor is recorded in meta2.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use concord_proto::meta::{RangeDescriptor, ReplicaDescriptor};
+use concord_replication::ReplicaHandle;
+use concord_storage::{keys, Cf};
+use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+use tokio::sync::watch;
+
+use crate::NodeContext;
+
+/// One change the replicate queue decided on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    AddLearner(u64),
+    Promote(u64),
+    Remove(u64),
+    TransferLeader(u64),
+}
+
+/// What the replicate queue knows when it looks at one range.
+pub struct RangeView<'a> {
+    pub desc: &'a RangeDescriptor,
+    pub me: u64,
+    /// Raft progress: (replica id, matched index).
+    pub matched: &'a [(u64, u64)],
+    pub commit_index: u64,
+    /// Every known node.
+    pub nodes: &'a [u64],
+    pub live: &'a (dyn Fn(u64) -> bool + Sync),
+    pub decommissioning: &'a HashSet<u64>,
+    /// (replicas, leaders) per node.
+    pub load: &'a (dyn Fn(u64) -> (u64, u64) + Sync),
+    pub target_replicas: usize,
+    /// May this decision move a healthy replica or leader (rebalancing)?
+    pub may_rebalance: bool,
+}
+
+impl RangeView<'_> {
+    fn healthy(&self, node: u64) -> bool {
+        (self.live)(node) && !self.decommissioning.contains(&node)
+    }
+
+    fn caught_up(&self, replica_id: u64) -> bool {
+        self.matched
+            .iter()
+            .any(|(id, m)| *id == replica_id && *m >= self.commit_index)
+    }
+}
+
+/// Decides the next membership change of a range, if any.
+pub fn plan(v: &RangeView) -> Option<Action> {
+    let d = v.desc;
+    // 1. A learner in flight: promote it once caught up, drop it if its node
+    //    went bad.
+    if let Some(l) = d.replicas.iter().find(|r| r.learner) {
+        if !v.healthy(l.node_id) {
+            return Some(Action::Remove(l.replica_id));
+        }
+        if v.caught_up(l.replica_id) {
+            return Some(Action::Promote(l.replica_id));
+        }
+        return None;
+    }
+    let voters: Vec<&ReplicaDescriptor> = d.replicas.iter().collect();
+    let healthy_nodes: Vec<u64> = v.nodes.iter().copied().filter(|n| v.healthy(*n)).collect();
+    // Dead nodes still count toward the target: a range keeps its dead
+    // replica (which may come back) until a replacement exists. Only
+    // decommissioning nodes shrink what is achievable.
+    let eligible = v
+        .nodes
+        .iter()
+        .filter(|n| !v.decommissioning.contains(n))
+        .count();
+    let target = v.target_replicas.min(eligible).max(1);
+    let healthy_voters = voters.iter().filter(|r| v.healthy(r.node_id)).count();
+    let candidate = || {
+        healthy_nodes
+            .iter()
+            .copied()
+            .filter(|n| !d.replicas.iter().any(|r| r.node_id == *n))
+            .min_by_key(|n| ((v.load)(*n).0, *n))
+    };
+    // 2. Under-replicated on healthy nodes: add a replica.
+    if healthy_voters < target {
+        if let Some(c) = candidate() {
+            return Some(Action::AddLearner(c));
+        }
+    }
+    // 3. A replica to remove: on a dead or decommissioning node (once a
+    //    replacement is in), or one too many.
+    let bad = voters.iter().find(|r| !(v.live)(r.node_id)).or_else(|| {
+        voters
+            .iter()
+            .find(|r| v.decommissioning.contains(&r.node_id))
+    });
+    let victim = match bad {
+        Some(b) if healthy_voters >= target => Some(**b),
+        _ if voters.len() > target => voters
+            .iter()
+            .filter(|r| v.healthy(r.node_id))
+            .max_by_key(|r| ((v.load)(r.node_id).0, r.node_id != v.me, r.node_id))
+            .map(|r| **r),
+        _ => None,
+    };
+    if let Some(victim) = victim {
+        if victim.node_id == v.me {
+            // The leader cannot remove itself: hand leadership over first.
+            return voters
+                .iter()
+                .filter(|r| r.node_id != v.me && v.healthy(r.node_id) && v.caught_up(r.replica_id))
+                .min_by_key(|r| ((v.load)(r.node_id).1, r.node_id))
+                .map(|r| Action::TransferLeader(r.replica_id));
+        }
+        return Some(Action::Remove(victim.replica_id));
+    }
+    // 4. The leader itself is leaving (decommissioning): move leadership.
+    if v.decommissioning.contains(&v.me) {
+        return voters
+            .iter()
+            .filter(|r| r.node_id != v.me && v.healthy(r.node_id) && v.caught_up(r.replica_id))
+            .min_by_key(|r| ((v.load)(r.node_id).1, r.node_id))
+            .map(|r| Action::TransferLeader(r.replica_id));
+    }
+    if !v.may_rebalance || healthy_nodes.is_empty() {
+        return None;
+    }
+    // 5. Rebalance replicas: from the most loaded member node to the least
+    //    loaded non-member, when both are clearly off the mean.
+    let n = healthy_nodes.len() as f64;
+    let mean_replicas = healthy_nodes.iter().map(|x| (v.load)(*x).0).sum::<u64>() as f64 / n;
+    if let Some(c) = candidate() {
+        let most = voters
+            .iter()
+            .map(|r| (v.load)(r.node_id).0)
+            .max()
+            .unwrap_or(0);
+        let least = (v.load)(c).0;
+        if most as f64 > mean_replicas * 1.1
+            && (least as f64) < mean_replicas * 0.9
+            && most >= least + 2
+        {
+            return Some(Action::AddLearner(c));
+        }
+    }
+    // 6. Rebalance leaders: if this node leads clearly more than its share.
+    let mean_leaders = healthy_nodes.iter().map(|x| (v.load)(*x).1).sum::<u64>() as f64 / n;
+    let mine = (v.load)(v.me).1 as f64;
+    if mine > mean_leaders * 1.15 && mine >= mean_leaders + 1.0 {
+        return voters
+            .iter()
+            .filter(|r| {
+                r.node_id != v.me
+                    && v.healthy(r.node_id)
+                    && v.caught_up(r.replica_id)
+                    && ((v.load)(r.node_id).1 as f64) < mean_leaders
+            })
+            .min_by_key(|r| ((v.load)(r.node_id).1, r.node_id))
+            .map(|r| Action::TransferLeader(r.replica_id));
+    }
+    None
+}
+
+fn single(change_type: ConfChangeType, id: u64) -> ConfChangeV2 {
+    let mut s = ConfChangeSingle::default();
+    s.set_change_type(change_type);
+    s.node_id = id;
+    let mut cc = ConfChangeV2::default();
+    cc.set_changes(vec![s].into());
+    cc
+}
+
+/// Carries out a membership change and records the new descriptor in meta2.
+async fn execute(ctx: &NodeContext, r: &ReplicaHandle, action: Action) -> Result<(), String> {
+    let mut desc = r.desc.read().clone();
+    desc.generation += 1;
+    let cc = match &action {
+        Action::TransferLeader(id) => {
+            tracing::info!(range_id = r.range_id, to = id, "transferring leadership");
+            return ctx
+                .store
+                .transfer_leader(r.range_id, *id)
+                .map_err(|e| e.to_string());
+        }
+        Action::AddLearner(node) => {
+            let id = desc.next_replica_id;
+            desc.next_replica_id += 1;
+            desc.replicas.push(ReplicaDescriptor {
+                node_id: *node,
+                replica_id: id,
+                learner: true,
+            });
+            single(ConfChangeType::AddLearnerNode, id)
+        }
+        Action::Promote(id) => {
+            for rep in desc.replicas.iter_mut().filter(|x| x.replica_id == *id) {
+                rep.learner = false;
+            }
+            single(ConfChangeType::AddNode, *id)
+        }
+        Action::Remove(id) => {
+            desc.replicas.retain(|x| x.replica_id != *id);
+            single(ConfChangeType::RemoveNode, *id)
+        }
+    };
+    tracing::info!(range_id = r.range_id, ?action, "changing replicas");
+    ctx.store
+        .change_replicas(r.range_id, cc, desc)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Record what applied (the range may have split meanwhile).
+    let applied = r.desc.read().clone();
+    ctx.db
+        .update_meta(&[applied])
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The user key at which a range holds half its bytes (a row boundary).
+fn middle_key(ctx: &NodeContext, desc: &RangeDescriptor, half: u64) -> Option<Vec<u8>> {
+    let engine = ctx.store.engine();
+    let lower = keys::escape(&desc.start_key);
+    let upper = (!desc.end_key.is_empty()).then(|| keys::escape(&desc.end_key));
+    let mut it = engine.iter(Cf::Data, &lower, upper.as_deref());
+    let mut seen = 0u64;
+    while it.valid().ok()? {
+        seen += (it.key().len() + it.value().len()) as u64;
+        if seen >= half {
+            let (key, _) = keys::decode_mvcc_key(it.key()).ok()?;
+            if key.as_slice() > desc.start_key.as_slice() && key.as_slice() >= keys::MIN_SPLIT_KEY {
+                return Some(key);
+            }
+        }
+        it.next();
+    }
+    None
+}
+
+/// Runs the queues until shutdown.
+pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
+    let mut round = 0u64;
+    let mut decommissioning: HashSet<u64> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ctx.config.queue_interval) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let me = ctx.store.node_id();
+        if me == 0 {
+            continue;
+        }
+        if round.is_multiple_of(3) {
+            if let Ok(d) = ctx.db.decommissioning_nodes().await {
+                decommissioning = d.into_iter().collect();
+            }
+        }
+        round += 1;
+        let nodes: Vec<u64> = ctx.store.nodes().all().iter().map(|n| n.node_id).collect();
+        let live = |n: u64| ctx.liveness.is_live(n, me);
+        let load = |n: u64| {
+            if n == me {
+                ctx.store.replica_counts()
+            } else {
+                ctx.liveness.load(n)
+            }
+        };
+        // Repairs for every range; at most one rebalancing move per round, so
+        // that decisions made on slightly stale load figures cannot pile up.
+        let mut may_rebalance = true;
+        for r in ctx.store.replicas() {
+            let st = r.status.lock().clone();
+            if !st.leader_ready {
+                continue;
+            }
+            let desc = r.desc.read().clone();
+            let matched: Vec<(u64, u64)> = st
+                .progress
+                .iter()
+                .map(|p| (p.replica_id, p.matched))
+                .collect();
+            let view = RangeView {
+                desc: &desc,
+                me,
+                matched: &matched,
+                commit_index: st.commit_index,
+                nodes: &nodes,
+                live: &live,
+                decommissioning: &decommissioning,
+                load: &load,
+                target_replicas: ctx.config.replicas,
+                may_rebalance,
+            };
+            if let Some(action) = plan(&view) {
+                let rebalancing = matches!(action, Action::TransferLeader(_))
+                    || (matches!(action, Action::AddLearner(_))
+                        && desc
+                            .replicas
+                            .iter()
+                            .filter(|x| view.healthy(x.node_id))
+                            .count()
+                            >= ctx.config.replicas.min(nodes.len()));
+                if rebalancing {
+                    may_rebalance = false;
+                }
+                if let Err(e) = execute(&ctx, &r, action).await {
+                    tracing::info!(range_id = r.range_id, "replica change did not happen: {e}");
+                }
+            }
+            // Split queue.
+            if st.bytes > ctx.config.range_max_bytes {
+                if let Some(key) = middle_key(&ctx, &desc, st.bytes / 2) {
+                    match ctx.db.admin_split(&key).await {
+                        Ok(_) => tracing::info!(
+                            range_id = r.range_id,
+                            bytes = st.bytes,
+                            "split a range that grew too large"
+                        ),
+                        Err(e) => {
+                            tracing::info!(range_id = r.range_id, "size-based split failed: {e}")
+                        }
+                    }
+                }
+            }
+        }
+        if round.is_multiple_of(5) {
+            gc_replicas(&ctx, me).await;
+        }
+    }
+}
+
+/// Removes local replicas that meta2 no longer lists on this node.
+async fn gc_replicas(ctx: &NodeContext, me: u64) {
+    for r in ctx.store.replicas() {
+        let st = r.status.lock().clone();
+        if st.role == "leader" || !st.initialized {
+            continue;
+        }
+        let desc = r.desc.read().clone();
+        let mut end = desc.start_key.clone();
+        end.push(0);
+        let Ok(metas) = ctx.db.meta_ranges(&desc.start_key, &end).await else {
+            continue;
+        };
+        let Some(current) = metas.into_iter().find(|d| d.range_id == desc.range_id) else {
+            continue;
+        };
+        let member = current
+            .replicas
+            .iter()
+            .any(|x| x.node_id == me && x.replica_id == r.replica_id);
+        if !member && current.generation > desc.generation {
+            tracing::info!(
+                range_id = r.range_id,
+                "removing a replica that no longer belongs to this node"
+            );
+            if let Err(e) = ctx.store.destroy_replica(r.range_id).await {
+                tracing::warn!(range_id = r.range_id, "replica GC failed: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(nodes: &[(u64, bool)]) -> RangeDescriptor {
+        RangeDescriptor {
+            range_id: 5,
+            replicas: nodes
+                .iter()
+                .enumerate()
+                .map(|(i, (n, learner))| ReplicaDescriptor {
+                    node_id: *n,
+                    replica_id: i as u64 + 1,
+                    learner: *learner,
+                })
+                .collect(),
+            next_replica_id: nodes.len() as u64 + 1,
+            ..Default::default()
+        }
+    }
+
+    fn decide(
+        d: &RangeDescriptor,
+        dead: &[u64],
+        decom: &[u64],
+        loads: &[(u64, u64, u64)],
+        rebalance: bool,
+    ) -> Option<Action> {
+        let nodes: Vec<u64> = loads.iter().map(|l| l.0).collect();
+        let live = |n: u64| !dead.contains(&n);
+        let load = |n: u64| {
+            loads
+                .iter()
+                .find(|l| l.0 == n)
+                .map(|l| (l.1, l.2))
+                .unwrap_or((0, 0))
+        };
+        let decommissioning: HashSet<u64> = decom.iter().copied().collect();
+        let matched: Vec<(u64, u64)> = d.replicas.iter().map(|r| (r.replica_id, 100)).collect();
+        plan(&RangeView {
+            desc: d,
+            me: 1,
+            matched: &matched,
+            commit_index: 100,
+            nodes: &nodes,
+            live: &live,
+            decommissioning: &decommissioning,
+            load: &load,
+            target_replicas: 3,
+            may_rebalance: rebalance,
+        })
+    }
+
+    #[test]
+    fn replaces_a_dead_replica_then_removes_it() {
+        let five = [(1, 10, 3), (2, 10, 3), (3, 10, 3), (4, 5, 1), (5, 2, 0)];
+        let d = desc(&[(1, false), (2, false), (3, false)]);
+        assert_eq!(
+            decide(&d, &[3], &[], &five, false),
+            Some(Action::AddLearner(5)),
+            "least loaded live node"
+        );
+        let d = desc(&[(1, false), (2, false), (3, false), (5, true)]);
+        assert_eq!(
+            decide(&d, &[3], &[], &five, false),
+            Some(Action::Promote(4))
+        );
+        let d = desc(&[(1, false), (2, false), (3, false), (5, false)]);
+        assert_eq!(
+            decide(&d, &[3], &[], &five, false),
+            Some(Action::Remove(3)),
+            "the dead replica goes"
+        );
+    }
+
+    #[test]
+    fn keeps_a_dead_replica_when_there_is_no_replacement() {
+        let three = [(1, 10, 3), (2, 10, 3), (3, 10, 3)];
+        let d = desc(&[(1, false), (2, false), (3, false)]);
+        assert_eq!(decide(&d, &[3], &[], &three, true), None);
+    }
+
+    #[test]
+    fn drains_a_decommissioning_node_and_moves_leadership_off_it() {
+        let four = [(1, 10, 3), (2, 10, 3), (3, 10, 3), (4, 0, 0)];
+        let d = desc(&[(1, false), (2, false), (3, false)]);
+        assert_eq!(
+            decide(&d, &[], &[2], &four, false),
+            Some(Action::AddLearner(4))
+        );
+        let d = desc(&[(1, false), (2, false), (3, false), (4, false)]);
+        assert_eq!(decide(&d, &[], &[2], &four, false), Some(Action::Remove(2)));
+        // The leader (node 1) is the one leaving and no replacement is
+        // possible (node 2 is dead): leadership moves first.
+        let d = desc(&[(1, false), (3, false), (4, false)]);
+        assert_eq!(
+            decide(&d, &[2], &[1], &four, false),
+            Some(Action::TransferLeader(3))
+        );
+    }
+
+    #[test]
+    fn rebalances_onto_an_empty_node_only_when_allowed() {
+        let four = [(1, 30, 10), (2, 30, 10), (3, 30, 10), (4, 0, 0)];
+        let d = desc(&[(1, false), (2, false), (3, false)]);
+        assert_eq!(decide(&d, &[], &[], &four, false), None);
+        assert_eq!(
+            decide(&d, &[], &[], &four, true),
+            Some(Action::AddLearner(4))
+        );
+        // Four voters for a target of three: the most loaded (not the leader) goes.
+        let d = desc(&[(1, false), (2, false), (3, false), (4, false)]);
+        assert_eq!(
+            decide(
+                &d,
+                &[],
+                &[],
+                &[(1, 30, 10), (2, 31, 10), (3, 30, 10), (4, 1, 0)],
+                false
+            ),
+            Some(Action::Remove(2))
+        );
+    }
+
+    #[test]
+    fn sheds_leadership_when_leading_more_than_its_share() {
+        let loads = [(1, 10, 10), (2, 10, 1), (3, 10, 1)];
+        let d = desc(&[(1, false), (2, false), (3, false)]);
+        assert_eq!(
+            decide(&d, &[], &[], &loads, true),
+            Some(Action::TransferLeader(2))
+        );
+    }
+}
