@@ -300,7 +300,11 @@ async fn node_status(host: &str) -> Result<()> {
             if l.live { "yes" } else { "DEAD" },
             l.replicas,
             l.leaders,
-            if l.decommissioning { "decommissioning" } else { "active" }
+            if l.decommissioning {
+                "decommissioning"
+            } else {
+                "active"
+            }
         );
     }
     println!("ranges on this node:");

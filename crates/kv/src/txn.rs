@@ -32,7 +32,11 @@ use crate::sender::DistSender;
 use crate::{Error, Result};
 
 /// How many times a read moves its timestamp for uncertainty before giving up.
-const MAX_UNCERTAINTY_RESTARTS: usize = 16;
+/// The read timestamp only moves up and never past the fixed uncertainty
+/// limit, so this loop ends on its own; the bound is a safety net.
+const MAX_UNCERTAINTY_RESTARTS: usize = 10_000;
+/// How many times a commit refreshes its reads before giving up with 40001.
+const MAX_COMMIT_REFRESHES: usize = 16;
 /// Rows fetched per scan request.
 const SCAN_PAGE: u64 = 1024;
 
@@ -428,7 +432,7 @@ impl Txn {
         last: &[u8],
         writes: Vec<kv::Write>,
     ) -> Result<Timestamp> {
-        for _ in 0..MAX_UNCERTAINTY_RESTARTS {
+        for _ in 0..MAX_COMMIT_REFRESHES {
             let desc = self.sender.range_for_key(first).await?;
             let in_range = |k: &[u8]| {
                 k >= desc.start_key.as_slice()

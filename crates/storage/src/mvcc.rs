@@ -226,6 +226,7 @@ pub fn scan(
     let upper = end.map(escape);
     let mut it = engine.iter(Cf::Data, &lower, upper.as_deref());
     let mut result = ScanResult::default();
+    let mut uncertain: Option<(Vec<u8>, Timestamp)> = None;
     loop {
         let data_key = if it.valid()? {
             Some(decode_mvcc_key(it.key())?.0)
@@ -265,13 +266,14 @@ pub fn scan(
             if !decided && it.valid()? && on_key(it.key()) {
                 let (_, ts) = decode_mvcc_key(it.key())?;
                 if ts > opts.read_ts {
-                    return Err(MvccError::ReadWithinUncertainty {
-                        key,
-                        read_ts: opts.read_ts,
-                        value_ts: ts,
-                    });
+                    // Keep scanning: report the newest uncertain value, so
+                    // that one restart clears them all.
+                    if uncertain.as_ref().is_none_or(|(_, t)| ts > *t) {
+                        uncertain = Some((key.clone(), ts));
+                    }
+                } else {
+                    value = decode_value(it.value())?;
                 }
-                value = decode_value(it.value())?;
             }
             // Usually the next entry is already the next key.
             if it.valid()? && on_key(it.key()) {
@@ -284,6 +286,13 @@ pub fn scan(
         if let Some(v) = value {
             result.rows.push((key, v));
         }
+    }
+    if let Some((key, value_ts)) = uncertain {
+        return Err(MvccError::ReadWithinUncertainty {
+            key,
+            read_ts: opts.read_ts,
+            value_ts,
+        });
     }
     Ok(result)
 }

@@ -1,0 +1,395 @@
+//! Helpers for multi-process cluster tests: real `concord` processes on
+//! loopback ports, driven like an operator would (CLI, PostgreSQL client,
+//! HTTP metrics, `kill -9`).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_concord");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One node process.
+pub struct NodeProc {
+    pub id: usize,
+    pub grpc: String,
+    pub sql: String,
+    pub http: String,
+    pub store: PathBuf,
+    pub log: PathBuf,
+    pub join: String,
+    pub extra: Vec<String>,
+    pub child: Option<Child>,
+}
+
+impl NodeProc {
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["start", "--store"])
+            .arg(&self.store)
+            .args([
+                "--listen-addr",
+                &self.grpc,
+                "--sql-addr",
+                &self.sql,
+                "--http-addr",
+                &self.http,
+            ])
+            .args(["--join", &self.join, "--log", "info"])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn concord start");
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill -9");
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn sql_url(&self) -> String {
+        format!("postgres://root@{}/defaultdb", self.sql)
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<NodeProc>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn new(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16, u16)> = (0..n)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let join = ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{}", p.0))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (g, s, h))| NodeProc {
+                id: i + 1,
+                grpc: format!("127.0.0.1:{g}"),
+                sql: format!("127.0.0.1:{s}"),
+                http: format!("127.0.0.1:{h}"),
+                store: dir.path().join(format!("n{}", i + 1)),
+                log: dir.path().join(format!("n{}.log", i + 1)),
+                join: join.clone(),
+                extra: vec![],
+                child: None,
+            })
+            .collect();
+        Cluster { nodes, dir }
+    }
+
+    pub fn dump_logs(&self) {
+        for n in &self.nodes {
+            let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("---- node {} log (last lines) ----", n.id);
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+pub fn run_cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).args(args).output().expect("run concord");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// A gauge of range 1 from a node's /metrics.
+pub fn metric(node: &NodeProc, name: &str, field: Option<&str>) -> Option<i64> {
+    let text = http_get(&node.http, "/metrics")?;
+    let needle = match field {
+        Some(f) => format!("{name}{{field=\"{f}\",range_id=\"1\"}}"),
+        None => format!("{name}{{range_id=\"1\"}}"),
+    };
+    text.lines()
+        .find(|l| l.starts_with(&needle))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as i64)
+}
+
+pub fn leader_of(c: &Cluster, timeout: Duration) -> Option<usize> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        for (i, n) in c.nodes.iter().enumerate() {
+            if n.child.is_some() && metric(n, "concord_range_is_leader", None) == Some(1) {
+                return Some(i);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+pub async fn connect(url: &str) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio_postgres::connect(url, NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                return client;
+            }
+            Err(e) if Instant::now() > deadline => panic!("cannot connect to {url}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Runs a statement, retrying transient errors (unavailable, retry) until
+/// it succeeds or the deadline passes. Ambiguous results are returned.
+pub async fn exec_retry(c: &Client, sql: &str, timeout: Duration) -> Result<u64, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match c.simple_query(sql).await {
+            Ok(msgs) => {
+                return Ok(msgs
+                    .iter()
+                    .filter_map(|m| match m {
+                        SimpleQueryMessage::CommandComplete(n) => Some(*n),
+                        _ => None,
+                    })
+                    .sum())
+            }
+            Err(e) => {
+                let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+                if code == "40003" || Instant::now() > deadline {
+                    return Err(format!("{code}: {e}"));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+pub async fn count(c: &Client, sql: &str) -> Result<i64, tokio_postgres::Error> {
+    let msgs = c.simple_query(sql).await?;
+    for m in msgs {
+        if let SimpleQueryMessage::Row(r) = m {
+            return Ok(r.get(0).unwrap_or("0").parse().unwrap_or(-1));
+        }
+    }
+    Ok(-1)
+}
+
+pub async fn count_retry(c: &Client, sql: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match count(c, sql).await {
+            Ok(n) => return n,
+            Err(e) if Instant::now() > deadline => panic!(
+                "{sql}: {:?}",
+                e.as_db_error()
+                    .map(|d| (d.code().code().to_string(), d.message().to_string()))
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+pub fn insert_rows(from: usize, to: usize, tag: &str) -> String {
+    let values: Vec<String> = (from..to).map(|i| format!("({i}, '{tag}{i}')")).collect();
+    format!("INSERT INTO kv VALUES {}", values.join(", "))
+}
+
+pub fn wait_caught_up(c: &Cluster, node: usize, leader: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let target =
+        metric(&c.nodes[leader], "concord_range_raft", Some("commit_index")).unwrap_or(i64::MAX);
+    while Instant::now() < deadline {
+        if metric(&c.nodes[node], "concord_range_raft", Some("applied_index")).unwrap_or(0)
+            >= target
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+pub fn store_exists(p: &Path) -> bool {
+    p.join("CURRENT").exists()
+}
+
+/// The rows of a query, as text (NULL as "NULL").
+pub async fn query(c: &Client, sql: &str) -> Result<Vec<Vec<String>>, tokio_postgres::Error> {
+    let mut out = Vec::new();
+    for m in c.simple_query(sql).await? {
+        if let SimpleQueryMessage::Row(r) = m {
+            out.push(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// `query`, retried on errors for up to 30 s.
+pub async fn query_retry(c: &Client, sql: &str) -> Vec<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match query(c, sql).await {
+            Ok(rows) => return rows,
+            Err(e) if Instant::now() > deadline => panic!(
+                "{sql}: {:?}",
+                e.as_db_error()
+                    .map(|d| (d.code().code().to_string(), d.message().to_string()))
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// One row of SHOW RANGES.
+#[derive(Debug, Clone)]
+pub struct RangeRow {
+    pub range_id: u64,
+    /// Node ids of voters (learners excluded).
+    pub voters: Vec<u64>,
+    pub learners: usize,
+    pub leader: Option<u64>,
+}
+
+/// SHOW RANGES [FROM TABLE t], parsed.
+pub async fn show_ranges(c: &Client, table: Option<&str>) -> Vec<RangeRow> {
+    let sql = match table {
+        Some(t) => format!("SHOW RANGES FROM TABLE {t}"),
+        None => "SHOW RANGES".to_string(),
+    };
+    query_retry(c, &sql)
+        .await
+        .into_iter()
+        .map(|r| {
+            let reps: Vec<&str> = r[3]
+                .trim_matches(|c| c == '{' || c == '}')
+                .split(',')
+                .collect();
+            RangeRow {
+                range_id: r[0].parse().unwrap(),
+                voters: reps
+                    .iter()
+                    .filter(|x| !x.contains("learner"))
+                    .filter_map(|x| x.parse().ok())
+                    .collect(),
+                learners: reps.iter().filter(|x| x.contains("learner")).count(),
+                leader: r[4].parse().ok(),
+            }
+        })
+        .collect()
+}
+
+/// Polls `f` every 500 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Starts `n` nodes with extra flags, initializes the cluster from node 1.
+pub fn start_cluster(n: usize, extra: &[&str]) -> Cluster {
+    let mut c = Cluster::new(n);
+    for node in &mut c.nodes {
+        node.extra = extra.iter().map(|s| s.to_string()).collect();
+        node.start();
+    }
+    let (ok, out) = run_cli(&["init", "--host", &c.nodes[0].grpc]);
+    if !ok {
+        c.dump_logs();
+    }
+    assert!(ok, "concord init: {out}");
+    c
+}
+
+/// Adds a node that joins the running cluster through node 1.
+pub fn add_node(c: &mut Cluster, extra: &[&str]) -> usize {
+    let (g, s, h) = (free_port(), free_port(), free_port());
+    let id = c.nodes.len() + 1;
+    let mut node = NodeProc {
+        id,
+        grpc: format!("127.0.0.1:{g}"),
+        sql: format!("127.0.0.1:{s}"),
+        http: format!("127.0.0.1:{h}"),
+        store: c.dir.path().join(format!("n{id}")),
+        log: c.dir.path().join(format!("n{id}.log")),
+        join: format!("{},127.0.0.1:{g}", c.nodes[0].grpc),
+        extra: extra.iter().map(|s| s.to_string()).collect(),
+        child: None,
+    };
+    node.start();
+    c.nodes.push(node);
+    id - 1
+}
+
+pub fn split_values(from: i64, to: i64, step: i64) -> String {
+    (from..to)
+        .step_by(step as usize)
+        .map(|k| format!("({k})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
