@@ -128,6 +128,10 @@ struct StartArgs {
         env = "CONCORD_RAFT_LOG_TRUNCATION_THRESHOLD"
     )]
     raft_log_truncation_threshold: u64,
+    /// Testing only: skews this node's clock by this much (e.g. 2s or -2s),
+    /// to check that skew beyond --max-offset stops the node.
+    #[arg(long, hide = true, default_value = "0s", value_parser = parse_signed_duration)]
+    debug_clock_offset: i64,
     /// Log filter (tracing syntax), e.g. info or concord=debug,raft=info.
     #[arg(long, default_value = "info", env = "CONCORD_LOG")]
     log: String,
@@ -148,6 +152,18 @@ struct DemoArgs {
 }
 
 /// Parses durations written like `500ms`, `15s`, `2m`, `1h`.
+/// A duration with an optional leading `-`, in nanoseconds.
+fn parse_signed_duration(s: &str) -> Result<i64, String> {
+    let (sign, rest) = match s.strip_prefix('-') {
+        Some(r) => (-1, r),
+        None => (1, s),
+    };
+    let d = parse_duration(rest)?;
+    i64::try_from(d.as_nanos())
+        .map(|n| sign * n)
+        .map_err(|_| format!("duration {s} is too long"))
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -212,6 +228,7 @@ fn node_config(a: &StartArgs) -> NodeConfig {
     c.replicas = a.replicas.max(1);
     c.dead_after = a.dead_after;
     c.range_max_bytes = a.range_max_bytes;
+    c.debug_clock_offset_nanos = a.debug_clock_offset;
     c
 }
 
@@ -219,13 +236,18 @@ async fn start(args: StartArgs) -> Result<()> {
     init_logging(&args.log, None)?;
     let node = Node::start(node_config(&args)).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let mut fatal = node.fatal();
+    let fatal_error = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+        r = fatal.wait_for(|f| f.is_some()) => r.ok().and_then(|f| f.clone()),
+    };
     tracing::info!("shutting down");
     node.stop().await;
-    Ok(())
+    match fatal_error {
+        Some(why) => bail!("the node stopped: {why}"),
+        None => Ok(()),
+    }
 }
 
 async fn init(host: &str) -> Result<()> {

@@ -136,6 +136,40 @@ async fn splits_under_insert_load_lose_and_duplicate_nothing() {
     check_scan(&rows, &acked.lock().unwrap(), &maybe.lock().unwrap());
 }
 
+/// Creates `t (k INT PRIMARY KEY, v TEXT)` with `rows` rows, split every
+/// `split_every` keys; returns a client on node 1.
+async fn table_with_ranges(c: &Cluster, rows: i64, split_every: i64) -> tokio_postgres::Client {
+    let a = connect(&c.nodes[0].sql_url()).await;
+    exec_retry(
+        &a,
+        "CREATE TABLE t (k INT PRIMARY KEY, v TEXT)",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    exec_retry(
+        &a,
+        &format!(
+            "INSERT INTO t SELECT i, 'v' || i FROM generate_series(0, {}) AS g(i)",
+            rows - 1
+        ),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    exec_retry(
+        &a,
+        &format!(
+            "ALTER TABLE t SPLIT AT VALUES {}",
+            split_values(split_every, rows, split_every)
+        ),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    a
+}
+
 /// Replicas per node among the ranges listed, and leaders per node.
 fn counts(ranges: &[RangeRow]) -> (HashMap<u64, usize>, HashMap<u64, usize>) {
     let mut replicas = HashMap::new();
@@ -154,31 +188,7 @@ fn counts(ranges: &[RangeRow]) -> (HashMap<u64, usize>, HashMap<u64, usize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_nodes_replicas_are_replaced_and_it_rejoins_cleanly() {
     let mut c = start_cluster(5, &["--dead-after", "5s"]);
-    let a = connect(&c.nodes[0].sql_url()).await;
-    exec_retry(
-        &a,
-        "CREATE TABLE t (k INT PRIMARY KEY, v TEXT)",
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    exec_retry(
-        &a,
-        "INSERT INTO t SELECT i, 'v' || i FROM generate_series(0, 999) AS g(i)",
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    exec_retry(
-        &a,
-        &format!(
-            "ALTER TABLE t SPLIT AT VALUES {}",
-            split_values(100, 1000, 100)
-        ),
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    let a = table_with_ranges(&c, 1000, 100).await;
     // Let the cluster settle to 3 replicas per range.
     let settled = eventually(Duration::from_secs(60), || async {
         show_ranges(&a, None)
@@ -246,31 +256,7 @@ async fn a_dead_nodes_replicas_are_replaced_and_it_rejoins_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_node_gets_its_share_of_replicas_and_leaders() {
     let mut c = start_cluster(3, &[]);
-    let a = connect(&c.nodes[0].sql_url()).await;
-    exec_retry(
-        &a,
-        "CREATE TABLE t (k INT PRIMARY KEY, v TEXT)",
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    exec_retry(
-        &a,
-        "INSERT INTO t SELECT i, 'v' || i FROM generate_series(0, 2999) AS g(i)",
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    exec_retry(
-        &a,
-        &format!(
-            "ALTER TABLE t SPLIT AT VALUES {}",
-            split_values(100, 3000, 100)
-        ),
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let a = table_with_ranges(&c, 3000, 100).await;
     assert!(show_ranges(&a, None).await.len() >= 30);
 
     add_node(&mut c, &[]);
@@ -308,31 +294,7 @@ async fn a_new_node_gets_its_share_of_replicas_and_leaders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decommission_drains_a_node_while_data_stays_readable() {
     let c = start_cluster(4, &[]);
-    let a = connect(&c.nodes[0].sql_url()).await;
-    exec_retry(
-        &a,
-        "CREATE TABLE t (k INT PRIMARY KEY, v TEXT)",
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    exec_retry(
-        &a,
-        "INSERT INTO t SELECT i, 'v' || i FROM generate_series(0, 999) AS g(i)",
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    exec_retry(
-        &a,
-        &format!(
-            "ALTER TABLE t SPLIT AT VALUES {}",
-            split_values(100, 1000, 100)
-        ),
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    let a = table_with_ranges(&c, 1000, 100).await;
     // Wait until node 4 holds replicas (rebalancing from the initial 3).
     let loaded = eventually(Duration::from_secs(60), || async {
         counts(&show_ranges(&a, None).await)
@@ -376,4 +338,41 @@ async fn decommission_drains_a_node_while_data_stays_readable() {
         "{ranges:?}"
     );
     assert_eq!(count_retry(&a, "SELECT sum(k) FROM t").await, 499_500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_split_by_themselves_when_they_grow() {
+    let c = start_cluster(3, &["--range-max-bytes", "20000"]);
+    let a = connect(&c.nodes[0].sql_url()).await;
+    exec_retry(
+        &a,
+        "CREATE TABLE t (k INT PRIMARY KEY, v TEXT)",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let before = show_ranges(&a, Some("t")).await.len();
+    // About 150 KB of rows, inserted in small batches (each within one range).
+    for b in 0..60 {
+        let values: Vec<String> = (0..25)
+            .map(|i| format!("({}, '{}')", b * 25 + i, "x".repeat(80)))
+            .collect();
+        exec_retry(
+            &a,
+            &format!("INSERT INTO t VALUES {}", values.join(", ")),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    }
+    let split = eventually(Duration::from_secs(60), || async {
+        show_ranges(&a, Some("t")).await.len() >= before + 3
+    })
+    .await;
+    assert!(
+        split,
+        "size-based splits happened: {:?}",
+        show_ranges(&a, Some("t")).await
+    );
+    assert_eq!(count_retry(&a, "SELECT count(*) FROM t").await, 1500);
 }

@@ -38,6 +38,22 @@ fn single(req: Req) -> BatchRequest {
     }
 }
 
+/// Reads the counter at `key` (`first` if absent) and writes it back plus
+/// one, inside `txn`: the next value of a sequence.
+pub async fn increment(txn: &mut crate::Txn, key: &[u8], first: u64) -> Result<u64> {
+    let next = match txn.get(key).await? {
+        Some(raw) => u64::from_be_bytes(raw.as_slice().try_into().map_err(|_| {
+            Error::Internal(format!(
+                "corrupt sequence at {}",
+                concord_storage::fmt_key(key)
+            ))
+        })?),
+        None => first,
+    };
+    txn.put(key.to_vec(), (next + 1).to_be_bytes().to_vec())?;
+    Ok(next)
+}
+
 impl Db {
     /// The next value of a cluster-wide sequence (range ids, node ids),
     /// starting at `first`.
@@ -46,18 +62,10 @@ impl Db {
         let mut last_err = None;
         for _ in 0..MAX_RETRIES {
             let mut txn = self.begin();
-            let next = match txn.get(&key).await? {
-                Some(raw) => u64::from_be_bytes(
-                    raw.as_slice()
-                        .try_into()
-                        .map_err(|_| Error::Internal(format!("corrupt sequence {name}")))?,
-                ),
-                None => first,
-            };
-            txn.put(key.clone(), (next + 1).to_be_bytes().to_vec())?;
+            let next = increment(&mut txn, &key, first).await?;
             match txn.commit().await {
                 Ok(_) => return Ok(next),
-                Err(e @ Error::TransactionRetry { .. }) => last_err = Some(e),
+                Err(e) if e.is_retryable() => last_err = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -78,7 +86,7 @@ impl Db {
             }
             match txn.commit().await {
                 Ok(_) => return Ok(()),
-                Err(e @ Error::TransactionRetry { .. }) => last_err = Some(e),
+                Err(e) if e.is_retryable() => last_err = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -120,7 +128,7 @@ impl Db {
                     }
                     return Ok(());
                 }
-                Err(e @ Error::TransactionRetry { .. }) => last_err = Some(e),
+                Err(e) if e.is_retryable() => last_err = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -141,7 +149,7 @@ impl Db {
         let mut attempts = 0;
         let resp = loop {
             match self.sender().send(key, req.clone(), false).await {
-                Err(Error::RangeBusy(_)) if attempts < 50 => {
+                Err(Error::RangeBusy(_) | Error::RangeChanged) if attempts < 50 => {
                     attempts += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }

@@ -29,10 +29,18 @@
 //! max offset] moves the read timestamp above it after refreshing the earlier
 //! reads, or fails with a retry error if they changed.
 //!
+//! A transaction whose writes span several ranges commits in two phases:
+//! a transaction record on the range of its first written key, intents on
+//! every range it writes, the record switched to COMMITTED (the commit
+//! point), then the intents resolved in the background. See `txn::twopc`
+//! for the protocol and for what happens when a transaction meets another's
+//! intent.
+//!
 //! # Not done yet
-//! - Transactions across ranges (intents, transaction record, two-phase
-//!   commit, heartbeats, intent resolution) — the transactions issue. A
-//!   commit whose writes span several ranges is refused with `Unimplemented`.
+//! - Intents are laid down only at commit (writes are buffered until then),
+//!   so `SELECT … FOR UPDATE` takes no lock.
+//! - Records of transactions aborted by pushers after their coordinator
+//!   died stay until a record GC by age is built.
 
 pub mod admin;
 pub mod sender;
@@ -40,15 +48,17 @@ pub mod txn;
 
 pub use admin::RangeInfo;
 pub use sender::DistSender;
-pub use txn::{Db, Txn};
+pub use txn::{failpoints, Db, Txn};
 
 /// Errors of the KV client, as the SQL layer sees them.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The transaction must restart (SQLSTATE 40001).
-    #[error("restart transaction: {reason} (key {key}, transaction {txn})")]
+    #[error("restart transaction: {reason} (key {}, transaction {txn})", concord_storage::fmt_key(.key))]
     TransactionRetry {
-        key: String,
+        /// The conflicting key (raw; the SQL layer names its table and
+        /// primary key). Empty if there is no single one.
+        key: Vec<u8>,
         txn: String,
         reason: String,
     },
@@ -63,9 +73,24 @@ pub enum Error {
     /// commit retried (handled inside [`Txn`]).
     #[error("the transaction must refresh its reads to {ts}")]
     NeedsRefresh { ts: concord_hlc::Timestamp },
+    /// A request met another transaction's intent (handled inside [`Txn`]:
+    /// the other transaction is pushed, and the request sent again).
+    #[error("conflicting intent on key {} of transaction {}", concord_storage::fmt_key(.key), concord_storage::fmt_txn_id(&.intent.id))]
+    WriteIntent {
+        key: Vec<u8>,
+        intent: Box<concord_proto::meta::TxnMeta>,
+    },
+    /// The transaction was aborted by a conflicting transaction (SQLSTATE
+    /// 40001).
+    #[error("restart transaction: TRANSACTION_ABORTED: {0}")]
+    TxnAborted(String),
     /// The range refused an admin request for now.
     #[error("range busy: {0}")]
     RangeBusy(String),
+    /// The range of a request changed bounds (split): the caller must
+    /// regroup its keys by range and send again (handled inside [`Txn`]).
+    #[error("the range of the request changed; regroup and retry")]
+    RangeChanged,
     /// A write may or may not have committed (SQLSTATE 40003).
     #[error("result is ambiguous: {0}")]
     AmbiguousResult(String),
@@ -93,6 +118,20 @@ pub enum Error {
     /// A bug or impossible state.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl Error {
+    /// Whether the transaction may simply be run again (SQLSTATE 40001).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::TransactionRetry { .. }
+                | Error::TxnAborted(_)
+                | Error::Uncertainty { .. }
+                | Error::NeedsRefresh { .. }
+                | Error::WriteIntent { .. }
+        )
+    }
 }
 
 /// Result of KV operations.

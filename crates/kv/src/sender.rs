@@ -295,7 +295,15 @@ impl DistSender {
                         last_error = why;
                         self.evict(desc.range_id);
                         if let Some(h) = hint {
+                            let covers = route_key >= h.start_key.as_slice()
+                                && (h.end_key.is_empty() || route_key < h.end_key.as_slice());
                             self.cache_descriptor(h);
+                            if covers {
+                                // The route key's range shrank: the request's
+                                // other keys may now belong elsewhere. Only the
+                                // caller can regroup them.
+                                return Err(Error::RangeChanged);
+                            }
                         }
                         reroute = true;
                         break;
@@ -425,15 +433,22 @@ fn classify(e: KvError) -> Attempt {
             ts: concord_proto::ts(e.ts),
         }),
         Kind::TransactionRetry => Attempt::Fail(Error::TransactionRetry {
-            key,
+            key: e.key.clone(),
             txn,
             reason: e.message,
         }),
-        Kind::WriteIntent => Attempt::Fail(Error::TransactionRetry {
-            key,
-            txn,
-            reason: format!("WRITE_INTENT: {}", e.message),
-        }),
+        Kind::WriteIntent => match e.intent_txn {
+            Some(intent) if !intent.anchor_key.is_empty() => Attempt::Fail(Error::WriteIntent {
+                key: e.key,
+                intent: Box::new(intent),
+            }),
+            _ => Attempt::Fail(Error::TransactionRetry {
+                key: e.key.clone(),
+                txn,
+                reason: format!("WRITE_INTENT: {}", e.message),
+            }),
+        },
+        Kind::TxnAborted => Attempt::Fail(Error::TxnAborted(e.message)),
         Kind::ReadWithinUncertainty => Attempt::Fail(Error::Uncertainty {
             key,
             ts: concord_proto::ts(e.ts),

@@ -15,13 +15,16 @@
 //!     uncertain value at t ─► refresh read spans (read_ts, t] ─► read_ts = t, read again
 //!                                        └─ changed ─► 40001
 //!  put/delete ─► buffer
-//!  commit ─► CommitRequest{writes, read spans} to the range's leader
-//!            leader picks commit ts ≥ read_ts, refreshes if it moved up,
-//!            replicates the writes as one Raft command (1PC)
+//!  commit, writes in one range ─► CommitRequest{writes, read spans} to its
+//!            leader, which picks commit ts ≥ read_ts, refreshes if it moved
+//!            up, replicates the writes as one Raft command (1PC)
+//!  commit, writes in several ranges ─► two-phase commit (see `twopc`)
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use concord_hlc::Timestamp;
 use concord_proto::kv::{
@@ -31,25 +34,50 @@ use concord_proto::kv::{
 use crate::sender::DistSender;
 use crate::{Error, Result};
 
+mod twopc;
+pub use twopc::failpoints;
+
 /// How many times a read moves its timestamp for uncertainty before giving up.
 /// The read timestamp only moves up and never past the fixed uncertainty
 /// limit, so this loop ends on its own; the bound is a safety net.
 const MAX_UNCERTAINTY_RESTARTS: usize = 10_000;
+/// How many times a request is regrouped because ranges split under it.
+const MAX_REGROUPS: usize = 100;
 /// How many times a commit refreshes its reads before giving up with 40001.
 const MAX_COMMIT_REFRESHES: usize = 16;
 /// Rows fetched per scan request.
 const SCAN_PAGE: u64 = 1024;
 
+/// Priorities are drawn below this; each retry of a statement adds it once
+/// more, so that a transaction that keeps losing conflicts ends up winning.
+const PRIORITY_STEP: i32 = 1 << 20;
+
 /// The KV database: a factory of transactions.
 #[derive(Clone)]
 pub struct Db {
     sender: Arc<DistSender>,
+    /// Failpoints enabled on this database's transactions (tests only).
+    failpoints: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Db {
     /// A database over a sender.
     pub fn new(sender: Arc<DistSender>) -> Self {
-        Db { sender }
+        Db {
+            sender,
+            failpoints: Arc::default(),
+        }
+    }
+
+    /// Enables a failpoint (see [`failpoints`]) for transactions begun from
+    /// now on: the coordinator stops at that step as if it had crashed.
+    pub fn enable_failpoint(&self, name: &str) {
+        self.failpoints.lock().insert(name.to_string());
+    }
+
+    /// Disables a failpoint.
+    pub fn disable_failpoint(&self, name: &str) {
+        self.failpoints.lock().remove(name);
     }
 
     /// The sender.
@@ -59,8 +87,16 @@ impl Db {
 
     /// Begins a transaction reading at the clock's current time.
     pub fn begin(&self) -> Txn {
+        self.begin_attempt(0)
+    }
+
+    /// Begins the `attempt`-th try of a transaction that is being retried:
+    /// its priority in conflicts rises with every attempt.
+    pub fn begin_attempt(&self, attempt: u32) -> Txn {
         let clock = self.sender.clock();
         let read_ts = clock.now();
+        let base = rand::random_range(1..PRIORITY_STEP);
+        let priority = base.saturating_add(PRIORITY_STEP.saturating_mul(attempt.min(1000) as i32));
         Txn {
             sender: self.sender.clone(),
             id: rand::random::<[u8; 16]>().to_vec(),
@@ -69,6 +105,8 @@ impl Db {
             writes: BTreeMap::new(),
             read_spans: Vec::new(),
             finished: None,
+            priority,
+            failpoints: self.failpoints.clone(),
         }
     }
 }
@@ -83,6 +121,9 @@ pub struct Txn {
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     read_spans: Vec<Span>,
     finished: Option<&'static str>,
+    /// Who wins a write-write conflict: the higher priority.
+    priority: i32,
+    failpoints: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Txn {
@@ -141,11 +182,15 @@ impl Txn {
                 Err(Error::Uncertainty { ts, .. }) => {
                     self.refresh_to(ts.max(self.read_ts.next())).await?;
                 }
+                // Readers wait for (never abort) a live writer.
+                Err(Error::WriteIntent { key, intent }) => {
+                    self.handle_intent(&key, &intent, false).await?;
+                }
                 other => return other,
             }
         }
         Err(Error::TransactionRetry {
-            key: String::new(),
+            key: Vec::new(),
             txn: concord_storage::fmt_txn_id(&self.id),
             reason: format!(
                 "READ_WITHIN_UNCERTAINTY_INTERVAL: still uncertain after {MAX_UNCERTAINTY_RESTARTS} refreshes"
@@ -159,6 +204,23 @@ impl Txn {
         if to <= self.read_ts {
             return Ok(());
         }
+        for _ in 0..MAX_REGROUPS {
+            match self.refresh_spans_to(to).await {
+                Err(Error::RangeChanged) => continue,
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    self.read_ts = to;
+                    return Ok(());
+                }
+            }
+        }
+        Err(Error::Unavailable(
+            "ranges kept changing during a refresh".into(),
+        ))
+    }
+
+    /// One attempt at refreshing every read span to `to`.
+    async fn refresh_spans_to(&mut self, to: Timestamp) -> Result<()> {
         // Group the spans by range and refresh each group.
         let mut by_range: BTreeMap<u64, (Vec<u8>, Vec<Span>)> = BTreeMap::new();
         for sp in &self.read_spans {
@@ -183,7 +245,6 @@ impl Txn {
             })]);
             self.sender.send(&route_key, req, false).await?;
         }
-        self.read_ts = to;
         Ok(())
     }
 
@@ -193,9 +254,16 @@ impl Txn {
         if let Some(v) = self.writes.get(key) {
             return Ok(v.clone());
         }
-        let resp = self
-            .send_reads(key, vec![Req::Get(kv::GetRequest { key: key.to_vec() })])
-            .await?;
+        let mut resp = Err(Error::RangeChanged);
+        for _ in 0..MAX_REGROUPS {
+            resp = self
+                .send_reads(key, vec![Req::Get(kv::GetRequest { key: key.to_vec() })])
+                .await;
+            if !matches!(resp, Err(Error::RangeChanged)) {
+                break;
+            }
+        }
+        let resp = resp?;
         self.read_spans.push(Span {
             start: key.to_vec(),
             end: vec![],
@@ -213,44 +281,54 @@ impl Txn {
         self.check_open()?;
         let mut out: Vec<Option<Option<Vec<u8>>>> =
             keys.iter().map(|k| self.writes.get(k).cloned()).collect();
-        let mut by_range: BTreeMap<u64, (Vec<u8>, Vec<usize>)> = BTreeMap::new();
-        for (i, k) in keys.iter().enumerate() {
-            if out[i].is_none() {
-                let d = self.sender.range_for_key(k).await?;
-                by_range
-                    .entry(d.range_id)
-                    .or_insert_with(|| (k.clone(), Vec::new()))
-                    .1
-                    .push(i);
+        let mut regroups = 0;
+        'regroup: loop {
+            let mut by_range: BTreeMap<u64, (Vec<u8>, Vec<usize>)> = BTreeMap::new();
+            for (i, k) in keys.iter().enumerate() {
+                if out[i].is_none() {
+                    let d = self.sender.range_for_key(k).await?;
+                    by_range
+                        .entry(d.range_id)
+                        .or_insert_with(|| (k.clone(), Vec::new()))
+                        .1
+                        .push(i);
+                }
             }
-        }
-        for (_, (route_key, idxs)) in by_range {
-            let reqs = idxs
-                .iter()
-                .map(|&i| {
-                    Req::Get(kv::GetRequest {
-                        key: keys[i].clone(),
+            for (_, (route_key, idxs)) in by_range {
+                let reqs = idxs
+                    .iter()
+                    .map(|&i| {
+                        Req::Get(kv::GetRequest {
+                            key: keys[i].clone(),
+                        })
                     })
-                })
-                .collect();
-            let resps = self.send_reads(&route_key, reqs).await?;
-            if resps.len() != idxs.len() {
-                return Err(Error::Internal("wrong number of responses to gets".into()));
-            }
-            for (&i, r) in idxs.iter().zip(resps) {
-                self.read_spans.push(Span {
-                    start: keys[i].clone(),
-                    end: vec![],
-                });
-                match r.response {
-                    Some(Resp::Get(g)) => out[i] = Some(g.found.then_some(g.value)),
-                    other => {
-                        return Err(Error::Internal(format!(
-                            "unexpected response to get: {other:?}"
-                        )))
+                    .collect();
+                let resps = match self.send_reads(&route_key, reqs).await {
+                    Err(Error::RangeChanged) if regroups < MAX_REGROUPS => {
+                        regroups += 1;
+                        continue 'regroup;
+                    }
+                    other => other?,
+                };
+                if resps.len() != idxs.len() {
+                    return Err(Error::Internal("wrong number of responses to gets".into()));
+                }
+                for (&i, r) in idxs.iter().zip(resps) {
+                    self.read_spans.push(Span {
+                        start: keys[i].clone(),
+                        end: vec![],
+                    });
+                    match r.response {
+                        Some(Resp::Get(g)) => out[i] = Some(g.found.then_some(g.value)),
+                        other => {
+                            return Err(Error::Internal(format!(
+                                "unexpected response to get: {other:?}"
+                            )))
+                        }
                     }
                 }
             }
+            break;
         }
         Ok(out.into_iter().map(|v| v.flatten()).collect())
     }
@@ -267,7 +345,7 @@ impl Txn {
         self.check_open()?;
         let mut out = Vec::new();
         let mut cursor = start.to_vec();
-        let mut read_until: Option<Vec<u8>> = None; // None: the whole span
+        let mut regroups = 0;
         'ranges: loop {
             let desc = self.sender.range_for_key(&cursor).await?;
             let range_end = clip_end(end, &desc.end_key);
@@ -279,7 +357,7 @@ impl Txn {
                         (limit - out.len()) as u64 + self.buffered_in(&cursor, &range_end) as u64,
                     )
                 };
-                let resp = self
+                let resp = match self
                     .send_reads(
                         &cursor,
                         vec![Req::Scan(kv::ScanRequest {
@@ -289,7 +367,15 @@ impl Txn {
                             reverse: false,
                         })],
                     )
-                    .await?;
+                    .await
+                {
+                    // The range split under us: look its bounds up again.
+                    Err(Error::RangeChanged) if regroups < MAX_REGROUPS => {
+                        regroups += 1;
+                        continue 'ranges;
+                    }
+                    other => other?,
+                };
                 let scan = match resp.into_iter().next().and_then(|r| r.response) {
                     Some(Resp::Scan(s)) => s,
                     other => {
@@ -307,9 +393,13 @@ impl Txn {
                 if limit > 0 && out.len() >= limit {
                     out.truncate(limit);
                     let last = out.last().map(|(k, _)| k.clone()).unwrap_or_default();
-                    read_until = Some([last.as_slice(), &[0u8]].concat());
+                    self.record_read_span(&cursor, &[last.as_slice(), &[0u8]].concat());
                     break 'ranges;
                 }
+                // Record each page as soon as it is read: if a later page
+                // moves the read timestamp (uncertainty), the refresh must
+                // cover what this scan has already returned.
+                self.record_read_span(&cursor, &page_end);
                 if scan.resume_key.is_empty() {
                     break;
                 }
@@ -320,11 +410,24 @@ impl Txn {
             }
             cursor = range_end;
         }
-        self.read_spans.push(Span {
-            start: start.to_vec(),
-            end: read_until.unwrap_or_else(|| end.to_vec()),
-        });
         Ok(out)
+    }
+
+    /// Remembers that `[start, end)` was read (`end` empty: to the end of
+    /// the keyspace).
+    fn record_read_span(&mut self, start: &[u8], end: &[u8]) {
+        let end = if end.is_empty() {
+            // Spans with an empty end are single keys; no key starts 0xff.
+            vec![0xff]
+        } else {
+            end.to_vec()
+        };
+        if start < end.as_slice() {
+            self.read_spans.push(Span {
+                start: start.to_vec(),
+                end,
+            });
+        }
     }
 
     fn buffered_in(&self, start: &[u8], end: &[u8]) -> usize {
@@ -439,9 +542,7 @@ impl Txn {
                     && (desc.end_key.is_empty() || k < desc.end_key.as_slice())
             };
             if !in_range(last) {
-                return Err(Error::Unimplemented(
-                    "transactions whose writes span several ranges (two-phase commit)".into(),
-                ));
+                return self.commit_two_phase(writes).await;
             }
             let mut read_spans = Vec::new();
             let mut reads_elsewhere = false;
@@ -480,11 +581,15 @@ impl Txn {
                     }
                 }
                 Err(Error::NeedsRefresh { ts }) => self.refresh_to(ts).await?,
+                Err(Error::RangeChanged) => continue,
+                Err(Error::WriteIntent { key, intent }) => {
+                    self.handle_intent(&key, &intent, true).await?
+                }
                 Err(e) => return Err(e),
             }
         }
         Err(Error::TransactionRetry {
-            key: String::new(),
+            key: Vec::new(),
             txn: concord_storage::fmt_txn_id(&self.id),
             reason: "RETRY_SERIALIZABLE: the commit timestamp kept moving".into(),
         })

@@ -25,10 +25,12 @@
 //! its application. The timestamp cache makes transactions serializable: a
 //! write is never placed below a read of the same key by another transaction.
 //!
-//! # Not done yet
-//! - Intents and two-phase commit across ranges, the transaction record and
-//!   intent resolution (the transactions issue); every transaction commits
-//!   here in one phase, which holds while there is a single range.
+//! Admin requests are evaluated here too: `AdminSplit` (with the whole range
+//! latched) and `RangeInfo`.
+//!
+//! Transactions whose writes span ranges commit in two phases; their
+//! requests (records, intents, resolution, pushes) are evaluated in
+//! [`crate::txn_eval`].
 
 use concord_hlc::Timestamp;
 use concord_proto::kv::{
@@ -94,7 +96,7 @@ impl Store {
         };
         let exclusive = requests
             .iter()
-            .filter(|r| matches!(r, Req::Commit(_) | Req::AdminSplit(_) | Req::RangeInfo(_)))
+            .filter(|r| !matches!(r, Req::Get(_) | Req::Scan(_) | Req::Refresh(_)))
             .count();
         if exclusive > 0 {
             if exclusive != 1 || requests.len() != 1 {
@@ -106,6 +108,16 @@ impl Store {
                 Some(Req::Commit(c)) => self.eval_commit(&replica, &ctx, c).await,
                 Some(Req::AdminSplit(s)) => self.eval_split(&replica, s).await,
                 Some(Req::RangeInfo(_)) => self.eval_range_info(&replica),
+                Some(Req::BeginTxn(r)) => self.eval_begin_txn(&replica, r).await,
+                Some(Req::HeartbeatTxn(r)) => self.eval_heartbeat_txn(&replica, r).await,
+                Some(Req::Prepare(r)) => self.eval_prepare(&replica, r).await,
+                Some(Req::EndTxn(r)) => self.eval_end_txn(&replica, r).await,
+                Some(Req::PushTxn(r)) => {
+                    let expiry = self.config().txn_expiry;
+                    self.eval_push_txn(&replica, r, expiry).await
+                }
+                Some(Req::ResolveIntents(r)) => self.eval_resolve_intents(&replica, r).await,
+                Some(Req::GcTxn(r)) => self.eval_gc_txn(&replica, r).await,
                 _ => unreachable!("checked: exactly one exclusive request"),
             };
         }
@@ -233,7 +245,7 @@ impl Store {
                 if Some(other.id.as_slice()) != ctx.txn_id {
                     return Err(Error::Mvcc(MvccError::WriteIntent {
                         key: w.key.clone(),
-                        intent: other,
+                        intent: Box::new(other),
                     }));
                 }
             }
@@ -496,7 +508,7 @@ impl Store {
     }
 }
 
-fn check_key(replica: &ReplicaHandle, key: &[u8]) -> Result<(), Error> {
+pub(crate) fn check_key(replica: &ReplicaHandle, key: &[u8]) -> Result<(), Error> {
     if in_range(&replica.desc.read(), key) {
         Ok(())
     } else {
@@ -504,7 +516,7 @@ fn check_key(replica: &ReplicaHandle, key: &[u8]) -> Result<(), Error> {
     }
 }
 
-fn check_span(replica: &ReplicaHandle, start: &[u8], end: &[u8]) -> Result<(), Error> {
+pub(crate) fn check_span(replica: &ReplicaHandle, start: &[u8], end: &[u8]) -> Result<(), Error> {
     let desc = replica.desc.read();
     let start_ok = in_range(&desc, start);
     let end_ok = if end.is_empty() {
@@ -557,7 +569,9 @@ impl Error {
                 e.kind = Kind::WriteIntent as i32;
                 e.key = key.clone();
                 e.txn_id = intent.id.clone();
+                e.intent_txn = Some((**intent).clone());
             }
+            Error::TxnAborted { .. } => e.kind = Kind::TxnAborted as i32,
             Error::Mvcc(MvccError::WriteTooOld { key, .. })
             | Error::TransactionRetry { key, .. } => {
                 e.kind = Kind::TransactionRetry as i32;

@@ -30,21 +30,25 @@
 //! Replica ids are Raft peer ids and are distinct from node ids: a range
 //! descriptor maps one to the other.
 //!
+//! The range lifecycle (creation, split, truncation, snapshots, membership
+//! changes, removal) is described in [`ready_loop`]'s module doc and in
+//! `docs/architecture.md`.
+//!
 //! # Not done yet
-//! - Splits, the meta range, membership changes, snapshots and log truncation
-//!   (the ranges issue). There is one range, bootstrapped on the initial nodes.
+//! - Range merges; streaming snapshots in chunks.
 //! - Leases: every read pays a ReadIndex heartbeat round (shared by all reads
 //!   that arrive together).
 
 pub mod eval;
 pub mod latch;
 mod logging;
-mod ready_loop;
+pub mod ready_loop;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;
 pub mod tscache;
+pub mod txn_eval;
 
 pub use store::{PeerProgress, ReplicaHandle, ReplicaStatus, Store, StoreConfig};
 pub use transport::{GrpcTransport, NodeRegistry, RaftTransport};
@@ -80,6 +84,10 @@ pub enum Error {
     /// refreshed to it by the coordinator before committing.
     #[error("the transaction must refresh its reads to {ts} before committing")]
     NeedsRefresh { ts: concord_hlc::Timestamp },
+    /// The transaction was aborted (by a conflicting transaction, or because
+    /// its coordinator stopped heartbeating).
+    #[error("transaction {txn} was aborted: {reason}")]
+    TxnAborted { txn: String, reason: String },
     /// A transaction must restart or refresh.
     #[error("transaction must retry on key {}: {reason}", concord_storage::fmt_key(.key))]
     TransactionRetry { key: Vec<u8>, reason: String },

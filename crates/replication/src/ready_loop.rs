@@ -1076,6 +1076,10 @@ impl ReadyLoop {
                 }
                 Ok(())
             }
+            Some(Cmd::Raw(raw)) => {
+                r.bytes += crate::txn_eval::apply_raw(raw, batch);
+                Ok(())
+            }
             Some(Cmd::Split(split)) => {
                 let (Some(left), Some(right)) = (split.left.clone(), split.right.clone()) else {
                     return Err(Error::BadRequest("split without descriptors".into()));

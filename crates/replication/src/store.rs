@@ -73,6 +73,9 @@ pub struct StoreConfig {
     /// Applied Raft log entries a range keeps before truncating its log.
     /// Followers that fall further behind catch up from a snapshot.
     pub log_truncation_threshold: u64,
+    /// A pending transaction record not heartbeated for this long may be
+    /// aborted by any transaction that meets one of its intents.
+    pub txn_expiry: Duration,
 }
 
 impl Default for StoreConfig {
@@ -84,6 +87,7 @@ impl Default for StoreConfig {
             raft_timeout: Duration::from_secs(4),
             tscache_entries: 100_000,
             log_truncation_threshold: 1000,
+            txn_expiry: Duration::from_secs(5),
         }
     }
 }
@@ -268,7 +272,12 @@ impl Store {
         self.inner.node_id.load(Ordering::SeqCst)
     }
 
-    /// The engine.
+    /// The store's configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// The storage engine.
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.inner.engine
     }

@@ -309,6 +309,18 @@ impl TestCluster {
         .expect("local read")
     }
 
+    /// Raft log entries of range 1 actually stored in a node's engine.
+    pub fn log_entries_on_disk(&self, node: u64) -> usize {
+        let store = self.store(node);
+        let lower = concord_storage::keys::raft_log_entry(1, 0);
+        let upper = concord_storage::keys::raft_log_entry(1, u64::MAX);
+        store
+            .engine()
+            .scan(concord_storage::Cf::Raft, &lower, Some(&upper), 0)
+            .map(|v| v.len())
+            .unwrap_or(0)
+    }
+
     /// The applied index of range 1 on a node.
     pub fn applied(&self, node: u64) -> u64 {
         self.store(node)

@@ -306,11 +306,11 @@ impl Admin for AdminService {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let req = request.into_inner();
         if let Some(now) = req.now {
-            self.ctx
-                .store
-                .clock()
-                .update(now.into())
-                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            // A reading too far ahead is not observed, but the heartbeat is
+            // still answered: the sender measures the offset and stops.
+            if let Err(e) = self.ctx.store.clock().update(now.into()) {
+                tracing::warn!("heartbeat: {e}");
+            }
         }
         Ok(Response::new(crate::liveness::handle_heartbeat(
             &self.ctx, req,

@@ -110,6 +110,14 @@ pub fn render_metrics(ctx: &NodeContext) -> Result<String, prometheus::Error> {
             .set(st.commit_index as i64);
         raft.with_label_values(&[id.as_str(), "applied_index"])
             .set(st.applied_index as i64);
+        raft.with_label_values(&[id.as_str(), "log_entries"])
+            .set(st.log_entries as i64);
+        raft.with_label_values(&[id.as_str(), "snapshots_sent"])
+            .set(st.snapshots_sent as i64);
+        raft.with_label_values(&[id.as_str(), "snapshots_applied"])
+            .set(st.snapshots_applied as i64);
+        raft.with_label_values(&[id.as_str(), "bytes"])
+            .set(st.bytes as i64);
         raft.with_label_values(&[id.as_str(), "leader_replica_id"])
             .set(st.leader_replica_id as i64);
         let leading = st.role == "leader";
@@ -124,6 +132,31 @@ pub fn render_metrics(ctx: &NodeContext) -> Result<String, prometheus::Error> {
     registry.register(Box::new(leaders))?;
     registry.register(Box::new(raft))?;
     registry.register(Box::new(is_leader))?;
+    let live = IntGaugeVec::new(
+        Opts::new(
+            "concord_node_live",
+            "1 if this node sees the node as live (heartbeats within --dead-after).",
+        ),
+        &["node_id"],
+    )?;
+    let offset = IntGaugeVec::new(
+        Opts::new(
+            "concord_node_clock_offset_nanos",
+            "Estimated clock offset of each node from this one.",
+        ),
+        &["node_id"],
+    )?;
+    let me = ctx.store.node_id();
+    for n in ctx.store.nodes().all() {
+        let l = ctx.liveness.describe(&n, me, false);
+        let id = n.node_id.to_string();
+        live.with_label_values(&[id.as_str()]).set(l.live as i64);
+        offset
+            .with_label_values(&[id.as_str()])
+            .set(l.clock_offset_nanos);
+    }
+    registry.register(Box::new(live))?;
+    registry.register(Box::new(offset))?;
     let mut buf = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut buf)?;
     Ok(String::from_utf8_lossy(&buf).into_owned())

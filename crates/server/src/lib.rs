@@ -22,9 +22,12 @@
 //! Each node persists that atomically and starts its replica. A second
 //! `init` finds H initialized and fails without touching anything.
 //!
+//! A node started with `--join` naming a running cluster joins it instead
+//! (`Admin.Join`); replicas reach it through the replicate queue
+//! ([`queues`]), which every node runs for the ranges it leads, fed by the
+//! liveness heartbeats ([`liveness`]).
+//!
 //! # Not done yet
-//! - Joining a running cluster (new nodes get ids and replicas from the
-//!   replicate queue: the ranges issue). Only the initial nodes are members.
 //! - TLS and authentication: the server runs in insecure mode and accepts
 //!   any user without a password.
 
@@ -63,6 +66,8 @@ pub struct NodeConfig {
     pub join: Vec<String>,
     /// Maximum clock offset between nodes.
     pub max_offset: Duration,
+    /// Testing only: a skew added to this node's physical clock.
+    pub debug_clock_offset_nanos: i64,
     /// Raft and store tunables.
     pub store_config: StoreConfig,
     /// Replicas per range.
@@ -100,6 +105,7 @@ impl NodeConfig {
             range_max_bytes: 64 << 20,
             heartbeat_interval: Duration::from_secs(1),
             queue_interval: Duration::from_secs(1),
+            debug_clock_offset_nanos: 0,
         }
     }
 }
@@ -145,6 +151,8 @@ pub struct NodeContext {
     pub http_addr: SocketAddr,
     /// This node's view of the other nodes.
     pub liveness: liveness::Liveness,
+    /// Set when the node must stop serving (e.g. its clock is too far off).
+    pub fatal: watch::Sender<Option<String>>,
 }
 
 impl NodeContext {
@@ -184,6 +192,13 @@ impl Node {
             source,
         })?;
         let clock = Clock::new(config.max_offset)?;
+        if config.debug_clock_offset_nanos != 0 {
+            tracing::warn!(
+                offset_nanos = config.debug_clock_offset_nanos,
+                "clock deliberately skewed (--debug-clock-offset)"
+            );
+            clock.set_test_offset(config.debug_clock_offset_nanos);
+        }
         let nodes = Arc::new(NodeRegistry::new());
         let transport = Arc::new(GrpcTransport::new(
             0,
@@ -216,6 +231,7 @@ impl Node {
             sql_addr: local(&sql_listener, &config.sql_addr)?,
             http_addr: local(&http_listener, &config.http_addr)?,
             liveness: liveness::Liveness::new(config.dead_after),
+            fatal: watch::channel(None).0,
             config,
             store,
             db,
@@ -244,6 +260,12 @@ impl Node {
             shutdown,
             tasks,
         })
+    }
+
+    /// Becomes `Some(reason)` when the node must stop serving: the process
+    /// running it should stop it and exit with an error.
+    pub fn fatal(&self) -> watch::Receiver<Option<String>> {
+        self.ctx.fatal.subscribe()
     }
 
     /// Stops the servers and the store.

@@ -11,7 +11,11 @@
 //!
 //! Clock offsets are measured NTP-style on every heartbeat (see
 //! `concord_hlc::measure_offset`) and reported on `/metrics` and in
-//! `concord node status`.
+//! `concord node status`. A node whose offset to a majority of the nodes it
+//! measured exceeds 80% of `--max-offset` stops serving: it logs why and
+//! exits (its own clock is the odd one out). A heartbeat is answered even
+//! when the sender's clock is too far ahead, so that the sender can measure
+//! the offset and learn that it must stop.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +34,11 @@ struct Seen {
     replicas: u64,
     leaders: u64,
     offset_nanos: i64,
+    /// When `offset_nanos` was last measured (by our own heartbeat).
+    offset_at: Option<Instant>,
+    /// Half the round trip of that measurement: the offset is known only
+    /// within ± this.
+    offset_error_nanos: u64,
 }
 
 /// This node's view of the cluster's nodes.
@@ -58,7 +67,49 @@ impl Liveness {
         e.leaders = leaders;
         if let Some(o) = offset_nanos {
             e.offset_nanos = o;
+            e.offset_at = Some(Instant::now());
         }
+    }
+
+    /// Records the uncertainty of the latest offset measured to a node.
+    pub fn set_offset_error(&self, node_id: u64, err_nanos: u64) {
+        self.seen
+            .lock()
+            .entry(node_id)
+            .or_default()
+            .offset_error_nanos = err_nanos;
+    }
+
+    /// If this node's clock is off by more than `limit` from a majority of
+    /// the peers it measured recently, says so.
+    pub fn clock_too_far(&self, me: u64, limit: Duration) -> Option<String> {
+        let seen = self.seen.lock();
+        let fresh = self.dead_after.min(Duration::from_secs(10));
+        let measured: Vec<(u64, i64)> = seen
+            .iter()
+            .filter(|(id, s)| **id != me && s.offset_at.is_some_and(|at| at.elapsed() < fresh))
+            .map(|(id, s)| (*id, s.offset_nanos))
+            .collect();
+        let far: Vec<&(u64, i64)> = measured
+            .iter()
+            .filter(|(id, o)| {
+                let err = seen.get(id).map_or(0, |s| s.offset_error_nanos);
+                o.unsigned_abs().saturating_sub(err) > limit.as_nanos() as u64
+            })
+            .collect();
+        if far.is_empty() || far.len() * 2 <= measured.len() {
+            return None;
+        }
+        let list: Vec<String> = far
+            .iter()
+            .map(|(id, o)| format!("node {id}: {:+.3}s", *o as f64 / 1e9))
+            .collect();
+        Some(format!(
+            "this node's clock is off by more than {limit:?} (80% of --max-offset) from {} of the {} nodes it measured (their clock minus ours: {}); fix its clock (NTP) and restart it",
+            far.len(),
+            measured.len(),
+            list.join(", ")
+        ))
     }
 
     /// Whether a node is live in this view. A node never heard from counts
@@ -139,6 +190,12 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
         if me == 0 {
             continue;
         }
+        let limit = ctx.store.clock().max_offset().mul_f64(0.8);
+        if let Some(why) = ctx.liveness.clock_too_far(me, limit) {
+            tracing::error!("{why}; stopping");
+            let _ = ctx.fatal.send(Some(why));
+            return;
+        }
         let (replicas, leaders) = ctx.store.replica_counts();
         ctx.liveness.record(me, replicas, leaders, Some(0));
         for node in ctx.store.nodes().all() {
@@ -168,6 +225,8 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
                     let remote = concord_proto::ts(resp.now);
                     let _ = clock.update(remote);
                     let offset = concord_hlc::measure_offset(send, remote.wall, recv);
+                    ctx.liveness
+                        .set_offset_error(node.node_id, recv.saturating_sub(send) / 2);
                     if let Some(n) = resp.node {
                         let _ = ctx.store.upsert_node(n);
                     }

@@ -262,17 +262,7 @@ pub async fn must_get_table(txn: &mut Txn, name: &str) -> Result<Table> {
 
 /// Allocates the next value of a named sequence.
 async fn next_sequence_value(txn: &mut Txn, name: &str, first: u64) -> Result<u64> {
-    let key = sequence_key(name)?;
-    let next = match txn.get(&key).await? {
-        Some(raw) => u64::from_be_bytes(
-            raw.as_slice()
-                .try_into()
-                .map_err(|_| Error::Internal(format!("corrupt sequence {name}")))?,
-        ),
-        None => first,
-    };
-    txn.put(key, (next + 1).to_be_bytes().to_vec())?;
-    Ok(next)
+    Ok(concord_kv::admin::increment(txn, &sequence_key(name)?, first).await?)
 }
 
 /// Creates a table; `table.id` is assigned here. Returns the stored table.

@@ -38,6 +38,15 @@ pub fn index_prefix(table_id: u32, index_id: u32) -> Vec<u8> {
     k
 }
 
+/// The table id of a table key.
+pub fn table_id_of(key: &[u8]) -> Option<u32> {
+    if key.first() == Some(&TABLE_PREFIX) && key.len() >= 5 {
+        Some(u32::from_be_bytes(key[1..5].try_into().ok()?))
+    } else {
+        None
+    }
+}
+
 /// A key for humans: `/Min`, `/Meta2/…`, `/System/…`, or
 /// `/Table/<id>/<index>/<key values>` (values decoded when the key's table
 /// is among `tables`).

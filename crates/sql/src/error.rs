@@ -89,6 +89,14 @@ pub enum Error {
     /// The transaction must be retried (40001).
     #[error("restart transaction: {0}")]
     SerializationFailure(String),
+    /// The transaction must be retried (40001) because of a conflict on
+    /// `key`; the session names the key's table and primary key.
+    #[error("restart transaction: {reason} (key {}, conflicting transaction {txn})", crate::encoding::pretty_key(.key, &[]))]
+    RetryOnKey {
+        reason: String,
+        key: Vec<u8>,
+        txn: String,
+    },
     /// The outcome of a commit is unknown (40003).
     #[error("result is ambiguous: {0}")]
     StatementCompletionUnknown(String),
@@ -137,7 +145,7 @@ impl Error {
             Error::ObjectInUse(_) => "55006",
             Error::InFailedTransaction => "25P02",
             Error::ActiveTransaction(_) => "25001",
-            Error::SerializationFailure(_) => "40001",
+            Error::SerializationFailure(_) | Error::RetryOnKey { .. } => "40001",
             Error::StatementCompletionUnknown(_) => "40003",
             Error::Unavailable(_) => "08006",
             Error::DiskFull(_) => "53100",
@@ -158,7 +166,10 @@ impl Error {
     /// Whether the statement may be retried as a whole (automatic retries of
     /// implicit transactions).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::SerializationFailure(_))
+        matches!(
+            self,
+            Error::SerializationFailure(_) | Error::RetryOnKey { .. }
+        )
     }
 }
 
@@ -166,7 +177,19 @@ impl From<concord_kv::Error> for Error {
     fn from(e: concord_kv::Error) -> Self {
         use concord_kv::Error as K;
         match e {
-            K::TransactionRetry { .. } | K::Uncertainty { .. } | K::NeedsRefresh { .. } => {
+            K::TransactionRetry { key, txn, reason } if !key.is_empty() => {
+                Error::RetryOnKey { reason, key, txn }
+            }
+            K::TransactionRetry { txn, reason, .. } => {
+                Error::SerializationFailure(format!("{reason} (transaction {txn})"))
+            }
+            K::WriteIntent { key, intent } => Error::RetryOnKey {
+                reason: "WRITE_INTENT: another transaction's write is in the way".into(),
+                key,
+                txn: concord_storage::fmt_txn_id(&intent.id),
+            },
+            K::TxnAborted(m) => Error::SerializationFailure(format!("TRANSACTION_ABORTED: {m}")),
+            K::Uncertainty { .. } | K::NeedsRefresh { .. } => {
                 Error::SerializationFailure(e.to_string())
             }
             K::AmbiguousResult(m) => Error::StatementCompletionUnknown(m),
@@ -177,6 +200,7 @@ impl From<concord_kv::Error> for Error {
             K::TxnFinished(s) => Error::Internal(format!("transaction already {s}")),
             K::Unimplemented(m) => Error::FeatureNotSupported(m),
             K::RangeBusy(m) => Error::ObjectInUse(m),
+            K::RangeChanged => Error::Unavailable("ranges kept changing under the request".into()),
             K::NotInitialized => Error::NotInitialized,
             K::Internal(m) => Error::Internal(m),
         }

@@ -30,7 +30,7 @@ use crate::planner;
 use crate::types::{DataType, Value};
 
 /// How many times an implicit transaction is retried on 40001.
-const MAX_AUTO_RETRIES: usize = 20;
+const MAX_AUTO_RETRIES: u32 = 20;
 
 /// The outcome of one statement.
 #[derive(Debug, Clone)]
@@ -137,6 +137,12 @@ impl Session {
                         .await
                 }
             };
+            let r = match r {
+                Err(Error::RetryOnKey { reason, key, txn }) => {
+                    Err(self.describe_conflict(reason, &key, txn).await)
+                }
+                other => other,
+            };
             let failed = r.is_err();
             out.push(r);
             if failed {
@@ -219,6 +225,21 @@ impl Session {
     }
 
     /// `SHOW RANGES [FROM TABLE t]`.
+    /// A 40001 error that names the conflicting key's table and primary key.
+    async fn describe_conflict(&self, reason: String, key: &[u8], txn: String) -> Error {
+        let mut t = self.db.begin();
+        let tables = catalog::list_tables(&mut t).await.unwrap_or_default();
+        t.rollback();
+        let pretty = crate::encoding::pretty_key(key, &tables);
+        let table = crate::encoding::table_id_of(key)
+            .and_then(|id| tables.iter().find(|t| t.id == id))
+            .map(|t| format!(" of table {}", t.name))
+            .unwrap_or_default();
+        Error::SerializationFailure(format!(
+            "{reason}: conflict on key {pretty}{table} with transaction {txn}"
+        ))
+    }
+
     async fn show_ranges(&mut self, table: Option<&ObjectName>) -> Result<StatementResult> {
         let mut txn = self.db.begin();
         let (start, end, tables) = match table {
@@ -343,7 +364,8 @@ impl Session {
         let mut backoff = Duration::from_millis(2);
         let mut attempt = 0;
         loop {
-            let mut txn = self.db.begin();
+            // Each retry runs with a higher priority in conflicts.
+            let mut txn = self.db.begin_attempt(attempt);
             let result = match run(stmt, &mut txn).await {
                 Ok(r) => txn.commit().await.map(|_| r).map_err(Error::from),
                 Err(e) => {

@@ -18,6 +18,7 @@ use crate::Result;
 /// | `lock` | user key                          | intent (provisional write) |
 /// | `data` | escaped user key, timestamp desc  | committed MVCC version     |
 /// | `meta` | node- and range-local metadata    | store ident, descriptors   |
+/// | `txn`  | escaped anchor key, txn id        | transaction record         |
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Cf {
     /// The Raft log and Raft state of every range: the write-ahead log.
@@ -28,11 +29,14 @@ pub enum Cf {
     Data,
     /// Node- and range-local metadata.
     Meta,
+    /// Transaction records, keyed by their anchor key (so that they move
+    /// with the range that holds it) and transaction id.
+    Txn,
 }
 
 impl Cf {
     /// Every column family, in a fixed order.
-    pub const ALL: [Cf; 4] = [Cf::Raft, Cf::Lock, Cf::Data, Cf::Meta];
+    pub const ALL: [Cf; 5] = [Cf::Raft, Cf::Lock, Cf::Data, Cf::Meta, Cf::Txn];
 
     /// The RocksDB column family name.
     pub fn name(self) -> &'static str {
@@ -41,6 +45,7 @@ impl Cf {
             Cf::Lock => "lock",
             Cf::Data => "data",
             Cf::Meta => "meta",
+            Cf::Txn => "txn",
         }
     }
 

@@ -36,6 +36,7 @@ pub mod mvcc;
 pub mod raft_log;
 pub mod rocks;
 pub mod snapshot;
+pub mod txn;
 
 pub use engine::{Cf, Engine, EngineIterator, WriteBatch};
 pub use memory::MemoryEngine;

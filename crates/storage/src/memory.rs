@@ -16,7 +16,7 @@ use crate::Result;
 /// The in-memory engine.
 #[derive(Default)]
 pub struct MemoryEngine {
-    cfs: RwLock<[BTreeMap<Vec<u8>, Vec<u8>>; 4]>,
+    cfs: RwLock<[BTreeMap<Vec<u8>, Vec<u8>>; 5]>,
 }
 
 impl MemoryEngine {

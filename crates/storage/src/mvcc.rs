@@ -56,7 +56,7 @@ const TAG_VALUE: u8 = 0x01;
 pub enum MvccError {
     /// Another transaction holds an intent on the key.
     #[error("conflicting intent on key {} of transaction {}", fmt_key(.key), crate::fmt_txn_id(&.intent.id))]
-    WriteIntent { key: Vec<u8>, intent: TxnMeta },
+    WriteIntent { key: Vec<u8>, intent: Box<TxnMeta> },
     /// A version exists in the reader's uncertainty window.
     #[error("read at {read_ts} encountered a write at {value_ts} on key {} within the uncertainty interval", fmt_key(.key))]
     ReadWithinUncertainty {
@@ -168,7 +168,7 @@ fn check_intent(key: &[u8], intent: Intent, opts: &ReadOpts) -> Result<IntentOut
     if intent_ts(&intent) <= opts.limit() {
         return Err(MvccError::WriteIntent {
             key: key.to_vec(),
-            intent: txn,
+            intent: Box::new(txn),
         });
     }
     Ok(IntentOutcome::Ignore)
@@ -320,7 +320,7 @@ pub fn check_write(
         if Some(txn.id.as_slice()) != txn_id {
             return Err(MvccError::WriteIntent {
                 key: key.to_vec(),
-                intent: txn,
+                intent: Box::new(txn),
             });
         }
     }

@@ -3,8 +3,9 @@
 //! it is new).
 //!
 //! A snapshot holds the range descriptor and every engine key in the range's
-//! span: intents (lock CF, keyed by user key) and versions (data CF, keyed by
-//! escaped user key and timestamp). Raft's snapshot metadata says which log
+//! span: intents (lock CF, keyed by user key), versions (data CF, keyed by
+//! escaped user key and timestamp) and transaction records (txn CF, keyed by
+//! escaped anchor key and transaction id). Raft's snapshot metadata says which log
 //! index and configuration it corresponds to. Applying one replaces the span's
 //! contents wholesale, so a replica never mixes stale keys with new ones.
 //!
@@ -43,6 +44,14 @@ pub fn build(engine: &dyn Engine, desc: &RangeDescriptor) -> Result<RangeSnapsho
             value,
         });
     }
+    // Transaction records are keyed like versions: escaped anchor key first.
+    for (key, value) in engine.scan(Cf::Txn, &lower, upper.as_deref(), 0)? {
+        kvs.push(SnapshotKv {
+            family: Family::Txn as i32,
+            key,
+            value,
+        });
+    }
     Ok(RangeSnapshot {
         descriptor: Some(desc.clone()),
         kvs,
@@ -58,7 +67,9 @@ pub fn clear_range_data(batch: &mut WriteBatch, desc: &RangeDescriptor) {
     };
     batch.delete_range(Cf::Lock, desc.start_key.clone(), lock_end);
     let (lower, upper) = data_bounds(desc);
-    batch.delete_range(Cf::Data, lower, upper.unwrap_or_else(|| vec![0xff; 16]));
+    let upper = upper.unwrap_or_else(|| vec![0xff; 16]);
+    batch.delete_range(Cf::Data, lower.clone(), upper.clone());
+    batch.delete_range(Cf::Txn, lower, upper);
 }
 
 /// Writes a snapshot's data into `batch`: the span is cleared first, then
@@ -67,10 +78,10 @@ pub fn apply(batch: &mut WriteBatch, snapshot: &RangeSnapshot) {
     let desc = snapshot.descriptor.clone().unwrap_or_default();
     clear_range_data(batch, &desc);
     for kv in &snapshot.kvs {
-        let cf = if kv.family == Family::Lock as i32 {
-            Cf::Lock
-        } else {
-            Cf::Data
+        let cf = match Family::try_from(kv.family) {
+            Ok(Family::Lock) => Cf::Lock,
+            Ok(Family::Txn) => Cf::Txn,
+            _ => Cf::Data,
         };
         batch.put(cf, kv.key.clone(), kv.value.clone());
     }

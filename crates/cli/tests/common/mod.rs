@@ -13,12 +13,34 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_concord");
 
+/// A loopback port no other node of this test binary will use.
+///
+/// Ports come from below Linux's ephemeral range (32768–60999), handed out
+/// by a counter: a port taken with `bind(0)` and released could be handed
+/// to a concurrent test (or to an outgoing connection) before the node
+/// binds it, and a node would then join somebody else's cluster.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const HIGH: u32 = 32_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Spread test binaries (run one after another) over the range too.
+    let base = (std::process::id() % 100) * 200;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (base + n) % (HIGH - LOW)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Multi-process clusters of one test binary run one at a time: on a
+/// 2-core machine several 3–5 node clusters at once starve each other and
+/// turn timing-based checks (re-replication, rebalancing) into noise.
+fn cluster_slot() -> std::sync::MutexGuard<'static, ()> {
+    static SLOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SLOT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One node process.
@@ -82,10 +104,13 @@ impl Drop for NodeProc {
 pub struct Cluster {
     pub nodes: Vec<NodeProc>,
     pub dir: tempfile::TempDir,
+    /// Held while the cluster lives; dropped last, after the nodes.
+    _slot: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Cluster {
     pub fn new(n: usize) -> Cluster {
+        let slot = cluster_slot();
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16, u16)> = (0..n)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -110,7 +135,11 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        Cluster { nodes, dir }
+        Cluster {
+            nodes,
+            dir,
+            _slot: slot,
+        }
     }
 
     pub fn dump_logs(&self) {
@@ -392,4 +421,69 @@ pub fn split_values(from: i64, to: i64, step: i64) -> String {
         .map(|k| format!("({k})"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Every request of a workload client has this long; a node that does not
+/// answer in time is treated like a dead one.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What one statement of a workload client came to.
+pub enum Step {
+    Ok,
+    /// A retryable error (40001) or any other error on a live connection.
+    Retry,
+    /// The connection (or node) failed, or the request timed out.
+    Broken,
+}
+
+/// Runs one statement with the request timeout.
+pub async fn run_stmt(c: &Client, sql: &str) -> (Step, Vec<Vec<String>>) {
+    match tokio::time::timeout(REQUEST_TIMEOUT, query(c, sql)).await {
+        Err(_) => (Step::Broken, vec![]),
+        Ok(Ok(rows)) => (Step::Ok, rows),
+        Ok(Err(e)) => match e.code().map(|c| c.code().to_string()) {
+            Some(code) if code == "40001" => (Step::Retry, vec![]),
+            Some(code) if code == "40003" => (Step::Broken, vec![]),
+            Some(_) if !c.is_closed() => (Step::Retry, vec![]),
+            _ => (Step::Broken, vec![]),
+        },
+    }
+}
+
+/// Connects to the first node (from `seed` on, round robin) that accepts.
+pub async fn connect_any(urls: &[String], seed: u64) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = seed as usize;
+    loop {
+        let url = &urls[i % urls.len()];
+        if let Ok(Ok((client, conn))) =
+            tokio::time::timeout(Duration::from_secs(2), tokio_postgres::connect(url, NoTls)).await
+        {
+            tokio::spawn(conn);
+            return client;
+        }
+        assert!(Instant::now() < deadline, "no node accepted a connection");
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The nemesis of the workload tests: every few seconds, `kill -9` one node
+/// (round robin, node 1 last) and restart it 3 s later, for `total`.
+/// Returns the number of kills.
+pub async fn kill_and_restart_one_at_a_time(c: &mut Cluster, total: Duration) -> usize {
+    let started = Instant::now();
+    let mut victim = 1;
+    let mut kills = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        if started.elapsed() >= total {
+            return kills;
+        }
+        c.nodes[victim].kill();
+        kills += 1;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        c.nodes[victim].start();
+        victim = (victim + 1) % c.nodes.len();
+    }
 }

@@ -1,0 +1,455 @@
+//! Evaluation of the two-phase commit requests on a range's leader.
+//!
+//! ```text
+//!  coordinator                 anchor range (record)        participant ranges
+//!  ───────────                 ─────────────────────        ──────────────────
+//!  BeginTxn ─────────────────► record PENDING, heartbeat
+//!  HeartbeatTxn (every 1 s) ─► heartbeat = now
+//!  Prepare ───────────────────────────────────────────────► intents at ts ≥ write_ts
+//!                                                            (pushed above reads in the
+//!                                                             tscache and newer versions)
+//!  (refresh reads to max ts)
+//!  EndTxn(commit, ts) ───────► record COMMITTED  ◄── the commit point
+//!  ResolveIntents (async) ────────────────────────────────► intents → versions at ts
+//!  GcTxn ────────────────────► record deleted
+//!
+//!  another transaction meets an intent ─► PushTxn to the record's range:
+//!      COMMITTED / ABORTED / no record ─► resolve the intent and go on
+//!      PENDING, heartbeat older than the expiry ─► ABORTED (the coordinator died)
+//!      PENDING, pusher of higher priority (abort push) ─► ABORTED
+//!      otherwise ─► the pusher waits and asks again
+//! ```
+//!
+//! Each request is evaluated under latches (the record's key, the written
+//! keys or spans) against applied state, and its effects go through Raft as
+//! one [`RawWriteCommand`]; a new leader evaluates only after applying every
+//! entry of earlier terms, so two evaluations of one record never race.
+
+use concord_proto::kv::{self, response::Response as Resp};
+use concord_proto::meta::{
+    raft_command::Cmd, raw_write::Family, Intent, KeySpan, RaftCommand, RawWrite, RawWriteCommand,
+    TxnMeta, TxnRecord, TxnStatus,
+};
+use concord_storage::mvcc::{self, MvccError};
+use concord_storage::{keys, txn, Cf};
+use prost::Message;
+
+use crate::latch::LatchSpan;
+use crate::store::{ReplicaHandle, Store};
+use crate::Error;
+
+/// The latch that serialises evaluations touching one transaction record.
+fn record_latch(meta: &TxnMeta) -> LatchSpan {
+    LatchSpan::write_key(&[b"\x00\x00txn/".as_slice(), &meta.id].concat())
+}
+
+fn put_record(record: &TxnRecord) -> RawWrite {
+    let meta = record.meta.clone().unwrap_or_default();
+    RawWrite {
+        family: Family::Txn as i32,
+        key: txn::record_key(&meta.anchor_key, &meta.id),
+        value: record.encode_to_vec(),
+        delete: false,
+    }
+}
+
+fn record_response(record: Option<TxnRecord>) -> Vec<kv::Response> {
+    vec![kv::Response {
+        response: Some(Resp::TxnRecord(kv::TxnRecordResponse {
+            found: record.is_some(),
+            record,
+        })),
+    }]
+}
+
+fn status_of(record: &TxnRecord) -> TxnStatus {
+    TxnStatus::try_from(record.status).unwrap_or(TxnStatus::Pending)
+}
+
+fn aborted(meta: &TxnMeta, why: &str) -> Error {
+    Error::TxnAborted {
+        txn: concord_storage::fmt_txn_id(&meta.id),
+        reason: why.to_string(),
+    }
+}
+
+impl Store {
+    fn ensure_leader(&self, replica: &ReplicaHandle) -> Result<(), Error> {
+        if replica.status.lock().leader_ready {
+            Ok(())
+        } else {
+            Err(Error::NotLeader {
+                range_id: replica.range_id,
+                leader_node: replica.leader_node(),
+            })
+        }
+    }
+
+    async fn propose_raw(&self, range_id: u64, writes: Vec<RawWrite>) -> Result<(), Error> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let cmd = RaftCommand {
+            id: rand::random::<[u8; 16]>().to_vec(),
+            cmd: Some(Cmd::Raw(RawWriteCommand { writes })),
+        };
+        self.propose(range_id, cmd).await
+    }
+
+    /// Latches the record of `meta` (whose anchor must be in this range),
+    /// checks leadership and reads the record.
+    async fn lock_record<'a>(
+        &self,
+        replica: &'a ReplicaHandle,
+        meta: &TxnMeta,
+    ) -> Result<(crate::latch::LatchGuard<'a>, Option<TxnRecord>), Error> {
+        super::eval::check_key(replica, &meta.anchor_key)?;
+        let guard = replica.latches.acquire(vec![record_latch(meta)]).await;
+        super::eval::check_key(replica, &meta.anchor_key)?;
+        self.ensure_leader(replica)?;
+        let record = txn::get_record(self.engine().as_ref(), meta)?;
+        Ok((guard, record))
+    }
+
+    /// BeginTxn: creates the PENDING record (or refreshes it).
+    pub(crate) async fn eval_begin_txn(
+        &self,
+        replica: &ReplicaHandle,
+        req: kv::BeginTxnRequest,
+    ) -> Result<Vec<kv::Response>, Error> {
+        let meta = req.txn.unwrap_or_default();
+        let (_guard, record) = self.lock_record(replica, &meta).await?;
+        let record = match record {
+            Some(r) if status_of(&r) == TxnStatus::Aborted => {
+                return Err(aborted(
+                    &meta,
+                    "its record was aborted by a conflicting transaction",
+                ))
+            }
+            Some(r) if status_of(&r) == TxnStatus::Committed => r,
+            _ => {
+                let r = TxnRecord {
+                    meta: Some(meta.clone()),
+                    status: TxnStatus::Pending as i32,
+                    last_heartbeat: Some(self.clock().now().into()),
+                    ..Default::default()
+                };
+                self.propose_raw(replica.range_id, vec![put_record(&r)])
+                    .await?;
+                r
+            }
+        };
+        Ok(record_response(Some(record)))
+    }
+
+    /// HeartbeatTxn: the coordinator is alive.
+    pub(crate) async fn eval_heartbeat_txn(
+        &self,
+        replica: &ReplicaHandle,
+        req: kv::HeartbeatTxnRequest,
+    ) -> Result<Vec<kv::Response>, Error> {
+        let meta = req.txn.unwrap_or_default();
+        let (_guard, record) = self.lock_record(replica, &meta).await?;
+        let Some(mut record) = record else {
+            return Ok(record_response(None));
+        };
+        if status_of(&record) == TxnStatus::Pending {
+            record.last_heartbeat = Some(self.clock().now().into());
+            self.propose_raw(replica.range_id, vec![put_record(&record)])
+                .await?;
+        }
+        Ok(record_response(Some(record)))
+    }
+
+    /// EndTxn: the commit point (or an abort). Idempotent.
+    pub(crate) async fn eval_end_txn(
+        &self,
+        replica: &ReplicaHandle,
+        req: kv::EndTxnRequest,
+    ) -> Result<Vec<kv::Response>, Error> {
+        let meta = req.txn.unwrap_or_default();
+        let (_guard, record) = self.lock_record(replica, &meta).await?;
+        let mut record = match record {
+            None if req.commit => {
+                return Err(aborted(
+                    &meta,
+                    "its record is gone (aborted and cleaned up)",
+                ))
+            }
+            None => return Ok(record_response(None)),
+            Some(r) => r,
+        };
+        match (status_of(&record), req.commit) {
+            (TxnStatus::Pending, commit) => {
+                record.status = if commit {
+                    TxnStatus::Committed
+                } else {
+                    TxnStatus::Aborted
+                } as i32;
+                if commit {
+                    let ts = concord_proto::ts(req.commit_ts);
+                    record.commit_ts = Some(ts.into());
+                    if let Some(m) = record.meta.as_mut() {
+                        m.write_ts = Some(ts.into());
+                    }
+                }
+                record.intent_spans = req.intent_spans;
+                self.propose_raw(replica.range_id, vec![put_record(&record)])
+                    .await?;
+                Ok(record_response(Some(record)))
+            }
+            (TxnStatus::Aborted, true) => Err(aborted(
+                &meta,
+                "a conflicting transaction aborted it before it could commit",
+            )),
+            // Already final: report it as it is.
+            _ => Ok(record_response(Some(record))),
+        }
+    }
+
+    /// PushTxn: what became of the transaction whose intent the pusher met;
+    /// aborts it if its coordinator stopped heartbeating or, for an abort
+    /// push, if the pusher has the higher priority.
+    pub(crate) async fn eval_push_txn(
+        &self,
+        replica: &ReplicaHandle,
+        req: kv::PushTxnRequest,
+        expiry: std::time::Duration,
+    ) -> Result<Vec<kv::Response>, Error> {
+        let meta = req.pushee.unwrap_or_default();
+        let (_guard, record) = self.lock_record(replica, &meta).await?;
+        let Some(mut record) = record else {
+            // The record is created before any intent is written and deleted
+            // only after every intent is resolved: the transaction is over.
+            return Ok(record_response(None));
+        };
+        if status_of(&record) != TxnStatus::Pending {
+            return Ok(record_response(Some(record)));
+        }
+        let heartbeat = concord_proto::ts(record.last_heartbeat);
+        let expired = heartbeat.add_duration(expiry) < self.clock().now();
+        let pushee_priority = record.meta.as_ref().map_or(0, |m| m.priority);
+        let wins = req.abort
+            && (req.pusher_priority > pushee_priority
+                || (req.pusher_priority == pushee_priority
+                    && req.pusher_id.as_slice() > meta.id.as_slice()));
+        if expired || wins {
+            record.status = TxnStatus::Aborted as i32;
+            tracing::debug!(
+                txn = %concord_storage::fmt_txn_id(&meta.id),
+                expired,
+                "transaction aborted by a pusher"
+            );
+            self.propose_raw(replica.range_id, vec![put_record(&record)])
+                .await?;
+        }
+        Ok(record_response(Some(record)))
+    }
+
+    /// Prepare: the transaction's intents on this range.
+    pub(crate) async fn eval_prepare(
+        &self,
+        replica: &ReplicaHandle,
+        req: kv::PrepareRequest,
+    ) -> Result<Vec<kv::Response>, Error> {
+        let mut meta = req.txn.unwrap_or_default();
+        let mut spans = Vec::with_capacity(req.writes.len());
+        for w in &req.writes {
+            super::eval::check_key(replica, &w.key)?;
+            spans.push(LatchSpan::write_key(&w.key));
+        }
+        let _latches = replica.latches.acquire(spans).await;
+        for w in &req.writes {
+            super::eval::check_key(replica, &w.key)?;
+        }
+        self.ensure_leader(replica)?;
+        let engine = self.engine().as_ref();
+        let mut ts = concord_proto::ts(meta.write_ts);
+        {
+            let tscache = replica.tscache.lock();
+            for w in &req.writes {
+                let read = tscache.max_read(&w.key, Some(&meta.id));
+                if read >= ts {
+                    ts = read.next();
+                }
+            }
+        }
+        for w in &req.writes {
+            if let Some(intent) = mvcc::get_intent(engine, &w.key)? {
+                let other = intent.txn.unwrap_or_default();
+                if other.id != meta.id {
+                    return Err(Error::Mvcc(MvccError::WriteIntent {
+                        key: w.key.clone(),
+                        intent: Box::new(other),
+                    }));
+                }
+            }
+            if let Some(existing) = mvcc::newest_version_ts(engine, &w.key)? {
+                if existing >= ts {
+                    ts = existing.next();
+                }
+            }
+        }
+        meta.write_ts = Some(ts.into());
+        let writes = req
+            .writes
+            .into_iter()
+            .map(|w| RawWrite {
+                family: Family::Lock as i32,
+                key: w.key,
+                value: Intent {
+                    txn: Some(meta.clone()),
+                    value: w.value,
+                    tombstone: w.tombstone,
+                }
+                .encode_to_vec(),
+                delete: false,
+            })
+            .collect();
+        self.propose_raw(replica.range_id, writes).await?;
+        Ok(vec![kv::Response {
+            response: Some(Resp::Prepare(kv::PrepareResponse {
+                write_ts: Some(ts.into()),
+            })),
+        }])
+    }
+
+    /// ResolveIntents: a finished transaction's intents in some spans of
+    /// this range become versions (committed) or vanish (aborted).
+    pub(crate) async fn eval_resolve_intents(
+        &self,
+        replica: &ReplicaHandle,
+        req: kv::ResolveIntentsRequest,
+    ) -> Result<Vec<kv::Response>, Error> {
+        let status = TxnStatus::try_from(req.status).unwrap_or(TxnStatus::Pending);
+        if status == TxnStatus::Pending {
+            return Err(Error::BadRequest(
+                "cannot resolve the intents of a pending transaction".into(),
+            ));
+        }
+        let mut latches = Vec::with_capacity(req.spans.len());
+        for sp in &req.spans {
+            check_key_span(replica, sp)?;
+            latches.push(write_latch(sp));
+        }
+        let _latches = replica.latches.acquire(latches).await;
+        for sp in &req.spans {
+            check_key_span(replica, sp)?;
+        }
+        self.ensure_leader(replica)?;
+        let engine = self.engine().as_ref();
+        let commit_ts = concord_proto::ts(req.commit_ts);
+        let mut writes = Vec::new();
+        for sp in &req.spans {
+            let point_end;
+            let end = if sp.end.is_empty() {
+                point_end = [sp.start.as_slice(), &[0u8]].concat();
+                &point_end
+            } else {
+                &sp.end
+            };
+            for (key, raw) in engine.scan(Cf::Lock, &sp.start, Some(end), 0)? {
+                let intent = Intent::decode(raw.as_slice()).map_err(|e| {
+                    concord_storage::Error::Corruption(format!(
+                        "intent on {}: {e}",
+                        concord_storage::fmt_key(&key)
+                    ))
+                })?;
+                if intent.txn.as_ref().map(|t| t.id.as_slice()) != Some(req.txn_id.as_slice()) {
+                    continue;
+                }
+                if status == TxnStatus::Committed {
+                    let value = (!intent.tombstone).then_some(intent.value.as_slice());
+                    writes.push(RawWrite {
+                        family: Family::Data as i32,
+                        key: keys::mvcc_key(&key, commit_ts),
+                        value: mvcc::encode_value(value),
+                        delete: false,
+                    });
+                }
+                writes.push(RawWrite {
+                    family: Family::Lock as i32,
+                    key,
+                    value: vec![],
+                    delete: true,
+                });
+            }
+        }
+        let resolved = writes
+            .iter()
+            .filter(|w| w.family == Family::Lock as i32)
+            .count();
+        self.propose_raw(replica.range_id, writes).await?;
+        Ok(vec![kv::Response {
+            response: Some(Resp::ResolveIntents(kv::ResolveIntentsResponse {
+                resolved: resolved as u64,
+            })),
+        }])
+    }
+
+    /// GcTxn: forgets a finished transaction's record.
+    pub(crate) async fn eval_gc_txn(
+        &self,
+        replica: &ReplicaHandle,
+        req: kv::GcTxnRequest,
+    ) -> Result<Vec<kv::Response>, Error> {
+        let meta = req.txn.unwrap_or_default();
+        let (_guard, record) = self.lock_record(replica, &meta).await?;
+        if let Some(r) = &record {
+            if status_of(r) == TxnStatus::Pending {
+                return Err(Error::BadRequest(
+                    "cannot forget the record of a pending transaction".into(),
+                ));
+            }
+            self.propose_raw(
+                replica.range_id,
+                vec![RawWrite {
+                    family: Family::Txn as i32,
+                    key: txn::record_key(&meta.anchor_key, &meta.id),
+                    value: vec![],
+                    delete: true,
+                }],
+            )
+            .await?;
+        }
+        Ok(record_response(None))
+    }
+}
+
+fn write_latch(sp: &KeySpan) -> LatchSpan {
+    if sp.end.is_empty() {
+        LatchSpan::write_key(&sp.start)
+    } else {
+        LatchSpan::write_span(&sp.start, &sp.end)
+    }
+}
+
+fn check_key_span(replica: &ReplicaHandle, sp: &KeySpan) -> Result<(), Error> {
+    if sp.end.is_empty() {
+        super::eval::check_key(replica, &sp.start)
+    } else {
+        super::eval::check_span(replica, &sp.start, &sp.end)
+    }
+}
+
+/// Applies a raw write command to a batch; returns the bytes of versions
+/// added (for the range's size).
+pub(crate) fn apply_raw(cmd: &RawWriteCommand, batch: &mut concord_storage::WriteBatch) -> u64 {
+    let mut added = 0;
+    for w in &cmd.writes {
+        let cf = match Family::try_from(w.family) {
+            Ok(Family::Lock) => Cf::Lock,
+            Ok(Family::Txn) => Cf::Txn,
+            _ => Cf::Data,
+        };
+        if w.delete {
+            batch.delete(cf, w.key.clone());
+        } else {
+            if cf == Cf::Data {
+                added += (w.key.len() + w.value.len()) as u64;
+            }
+            batch.put(cf, w.key.clone(), w.value.clone());
+        }
+    }
+    added
+}
