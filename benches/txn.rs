@@ -89,7 +89,13 @@ fn bench_commits(c: &mut Criterion) {
             }
         }
         db.admin_split(&key("m", 0)).await.expect("split");
-        commit(&db, &[key("a", 0), key("z", 0)]).await;
+        // Let leaders settle (leader balancing moves some; a new leader
+        // pushes writes up to --max-offset into the future for a while,
+        // and commits wait that out), then warm up.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        for i in 0..100 {
+            commit(&db, &[key("w", i), key("x", i)]).await;
+        }
     });
     let n = AtomicU64::new(1);
     let mut g = c.benchmark_group("txn");
