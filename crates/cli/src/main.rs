@@ -128,6 +128,10 @@ struct StartArgs {
         env = "CONCORD_RAFT_LOG_TRUNCATION_THRESHOLD"
     )]
     raft_log_truncation_threshold: u64,
+    /// How long old MVCC versions are kept (reads further in the past are
+    /// refused), e.g. 25h or 10m. Use the same value on every node.
+    #[arg(long, default_value = "25h", value_parser = parse_duration, env = "CONCORD_GC_TTL")]
+    gc_ttl: Duration,
     /// Testing only: skews this node's clock by this much (e.g. 2s or -2s),
     /// to check that skew beyond --max-offset stops the node.
     #[arg(long, hide = true, default_value = "0s", value_parser = parse_signed_duration)]
@@ -229,6 +233,7 @@ fn node_config(a: &StartArgs) -> NodeConfig {
     c.dead_after = a.dead_after;
     c.range_max_bytes = a.range_max_bytes;
     c.debug_clock_offset_nanos = a.debug_clock_offset;
+    c.gc_ttl = a.gc_ttl;
     c
 }
 

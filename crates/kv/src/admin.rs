@@ -135,6 +135,32 @@ impl Db {
         Err(last_err.unwrap_or_else(|| Error::Internal("meta update retries exhausted".into())))
     }
 
+    /// MVCC garbage collection of the range that holds `key`: raises its GC
+    /// threshold to `threshold` and deletes, batch by batch, the versions no
+    /// read at or above it can see. Returns how many were deleted.
+    pub async fn gc_range(&self, key: &[u8], threshold: concord_hlc::Timestamp) -> Result<u64> {
+        let mut start = key.to_vec();
+        let mut deleted = 0;
+        loop {
+            let req = single(Req::Gc(kv::GcRequest {
+                threshold: Some(threshold.into()),
+                start: start.clone(),
+                limit: 10_000,
+            }));
+            let resp = self.sender().send(&start, req, false).await?;
+            let Some(Resp::Gc(g)) = resp.into_iter().next().and_then(|r| r.response) else {
+                return Err(Error::Internal(
+                    "unexpected response to a GC request".into(),
+                ));
+            };
+            deleted += g.deleted;
+            if g.resume_key.is_empty() {
+                return Ok(deleted);
+            }
+            start = g.resume_key;
+        }
+    }
+
     /// Splits the range holding `key` at `key`. Returns the descriptors of
     /// the two sides (the left is `None` if `key` already was a boundary).
     pub async fn admin_split(

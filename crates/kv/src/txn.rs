@@ -21,7 +21,7 @@
 //!  commit, writes in several ranges ─► two-phase commit (see `twopc`)
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -52,12 +52,18 @@ const SCAN_PAGE: u64 = 1024;
 /// more, so that a transaction that keeps losing conflicts ends up winning.
 const PRIORITY_STEP: i32 = 1 << 20;
 
+/// Open transactions of a node, keyed by (read timestamp, id).
+type ActiveTxns = Arc<Mutex<BTreeSet<(Timestamp, Vec<u8>)>>>;
+
 /// The KV database: a factory of transactions.
 #[derive(Clone)]
 pub struct Db {
     sender: Arc<DistSender>,
     /// Failpoints enabled on this database's transactions (tests only).
     failpoints: Arc<Mutex<HashSet<String>>>,
+    /// Open transactions on this node, by read timestamp: MVCC GC must not
+    /// collect versions they may still read.
+    active: ActiveTxns,
 }
 
 impl Db {
@@ -66,7 +72,13 @@ impl Db {
         Db {
             sender,
             failpoints: Arc::default(),
+            active: Arc::default(),
         }
+    }
+
+    /// The read timestamp of the oldest transaction open on this node.
+    pub fn oldest_active_read_ts(&self) -> Option<Timestamp> {
+        self.active.lock().iter().next().map(|(ts, _)| *ts)
     }
 
     /// Enables a failpoint (see [`failpoints`]) for transactions begun from
@@ -97,9 +109,13 @@ impl Db {
         let read_ts = clock.now();
         let base = rand::random_range(1..PRIORITY_STEP);
         let priority = base.saturating_add(PRIORITY_STEP.saturating_mul(attempt.min(1000) as i32));
+        let id = rand::random::<[u8; 16]>().to_vec();
+        self.active.lock().insert((read_ts, id.clone()));
         Txn {
             sender: self.sender.clone(),
-            id: rand::random::<[u8; 16]>().to_vec(),
+            active: self.active.clone(),
+            registered: read_ts,
+            id,
             read_ts,
             uncertainty_limit: read_ts.add_duration(clock.max_offset()),
             writes: BTreeMap::new(),
@@ -124,6 +140,16 @@ pub struct Txn {
     /// Who wins a write-write conflict: the higher priority.
     priority: i32,
     failpoints: Arc<Mutex<HashSet<String>>>,
+    /// The registry of open transactions, and the timestamp this one is
+    /// registered under (its first read timestamp; refreshes only move up).
+    active: ActiveTxns,
+    registered: Timestamp,
+}
+
+impl Drop for Txn {
+    fn drop(&mut self) {
+        self.deregister();
+    }
 }
 
 impl Txn {
@@ -140,6 +166,14 @@ impl Txn {
     /// Whether the transaction has buffered writes.
     pub fn has_writes(&self) -> bool {
         !self.writes.is_empty()
+    }
+
+    /// Leaves the registry of open transactions (at commit, rollback or
+    /// drop, whichever comes first).
+    fn deregister(&self) {
+        self.active
+            .lock()
+            .remove(&(self.registered, self.id.clone()));
     }
 
     fn check_open(&self) -> Result<()> {
@@ -507,6 +541,7 @@ impl Txn {
     pub async fn commit(&mut self) -> Result<Timestamp> {
         self.check_open()?;
         if self.writes.is_empty() {
+            self.deregister();
             self.finished = Some("committed");
             return Ok(self.read_ts);
         }
@@ -521,6 +556,7 @@ impl Txn {
             })
             .collect();
         let result = self.commit_writes(&first, &last, writes).await;
+        self.deregister();
         self.finished = Some(if result.is_ok() {
             "committed"
         } else {
@@ -597,6 +633,7 @@ impl Txn {
 
     /// Abandons the transaction: its buffered writes are dropped.
     pub fn rollback(&mut self) {
+        self.deregister();
         self.writes.clear();
         self.finished = Some("aborted");
     }

@@ -3,85 +3,14 @@
 //! coordinator that stops at each step (failpoints), and money conservation
 //! under concurrent conflicting transfers.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use concord_hlc::Clock;
-use concord_kv::{failpoints, Db, DistSender, Error};
-use concord_proto::meta::{NodeDescriptor, RangeDescriptor, ReplicaDescriptor, StoreIdent};
-use concord_replication::{NodeRegistry, RaftTransport, Store, StoreConfig};
-use concord_storage::{keys::MIN_SPLIT_KEY, Cf, MemoryEngine};
-
-/// A single-node cluster sends no Raft messages.
-struct NoPeers;
-impl RaftTransport for NoPeers {
-    fn send(&self, _: u64, _: u64, _: raft::prelude::Message) {}
-}
-
-const EXPIRY: Duration = Duration::from_secs(2);
-
-async fn db() -> (Db, Store) {
-    let store = Store::start(
-        Arc::new(MemoryEngine::new()),
-        Clock::new(Duration::from_millis(500)).unwrap(),
-        Arc::new(NodeRegistry::new()),
-        Arc::new(NoPeers),
-        StoreConfig {
-            tick_interval: Duration::from_millis(10),
-            txn_expiry: EXPIRY,
-            ..StoreConfig::default()
-        },
-    )
-    .unwrap();
-    store
-        .bootstrap(
-            StoreIdent {
-                cluster_id: b"2pc".to_vec(),
-                node_id: 1,
-            },
-            vec![NodeDescriptor {
-                node_id: 1,
-                ..Default::default()
-            }],
-            RangeDescriptor {
-                range_id: 1,
-                replicas: vec![ReplicaDescriptor {
-                    node_id: 1,
-                    replica_id: 1,
-                    learner: false,
-                }],
-                next_replica_id: 2,
-                generation: 1,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    for _ in 0..500 {
-        if store.replica(1).unwrap().status.lock().leader_ready {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let db = Db::new(Arc::new(DistSender::new(store.clone())));
-    (db, store)
-}
-
-fn key(s: &str) -> Vec<u8> {
-    [MIN_SPLIT_KEY, s.as_bytes()].concat()
-}
-
-/// Splits so that each of `names` is in its own range.
-async fn split_between(db: &Db, names: &[&str]) {
-    for n in names.iter().skip(1) {
-        db.admin_split(&key(n)).await.unwrap();
-    }
-}
-
-async fn read(db: &Db, k: &str) -> Option<Vec<u8>> {
-    let mut t = db.begin();
-    t.get(&key(k)).await.unwrap()
-}
+use common::*;
+use concord_kv::{failpoints, Error};
+use concord_replication::Store;
+use concord_storage::Cf;
 
 fn intents(store: &Store) -> usize {
     store.engine().scan(Cf::Lock, b"", None, 0).unwrap().len()

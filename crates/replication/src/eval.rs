@@ -118,6 +118,7 @@ impl Store {
                 }
                 Some(Req::ResolveIntents(r)) => self.eval_resolve_intents(&replica, r).await,
                 Some(Req::GcTxn(r)) => self.eval_gc_txn(&replica, r).await,
+                Some(Req::Gc(r)) => self.eval_gc(&replica, r).await,
                 _ => unreachable!("checked: exactly one exclusive request"),
             };
         }
@@ -136,6 +137,7 @@ impl Store {
         // The range may have split while this request waited.
         read_latches(replica, &requests)?;
         let engine = self.engine().as_ref();
+        self.check_gc_threshold(replica, &requests, ctx.read_ts)?;
         let opts = ReadOpts {
             read_ts: ctx.read_ts,
             uncertainty_limit: ctx.uncertainty_limit,
@@ -289,6 +291,119 @@ impl Store {
         Ok(vec![kv::Response {
             response: Some(Resp::Commit(kv::CommitResponse {
                 commit_ts: Some(ts.into()),
+            })),
+        }])
+    }
+
+    /// Refuses reads (and refreshes) from below the range's GC threshold:
+    /// the versions they would need may be gone.
+    fn check_gc_threshold(
+        &self,
+        replica: &ReplicaHandle,
+        requests: &[Req],
+        read_ts: Timestamp,
+    ) -> Result<(), Error> {
+        let threshold =
+            concord_storage::local::load_gc_threshold(self.engine().as_ref(), replica.range_id)?;
+        if threshold.is_zero() {
+            return Ok(());
+        }
+        for r in requests {
+            let (ts, key) = match r {
+                Req::Get(g) => (read_ts, g.key.as_slice()),
+                Req::Scan(sc) => (read_ts, sc.start.as_slice()),
+                Req::Refresh(rf) => (
+                    concord_proto::ts(rf.from),
+                    rf.spans.first().map_or(&[][..], |s| s.start.as_slice()),
+                ),
+                _ => continue,
+            };
+            if ts <= threshold {
+                return Err(Error::TransactionRetry {
+                    key: key.to_vec(),
+                    reason: format!(
+                        "BATCH_TIMESTAMP_BEFORE_GC_THRESHOLD: a read at {ts} is at or below the range's MVCC GC threshold {threshold}"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// MVCC garbage collection of one batch of the range.
+    async fn eval_gc(
+        &self,
+        replica: &ReplicaHandle,
+        req: kv::GcRequest,
+    ) -> Result<Vec<kv::Response>, Error> {
+        let (start, end) = {
+            let d = replica.desc.read();
+            let start = if req.start.is_empty() || req.start.as_slice() < d.start_key.as_slice() {
+                d.start_key.clone()
+            } else {
+                req.start.clone()
+            };
+            (start, d.end_key.clone())
+        };
+        check_key(replica, &start)?;
+        let _latches = replica
+            .latches
+            .acquire(vec![LatchSpan::write_span(&start, &end)])
+            .await;
+        check_key(replica, &start)?;
+        if !replica.status.lock().leader_ready {
+            return Err(Error::NotLeader {
+                range_id: replica.range_id,
+                leader_node: replica.leader_node(),
+            });
+        }
+        let engine = self.engine().as_ref();
+        let old = concord_storage::local::load_gc_threshold(engine, replica.range_id)?;
+        let threshold = concord_proto::ts(req.threshold).max(old);
+        let limit = if req.limit == 0 {
+            10_000
+        } else {
+            req.limit as usize
+        };
+        let end_opt = (!end.is_empty()).then_some(end.as_slice());
+        let (doomed, bytes, resume) =
+            mvcc::gc_candidates(engine, &start, end_opt, threshold, limit)?;
+        use concord_proto::meta::raw_write::Family;
+        let mut writes: Vec<concord_proto::meta::RawWrite> = doomed
+            .into_iter()
+            .map(|key| concord_proto::meta::RawWrite {
+                family: Family::Data as i32,
+                key,
+                value: vec![],
+                delete: true,
+            })
+            .collect();
+        let deleted = writes.len() as u64;
+        if threshold > old {
+            let ts: concord_proto::meta::Timestamp = threshold.into();
+            writes.push(concord_proto::meta::RawWrite {
+                family: Family::Meta as i32,
+                key: concord_storage::keys::meta_gc_threshold(replica.range_id),
+                value: prost::Message::encode_to_vec(&ts),
+                delete: false,
+            });
+        }
+        if !writes.is_empty() {
+            let cmd = RaftCommand {
+                id: new_command_id(),
+                cmd: Some(concord_proto::meta::raft_command::Cmd::Raw(
+                    concord_proto::meta::RawWriteCommand {
+                        writes,
+                        bytes_removed: bytes,
+                    },
+                )),
+            };
+            self.propose(replica.range_id, cmd).await?;
+        }
+        Ok(vec![kv::Response {
+            response: Some(Resp::Gc(kv::GcResponse {
+                deleted,
+                resume_key: resume.unwrap_or_default(),
             })),
         }])
     }

@@ -1078,6 +1078,7 @@ impl ReadyLoop {
             }
             Some(Cmd::Raw(raw)) => {
                 r.bytes += crate::txn_eval::apply_raw(raw, batch);
+                r.bytes = r.bytes.saturating_sub(raw.bytes_removed);
                 Ok(())
             }
             Some(Cmd::Split(split)) => {
@@ -1099,6 +1100,13 @@ impl ReadyLoop {
                         .map_err(Error::Storage)?;
                     local::save_range(batch, &right);
                     save_range_bytes(batch, right.range_id, split.right_bytes);
+                    // The right side inherits the GC threshold (its old
+                    // versions were collected with the left's).
+                    let gc = local::load_gc_threshold(self.store.engine.as_ref(), range_id)
+                        .map_err(Error::Storage)?;
+                    if !gc.is_zero() {
+                        local::save_gc_threshold(batch, right.range_id, gc);
+                    }
                     after.push(AfterWrite::CreateRange(right.clone()));
                 }
                 tracing::info!(range_id, right = right.range_id, "range split");

@@ -91,7 +91,10 @@ impl Store {
         }
         let cmd = RaftCommand {
             id: rand::random::<[u8; 16]>().to_vec(),
-            cmd: Some(Cmd::Raw(RawWriteCommand { writes })),
+            cmd: Some(Cmd::Raw(RawWriteCommand {
+                writes,
+                bytes_removed: 0,
+            })),
         };
         self.propose(range_id, cmd).await
     }
@@ -433,13 +436,14 @@ fn check_key_span(replica: &ReplicaHandle, sp: &KeySpan) -> Result<(), Error> {
 }
 
 /// Applies a raw write command to a batch; returns the bytes of versions
-/// added (for the range's size).
+/// added (for the range's size; `bytes_removed` says what GC took away).
 pub(crate) fn apply_raw(cmd: &RawWriteCommand, batch: &mut concord_storage::WriteBatch) -> u64 {
     let mut added = 0;
     for w in &cmd.writes {
         let cf = match Family::try_from(w.family) {
             Ok(Family::Lock) => Cf::Lock,
             Ok(Family::Txn) => Cf::Txn,
+            Ok(Family::Meta) => Cf::Meta,
             _ => Cf::Data,
         };
         if w.delete {

@@ -68,6 +68,8 @@ pub struct NodeConfig {
     pub max_offset: Duration,
     /// Testing only: a skew added to this node's physical clock.
     pub debug_clock_offset_nanos: i64,
+    /// MVCC versions shadowed for longer than this are garbage-collected.
+    pub gc_ttl: Duration,
     /// Raft and store tunables.
     pub store_config: StoreConfig,
     /// Replicas per range.
@@ -106,6 +108,7 @@ impl NodeConfig {
             heartbeat_interval: Duration::from_secs(1),
             queue_interval: Duration::from_secs(1),
             debug_clock_offset_nanos: 0,
+            gc_ttl: Duration::from_secs(25 * 3600),
         }
     }
 }

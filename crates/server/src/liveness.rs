@@ -39,6 +39,8 @@ struct Seen {
     /// Half the round trip of that measurement: the offset is known only
     /// within ± this.
     offset_error_nanos: u64,
+    /// The read timestamp of the node's oldest open transaction.
+    oldest_read: Option<concord_hlc::Timestamp>,
 }
 
 /// This node's view of the cluster's nodes.
@@ -69,6 +71,33 @@ impl Liveness {
             e.offset_nanos = o;
             e.offset_at = Some(Instant::now());
         }
+    }
+
+    /// Records the oldest open transaction's read timestamp on a node.
+    pub fn set_oldest_read(&self, node_id: u64, ts: Option<concord_hlc::Timestamp>) {
+        self.seen.lock().entry(node_id).or_default().oldest_read = ts;
+    }
+
+    /// The oldest read timestamp of any open transaction on a live node
+    /// (this node's own `local` included).
+    pub fn oldest_read(
+        &self,
+        me: u64,
+        local: Option<concord_hlc::Timestamp>,
+    ) -> Option<concord_hlc::Timestamp> {
+        let others: Vec<(u64, Option<concord_hlc::Timestamp>)> = self
+            .seen
+            .lock()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, s)| (*id, s.oldest_read))
+            .collect();
+        others
+            .into_iter()
+            .filter(|(id, _)| self.is_live(*id, me))
+            .filter_map(|(_, ts)| ts)
+            .chain(local)
+            .min()
     }
 
     /// Records the uncertainty of the latest offset measured to a node.
@@ -166,11 +195,14 @@ pub fn handle_heartbeat(ctx: &NodeContext, req: HeartbeatRequest) -> HeartbeatRe
         let _ = ctx.store.upsert_node(from.clone());
         ctx.liveness
             .record(from.node_id, req.replicas, req.leaders, None);
+        ctx.liveness
+            .set_oldest_read(from.node_id, req.oldest_read_ts.map(|t| t.into()));
     }
     let (replicas, leaders) = ctx.store.replica_counts();
     ctx.liveness
         .record(ctx.store.node_id(), replicas, leaders, Some(0));
     HeartbeatResponse {
+        oldest_read_ts: ctx.db.oldest_active_read_ts().map(Into::into),
         node: Some(ctx.descriptor()),
         now: Some(ctx.store.clock().now().into()),
         replicas,
@@ -207,6 +239,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
                 let clock = ctx.store.clock().clone();
                 let send = clock.physical_now();
                 let req = HeartbeatRequest {
+                    oldest_read_ts: ctx.db.oldest_active_read_ts().map(Into::into),
                     from: Some(ctx.descriptor()),
                     now: Some(clock.now().into()),
                     replicas,
@@ -230,6 +263,8 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
                     if let Some(n) = resp.node {
                         let _ = ctx.store.upsert_node(n);
                     }
+                    ctx.liveness
+                        .set_oldest_read(node.node_id, resp.oldest_read_ts.map(|t| t.into()));
                     ctx.liveness
                         .record(node.node_id, resp.replicas, resp.leaders, Some(offset));
                 }

@@ -8,7 +8,10 @@
 //! - the **split queue** splits ranges that grew past `--range-max-bytes` at
 //!   their middle key;
 //! - the **replica GC queue** removes local replicas that meta2 says no
-//!   longer belong to this node (they were removed while it was down).
+//!   longer belong to this node (they were removed while it was down);
+//! - the **MVCC GC queue** deletes versions shadowed for longer than
+//!   `--gc-ttl` (default 25 h), never above the oldest read timestamp of a
+//!   transaction open on any live node (nodes report theirs in heartbeats).
 //!
 //! A membership change is always one step at a time, through Raft
 //! configuration changes (raft-rs `ConfChangeV2`):
@@ -265,6 +268,7 @@ fn middle_key(ctx: &NodeContext, desc: &RangeDescriptor, half: u64) -> Option<Ve
 pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
     let mut round = 0u64;
     let mut decommissioning: HashSet<u64> = HashSet::new();
+    let mut last_gc = std::collections::HashMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(ctx.config.queue_interval) => {}
@@ -350,6 +354,65 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
         if round.is_multiple_of(5) {
             gc_replicas(&ctx, me).await;
         }
+        mvcc_gc(&ctx, me, &mut last_gc).await;
+    }
+}
+
+/// The MVCC GC threshold: `ttl` (plus the max clock offset, so that a later
+/// leader whose clock is behind never accepts a read below it) before now,
+/// and never above the oldest open transaction's read timestamp.
+pub fn gc_threshold(
+    now: concord_hlc::Timestamp,
+    ttl: std::time::Duration,
+    max_offset: std::time::Duration,
+    oldest_read: Option<concord_hlc::Timestamp>,
+) -> concord_hlc::Timestamp {
+    let by_age = concord_hlc::Timestamp::new(
+        now.wall
+            .saturating_sub((ttl + max_offset).as_nanos().min(u64::MAX as u128) as u64),
+        0,
+    );
+    match oldest_read {
+        Some(t) if t.wall > 0 => by_age.min(concord_hlc::Timestamp::new(t.wall - 1, 0)),
+        Some(_) => concord_hlc::Timestamp::ZERO,
+        None => by_age,
+    }
+}
+
+/// The MVCC GC queue: every range this node leads is collected about twice
+/// per TTL (at most every 10 minutes, at least every queue round).
+async fn mvcc_gc(
+    ctx: &NodeContext,
+    me: u64,
+    last_gc: &mut std::collections::HashMap<u64, std::time::Instant>,
+) {
+    let every = (ctx.config.gc_ttl / 2).clamp(
+        ctx.config.queue_interval,
+        std::time::Duration::from_secs(600),
+    );
+    let clock = ctx.store.clock();
+    let oldest = ctx.liveness.oldest_read(me, ctx.db.oldest_active_read_ts());
+    let threshold = gc_threshold(clock.now(), ctx.config.gc_ttl, clock.max_offset(), oldest);
+    if threshold.is_zero() {
+        return;
+    }
+    for r in ctx.store.replicas() {
+        if !r.status.lock().leader_ready {
+            continue;
+        }
+        if last_gc
+            .get(&r.range_id)
+            .is_some_and(|at| at.elapsed() < every)
+        {
+            continue;
+        }
+        last_gc.insert(r.range_id, std::time::Instant::now());
+        let start = r.desc.read().start_key.clone();
+        match ctx.db.gc_range(&start, threshold).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(range_id = r.range_id, versions = n, %threshold, "MVCC GC"),
+            Err(e) => tracing::info!(range_id = r.range_id, "MVCC GC did not run: {e}"),
+        }
     }
 }
 
@@ -388,6 +451,31 @@ async fn gc_replicas(ctx: &NodeContext, me: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gc_threshold_trails_by_ttl_and_offset_and_spares_open_transactions() {
+        use concord_hlc::Timestamp;
+        use std::time::Duration;
+        let s = 1_000_000_000u64;
+        let now = Timestamp::new(100 * s, 5);
+        let ttl = Duration::from_secs(10);
+        let off = Duration::from_millis(500);
+        assert_eq!(
+            gc_threshold(now, ttl, off, None),
+            Timestamp::new(89 * s + s / 2, 0)
+        );
+        let old_txn = Timestamp::new(50 * s, 3);
+        assert_eq!(
+            gc_threshold(now, ttl, off, Some(old_txn)),
+            Timestamp::new(50 * s - 1, 0),
+            "below the oldest open transaction"
+        );
+        let young_txn = Timestamp::new(99 * s, 0);
+        assert_eq!(
+            gc_threshold(now, ttl, off, Some(young_txn)),
+            Timestamp::new(89 * s + s / 2, 0)
+        );
+    }
 
     fn desc(nodes: &[(u64, bool)]) -> RangeDescriptor {
         RangeDescriptor {

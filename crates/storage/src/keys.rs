@@ -192,6 +192,15 @@ pub fn meta_tombstone(range_id: u64) -> Vec<u8> {
     k
 }
 
+/// The meta-CF key of a range's MVCC GC threshold: versions at or below it
+/// that a newer version (at or below it) shadows are gone, and reads below
+/// it are refused.
+pub fn meta_gc_threshold(range_id: u64) -> Vec<u8> {
+    let mut k = b"gc/".to_vec();
+    k.extend_from_slice(&range_id.to_be_bytes());
+    k
+}
+
 /// The meta-CF prefix of range descriptors.
 pub const META_RANGE_PREFIX: &[u8] = b"range/";
 /// The first key after the range descriptors.

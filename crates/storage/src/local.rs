@@ -65,6 +65,26 @@ pub fn load_ranges(engine: &dyn Engine) -> Result<Vec<RangeDescriptor>> {
 /// Forgets a range descriptor (the replica was removed).
 pub fn delete_range(batch: &mut WriteBatch, range_id: u64) {
     batch.delete(Cf::Meta, keys::meta_range(range_id));
+    batch.delete(Cf::Meta, keys::meta_gc_threshold(range_id));
+}
+
+/// A range's MVCC GC threshold (zero if it was never collected).
+pub fn load_gc_threshold(engine: &dyn Engine, range_id: u64) -> Result<concord_hlc::Timestamp> {
+    let ts: Option<concord_proto::meta::Timestamp> = engine
+        .get(Cf::Meta, &keys::meta_gc_threshold(range_id))?
+        .map(|raw| decode("gc threshold", &raw))
+        .transpose()?;
+    Ok(concord_proto::ts(ts))
+}
+
+/// Records a range's MVCC GC threshold.
+pub fn save_gc_threshold(batch: &mut WriteBatch, range_id: u64, ts: concord_hlc::Timestamp) {
+    let ts: concord_proto::meta::Timestamp = ts.into();
+    batch.put(
+        Cf::Meta,
+        keys::meta_gc_threshold(range_id),
+        ts.encode_to_vec(),
+    );
 }
 
 /// The tombstone of a range removed from this store, if any.

@@ -55,6 +55,7 @@ pub fn build(engine: &dyn Engine, desc: &RangeDescriptor) -> Result<RangeSnapsho
     Ok(RangeSnapshot {
         descriptor: Some(desc.clone()),
         kvs,
+        gc_threshold: Some(local::load_gc_threshold(engine, desc.range_id)?.into()),
     })
 }
 
@@ -86,6 +87,11 @@ pub fn apply(batch: &mut WriteBatch, snapshot: &RangeSnapshot) {
         batch.put(cf, kv.key.clone(), kv.value.clone());
     }
     local::save_range(batch, &desc);
+    local::save_gc_threshold(
+        batch,
+        desc.range_id,
+        concord_proto::ts(snapshot.gc_threshold),
+    );
 }
 
 #[cfg(test)]
