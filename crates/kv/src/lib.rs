@@ -84,6 +84,12 @@ pub enum Error {
     /// 40001).
     #[error("restart transaction: TRANSACTION_ABORTED: {0}")]
     TxnAborted(String),
+    /// A write in a read-only (historical) transaction.
+    #[error("{0}")]
+    ReadOnly(String),
+    /// A timestamp that cannot be read at.
+    #[error("{0}")]
+    InvalidTimestamp(String),
     /// The range refused an admin request for now.
     #[error("range busy: {0}")]
     RangeBusy(String),

@@ -257,6 +257,15 @@ impl DistSender {
                     candidates.push(r.node_id);
                 }
             }
+            // A historical read may be served by the local replica (a
+            // follower read) if it has closed the timestamp; if not, it
+            // answers NotLeader and the leader is next.
+            let me = self.local.node_id();
+            let historical = req.txn.as_ref().is_some_and(|t| t.historical);
+            if historical && desc.replicas.iter().any(|r| r.node_id == me) {
+                candidates.retain(|n| *n != me);
+                candidates.insert(0, me);
+            }
             if desc.range_id == 1 {
                 // Range 1 is how every other range is found: if its cached
                 // replicas are all gone, any node may know where it went.
@@ -279,7 +288,9 @@ impl DistSender {
                 req.now = Some(self.clock.now().into());
                 match self.attempt(node, req.clone(), is_commit).await {
                     Ok(responses) => {
-                        self.leaders.write().insert(desc.range_id, node);
+                        if !(historical && node == me) {
+                            self.leaders.write().insert(desc.range_id, node);
+                        }
                         return Ok(responses);
                     }
                     Err(Attempt::Next { hint, why }) => {

@@ -102,6 +102,26 @@ impl Db {
         self.begin_attempt(0)
     }
 
+    /// Begins a read-only transaction that reads at `ts`, in the past (AS OF
+    /// SYSTEM TIME). Its reads have no uncertainty window, and replicas that
+    /// have closed `ts` serve them without the leader.
+    pub fn begin_as_of(&self, ts: Timestamp) -> Result<Txn> {
+        let now = self.sender.clock().now();
+        if ts > now {
+            return Err(Error::InvalidTimestamp(format!(
+                "AS OF SYSTEM TIME {ts} is in the future (now is {now})"
+            )));
+        }
+        let mut t = self.begin_attempt(0);
+        t.deregister();
+        t.read_ts = ts;
+        t.uncertainty_limit = ts;
+        t.registered = ts;
+        t.historical = true;
+        self.active.lock().insert((ts, t.id.clone()));
+        Ok(t)
+    }
+
     /// Begins the `attempt`-th try of a transaction that is being retried:
     /// its priority in conflicts rises with every attempt.
     pub fn begin_attempt(&self, attempt: u32) -> Txn {
@@ -123,6 +143,7 @@ impl Db {
             finished: None,
             priority,
             failpoints: self.failpoints.clone(),
+            historical: false,
         }
     }
 }
@@ -144,6 +165,8 @@ pub struct Txn {
     /// registered under (its first read timestamp; refreshes only move up).
     active: ActiveTxns,
     registered: Timestamp,
+    /// Read-only at a past timestamp (AS OF SYSTEM TIME).
+    historical: bool,
 }
 
 impl Drop for Txn {
@@ -185,6 +208,7 @@ impl Txn {
 
     fn header(&self) -> TxnHeader {
         TxnHeader {
+            historical: self.historical,
             id: self.id.clone(),
             read_ts: Some(self.read_ts.into()),
             uncertainty_limit: Some(self.uncertainty_limit.into()),
@@ -517,9 +541,19 @@ impl Txn {
         }
     }
 
+    fn check_writable(&self) -> Result<()> {
+        if self.historical {
+            return Err(Error::ReadOnly(
+                "cannot write in a transaction reading AS OF SYSTEM TIME".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Buffers a write.
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
         self.check_open()?;
+        self.check_writable()?;
         self.writes.insert(key, Some(value));
         Ok(())
     }
@@ -527,6 +561,7 @@ impl Txn {
     /// Buffers a deletion.
     pub fn delete(&mut self, key: Vec<u8>) -> Result<()> {
         self.check_open()?;
+        self.check_writable()?;
         self.writes.insert(key, None);
         Ok(())
     }

@@ -93,6 +93,7 @@ impl Store {
             read_ts,
             uncertainty_limit,
             txn_id,
+            historical: txn.historical,
         };
         let exclusive = requests
             .iter()
@@ -132,7 +133,23 @@ impl Store {
         requests: Vec<Req>,
     ) -> Result<Vec<kv::Response>, Error> {
         let spans = read_latches(replica, &requests)?;
-        self.read_index(replica.range_id).await?;
+        // A historical read at or below the closed timestamp is served by
+        // any replica, from its applied state (a follower read): no write
+        // at or below that timestamp can still apply here.
+        let follower_read = ctx.historical
+            && ctx.read_ts <= *replica.closed_ts.lock()
+            && requests
+                .iter()
+                .all(|r| matches!(r, Req::Get(_) | Req::Scan(_)));
+        if follower_read {
+            if !replica.status.lock().leader_ready {
+                self.inner
+                    .follower_reads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        } else {
+            self.read_index(replica.range_id).await?;
+        }
         let _latches = replica.latches.acquire(spans).await;
         // The range may have split while this request waited.
         read_latches(replica, &requests)?;
@@ -279,20 +296,63 @@ impl Store {
             )),
         };
         self.propose(replica.range_id, cmd).await?;
-        let _ = self.clock().update(ts);
         // Commit wait: a commit pushed into the future (above this node's
         // physical clock, e.g. by a new leader's timestamp cache low water
         // mark) is acknowledged only once that time has passed, so that a
-        // read started anywhere after the acknowledgement sees it.
+        // read started anywhere after the acknowledgement sees it. Only then
+        // does the clock observe the commit timestamp: observing it earlier
+        // would run this node's clock ahead of its peers by up to the max
+        // offset, and they would refuse its messages.
         let ahead = ts.wall.saturating_sub(self.clock().physical_now());
         if ahead > 0 {
             tokio::time::sleep(std::time::Duration::from_nanos(ahead)).await;
         }
+        let _ = self.clock().update(ts);
         Ok(vec![kv::Response {
             response: Some(Resp::Commit(kv::CommitResponse {
                 commit_ts: Some(ts.into()),
             })),
         }])
+    }
+
+    /// Closes a timestamp `lag` behind now on a range this node leads: no
+    /// write at or below it will be accepted from now on (the timestamp
+    /// cache's low water mark rises to it), and a Raft command tells every
+    /// replica, which may then serve reads there. Evaluated with the whole
+    /// range latched, so that no write evaluated below it is still in flight.
+    pub async fn close_timestamp(
+        &self,
+        range_id: u64,
+        lag: std::time::Duration,
+    ) -> Result<Option<Timestamp>, Error> {
+        let replica = self.replica(range_id)?;
+        let span = {
+            let d = replica.desc.read();
+            LatchSpan::write_span(&d.start_key, &d.end_key)
+        };
+        let _latches = replica.latches.acquire(vec![span]).await;
+        if !replica.status.lock().leader_ready {
+            return Err(Error::NotLeader {
+                range_id,
+                leader_node: replica.leader_node(),
+            });
+        }
+        let now = self.clock().now();
+        let ts = Timestamp::new(now.wall.saturating_sub(lag.as_nanos() as u64), 0);
+        if ts <= *replica.closed_ts.lock() {
+            return Ok(None);
+        }
+        replica.tscache.lock().set_low_water(ts);
+        let cmd = RaftCommand {
+            id: new_command_id(),
+            cmd: Some(concord_proto::meta::raft_command::Cmd::CloseTs(
+                concord_proto::meta::CloseTimestampCommand {
+                    ts: Some(ts.into()),
+                },
+            )),
+        };
+        self.propose(range_id, cmd).await?;
+        Ok(Some(ts))
     }
 
     /// Refuses reads (and refreshes) from below the range's GC threshold:
@@ -527,6 +587,8 @@ struct Ctx<'a> {
     read_ts: Timestamp,
     uncertainty_limit: Timestamp,
     txn_id: Option<&'a [u8]>,
+    /// A read-only read at a past timestamp (AS OF SYSTEM TIME).
+    historical: bool,
 }
 
 fn span_latch(sp: &Span) -> LatchSpan {

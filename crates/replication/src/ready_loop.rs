@@ -111,6 +111,8 @@ enum AfterWrite {
     CreateRange(RangeDescriptor),
     /// A membership change removed this node's replica of the range.
     Destroy(u64),
+    /// A closed timestamp applied (visible to reads once the batch is written).
+    Closed(u64, concord_hlc::Timestamp),
 }
 
 pub(crate) struct ReadyLoop {
@@ -240,6 +242,7 @@ impl ReadyLoop {
                 concord_hlc::Timestamp::ZERO,
                 self.store.config.tscache_entries,
             )),
+            closed_ts: Mutex::new(concord_hlc::Timestamp::ZERO),
             status: Mutex::new(ReplicaStatus {
                 role: "follower".into(),
                 applied_index: applied.index,
@@ -748,6 +751,12 @@ impl ReadyLoop {
                     }
                 }
                 AfterWrite::Destroy(range_id) => self.destroy_replica(range_id)?,
+                AfterWrite::Closed(range_id, ts) => {
+                    if let Some(h) = self.store.replicas.read().get(&range_id) {
+                        let mut closed = h.closed_ts.lock();
+                        *closed = (*closed).max(ts);
+                    }
+                }
             }
         }
         self.truncate_logs(&touched)?;
@@ -1074,6 +1083,11 @@ impl ReadyLoop {
                     concord_storage::mvcc::put_version(batch, &w.key, ts, value);
                     r.bytes += write_bytes(&w.key, &w.value);
                 }
+                Ok(())
+            }
+            Some(Cmd::CloseTs(c)) => {
+                let ts = concord_proto::ts(c.ts);
+                after.push(AfterWrite::Closed(r.handle.range_id, ts));
                 Ok(())
             }
             Some(Cmd::Raw(raw)) => {

@@ -134,6 +134,9 @@ pub struct ReplicaHandle {
     pub latches: LatchManager,
     pub tscache: Mutex<TimestampCache>,
     pub status: Mutex<ReplicaStatus>,
+    /// The highest closed timestamp this replica has applied: no write at
+    /// or below it can still apply here, so reads there need no leader.
+    pub closed_ts: Mutex<concord_hlc::Timestamp>,
 }
 
 impl ReplicaHandle {
@@ -204,6 +207,8 @@ pub(crate) struct StoreInner {
     pub failure: Mutex<Option<concord_storage::Error>>,
     pub(crate) tx: mpsc::Sender<LoopMsg>,
     pub(crate) stopped: AtomicBool,
+    /// Reads served by a follower below its closed timestamp.
+    pub(crate) follower_reads: AtomicU64,
 }
 
 /// A node's store. Cheap to clone.
@@ -238,6 +243,7 @@ impl Store {
             failure: Mutex::new(None),
             tx,
             stopped: AtomicBool::new(false),
+            follower_reads: AtomicU64::new(0),
         });
         let mut ready_loop = ReadyLoop::new(inner.clone(), transport, rx);
         if ident.is_some() {
@@ -270,6 +276,12 @@ impl Store {
     /// This node's id (0 before bootstrap).
     pub fn node_id(&self) -> u64 {
         self.inner.node_id.load(Ordering::SeqCst)
+    }
+
+    /// How many reads a follower replica here served below its closed
+    /// timestamp, without the leader.
+    pub fn follower_reads(&self) -> u64 {
+        self.inner.follower_reads.load(Ordering::Relaxed)
     }
 
     /// The store's configuration.

@@ -250,6 +250,7 @@ impl TestCluster {
                 id: rand::random::<[u8; 16]>().to_vec(),
                 read_ts: Some(now.into()),
                 uncertainty_limit: Some(now.into()),
+                historical: false,
             }),
             requests: vec![kv::Request {
                 request: Some(Req::Commit(kv::CommitRequest {

@@ -80,6 +80,12 @@ pub fn render_metrics(ctx: &NodeContext) -> Result<String, prometheus::Error> {
     )?;
     failed.set(ctx.store.failure().is_some() as i64);
     registry.register(Box::new(failed.clone()))?;
+    let follower_reads = IntGauge::new(
+        "concord_follower_reads",
+        "Reads served by a follower replica here below its closed timestamp.",
+    )?;
+    follower_reads.set(ctx.store.follower_reads() as i64);
+    registry.register(Box::new(follower_reads.clone()))?;
     let hlc = IntGauge::new(
         "concord_hlc_wall_nanos",
         "Wall time of this node's hybrid logical clock.",

@@ -11,8 +11,8 @@
 //!
 //! Clock offsets are measured NTP-style on every heartbeat (see
 //! `concord_hlc::measure_offset`) and reported on `/metrics` and in
-//! `concord node status`. A node whose offset to a majority of the nodes it
-//! measured exceeds 80% of `--max-offset` stops serving: it logs why and
+//! `concord node status`. A node whose offset to a majority of the cluster's
+//! other nodes exceeds 80% of `--max-offset` stops serving: it logs why and
 //! exits (its own clock is the odd one out). A heartbeat is answered even
 //! when the sender's clock is too far ahead, so that the sender can measure
 //! the offset and learn that it must stop.
@@ -110,8 +110,11 @@ impl Liveness {
     }
 
     /// If this node's clock is off by more than `limit` from a majority of
-    /// the peers it measured recently, says so.
-    pub fn clock_too_far(&self, me: u64, limit: Duration) -> Option<String> {
+    /// the other `peers` nodes of the cluster (as measured recently), says
+    /// so. With fewer measurements than a majority nothing is concluded:
+    /// with one peer down, a disagreement with the other says nothing about
+    /// whose clock is wrong.
+    pub fn clock_too_far(&self, me: u64, peers: usize, limit: Duration) -> Option<String> {
         let seen = self.seen.lock();
         let fresh = self.dead_after.min(Duration::from_secs(10));
         let measured: Vec<(u64, i64)> = seen
@@ -126,7 +129,7 @@ impl Liveness {
                 o.unsigned_abs().saturating_sub(err) > limit.as_nanos() as u64
             })
             .collect();
-        if far.is_empty() || far.len() * 2 <= measured.len() {
+        if far.is_empty() || far.len() * 2 <= peers.max(measured.len()) {
             return None;
         }
         let list: Vec<String> = far
@@ -201,10 +204,13 @@ pub fn handle_heartbeat(ctx: &NodeContext, req: HeartbeatRequest) -> HeartbeatRe
     let (replicas, leaders) = ctx.store.replica_counts();
     ctx.liveness
         .record(ctx.store.node_id(), replicas, leaders, Some(0));
+    // The physical clock, not the HLC: the sender measures clock offsets
+    // with it, and the HLC may legitimately run ahead of physical time.
+    let physical = concord_hlc::Timestamp::new(ctx.store.clock().physical_now(), 0);
     HeartbeatResponse {
         oldest_read_ts: ctx.db.oldest_active_read_ts().map(Into::into),
         node: Some(ctx.descriptor()),
-        now: Some(ctx.store.clock().now().into()),
+        now: Some(physical.into()),
         replicas,
         leaders,
     }
@@ -223,7 +229,8 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
             continue;
         }
         let limit = ctx.store.clock().max_offset().mul_f64(0.8);
-        if let Some(why) = ctx.liveness.clock_too_far(me, limit) {
+        let peers = ctx.store.nodes().all().len().saturating_sub(1);
+        if let Some(why) = ctx.liveness.clock_too_far(me, peers, limit) {
             tracing::error!("{why}; stopping");
             let _ = ctx.fatal.send(Some(why));
             return;

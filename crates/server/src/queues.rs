@@ -9,6 +9,9 @@
 //!   their middle key;
 //! - the **replica GC queue** removes local replicas that meta2 says no
 //!   longer belong to this node (they were removed while it was down);
+//! - **closed timestamps**: each round, the leader of every range promises
+//!   that nothing at or below now − 3 s will be written there any more, so
+//!   followers can serve `AS OF SYSTEM TIME` reads from their own state;
 //! - the **MVCC GC queue** deletes versions shadowed for longer than
 //!   `--gc-ttl` (default 25 h), never above the oldest read timestamp of a
 //!   transaction open on any live node (nodes report theirs in heartbeats).
@@ -355,6 +358,25 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
             gc_replicas(&ctx, me).await;
         }
         mvcc_gc(&ctx, me, &mut last_gc).await;
+        close_timestamps(&ctx).await;
+    }
+}
+
+/// How far behind now closed timestamps trail. Writes with older
+/// timestamps are pushed above it (a transaction older than this refreshes
+/// its reads or restarts); reads at or below it are served by any replica.
+pub const CLOSED_TS_LAG: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Closes a timestamp on every range this node leads (once per round), so
+/// that `AS OF SYSTEM TIME` reads can be served by followers.
+async fn close_timestamps(ctx: &NodeContext) {
+    for r in ctx.store.replicas() {
+        if !r.status.lock().leader_ready {
+            continue;
+        }
+        if let Err(e) = ctx.store.close_timestamp(r.range_id, CLOSED_TS_LAG).await {
+            tracing::debug!(range_id = r.range_id, "closing a timestamp: {e}");
+        }
     }
 }
 

@@ -68,6 +68,9 @@ pub enum Error {
     /// A scalar subquery returned several rows (21000).
     #[error("more than one row returned by a subquery used as an expression")]
     CardinalityViolation,
+    /// A write in a read-only transaction (25006).
+    #[error("{0}")]
+    ReadOnlyTransaction(String),
     /// Bad LIMIT/OFFSET or other argument (22023 / 2201W).
     #[error("{0}")]
     InvalidParameterValue(String),
@@ -140,6 +143,7 @@ impl Error {
             Error::Grouping(_) => "42803",
             Error::CardinalityViolation => "21000",
             Error::InvalidParameterValue(_) => "22023",
+            Error::ReadOnlyTransaction(_) => "25006",
             Error::UndefinedObject(_) => "42704",
             Error::FeatureNotSupported(_) => "0A000",
             Error::ObjectInUse(_) => "55006",
@@ -200,6 +204,8 @@ impl From<concord_kv::Error> for Error {
             K::TxnFinished(s) => Error::Internal(format!("transaction already {s}")),
             K::Unimplemented(m) => Error::FeatureNotSupported(m),
             K::RangeBusy(m) => Error::ObjectInUse(m),
+            K::ReadOnly(m) => Error::ReadOnlyTransaction(m),
+            K::InvalidTimestamp(m) => Error::InvalidParameterValue(m),
             K::RangeChanged => Error::Unavailable("ranges kept changing under the request".into()),
             K::NotInitialized => Error::NotInitialized,
             K::Internal(m) => Error::Internal(m),

@@ -49,7 +49,7 @@ pub mod session;
 pub mod types;
 
 pub use error::{Error, Result};
-pub use parser::{parse, Stmt};
+pub use parser::{parse, AsOf, Stmt};
 pub use session::{Session, StatementResult, TxnStatus};
 pub use types::{DataType, Value};
 

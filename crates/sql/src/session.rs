@@ -136,6 +136,7 @@ impl Session {
                     self.admin(|s| Box::pin(s.show_ranges(table.as_ref())))
                         .await
                 }
+                Stmt::AsOf { stmt, at } => self.admin(|s| Box::pin(s.as_of(stmt, at))).await,
             };
             let r = match r {
                 Err(Error::RetryOnKey { reason, key, txn }) => {
@@ -225,6 +226,31 @@ impl Session {
     }
 
     /// `SHOW RANGES [FROM TABLE t]`.
+    /// A read-only statement at a past timestamp (`AS OF SYSTEM TIME`),
+    /// served by the nearest replica that has closed that timestamp.
+    async fn as_of(&mut self, stmt: &Statement, at: &crate::AsOf) -> Result<StatementResult> {
+        if !matches!(stmt, Statement::Query(_)) {
+            return Err(Error::Syntax(
+                "AS OF SYSTEM TIME applies to SELECT statements".into(),
+            ));
+        }
+        let now = self.db.sender().clock().now();
+        let ts = match at {
+            crate::AsOf::Ago(d) => now.wall.saturating_sub(d.as_nanos() as u64),
+            crate::AsOf::WallNanos(n) => *n,
+            // The closed timestamp trails by 3 s and is published every
+            // second: 4.8 s back is closed everywhere that keeps up.
+            crate::AsOf::FollowerRead => now.wall.saturating_sub(4_800_000_000),
+        };
+        let mut txn = self
+            .db
+            .begin_as_of(concord_hlc::Timestamp::new(ts, 0))
+            .map_err(Error::from)?;
+        let result = run(stmt, &mut txn).await;
+        txn.rollback();
+        result
+    }
+
     /// A 40001 error that names the conflicting key's table and primary key.
     async fn describe_conflict(&self, reason: String, key: &[u8], txn: String) -> Error {
         let mut t = self.db.begin();

@@ -111,4 +111,13 @@ macro_rules! slt {
     )*};
 }
 
-slt!(ddl, dml, select, types, errors, transactions, ranges);
+slt!(
+    ddl,
+    dml,
+    select,
+    types,
+    errors,
+    transactions,
+    ranges,
+    history
+);

@@ -144,6 +144,7 @@ impl Txn {
                 if ahead > 0 {
                     tokio::time::sleep(Duration::from_nanos(ahead)).await;
                 }
+                let _ = clock.update(commit_ts);
                 tokio::spawn(cleanup(
                     self.sender.clone(),
                     meta,
@@ -266,7 +267,6 @@ impl Txn {
                                 .and_then(|r| r.commit_ts)
                                 .map(|t| concord_proto::ts(Some(t)))
                                 .unwrap_or(commit_ts);
-                            let _ = self.sender.clock().update(ts);
                             Ok((ts, spans))
                         }
                         _ => Err((
@@ -324,6 +324,7 @@ fn plain_batch(meta: &TxnMeta, req: Req) -> BatchRequest {
         range_id: 0,
         now: None,
         txn: Some(TxnHeader {
+            historical: false,
             id: meta.id.clone(),
             read_ts: meta.read_ts,
             uncertainty_limit: meta.read_ts,
