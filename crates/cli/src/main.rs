@@ -134,7 +134,7 @@ struct StartArgs {
     gc_ttl: Duration,
     /// Testing only: skews this node's clock by this much (e.g. 2s or -2s),
     /// to check that skew beyond --max-offset stops the node.
-    #[arg(long, hide = true, default_value = "0s", value_parser = parse_signed_duration)]
+    #[arg(long, hide = true, default_value = "0s", allow_hyphen_values = true, value_parser = parse_signed_duration)]
     debug_clock_offset: i64,
     /// Log filter (tracing syntax), e.g. info or concord=debug,raft=info.
     #[arg(long, default_value = "info", env = "CONCORD_LOG")]
