@@ -36,9 +36,12 @@
 //! for the protocol and for what happens when a transaction meets another's
 //! intent.
 //!
+//! `SELECT … FOR UPDATE` locks keys early ([`Txn::lock_keys`]): lock-only
+//! intents through the transaction's record, which then commits through it.
+//!
 //! # Not done yet
-//! - Intents are laid down only at commit (writes are buffered until then),
-//!   so `SELECT … FOR UPDATE` takes no lock.
+//! - Writes are laid down as intents only at commit (they are buffered
+//!   until then).
 //! - Records of transactions aborted by pushers after their coordinator
 //!   died stay until a record GC by age is built.
 

@@ -144,6 +144,8 @@ impl Db {
             priority,
             failpoints: self.failpoints.clone(),
             historical: false,
+            locks: None,
+            collected: None,
         }
     }
 }
@@ -167,11 +169,18 @@ pub struct Txn {
     registered: Timestamp,
     /// Read-only at a past timestamp (AS OF SYSTEM TIME).
     historical: bool,
+    /// The record, heartbeat and locks of a transaction that locked keys
+    /// (SELECT … FOR UPDATE) before committing.
+    locks: Option<twopc::Locks>,
+    /// Keys of user tables read since `collect_reads` started (FOR UPDATE
+    /// locks what the statement read).
+    collected: Option<Vec<Vec<u8>>>,
 }
 
 impl Drop for Txn {
     fn drop(&mut self) {
         self.deregister();
+        self.release_locks();
     }
 }
 
@@ -306,6 +315,29 @@ impl Txn {
         Ok(())
     }
 
+    /// Starts remembering the user-table keys this transaction reads, for
+    /// [`Txn::lock_collected`].
+    pub fn collect_reads(&mut self) {
+        self.collected = Some(Vec::new());
+    }
+
+    /// Locks every user-table key read since [`Txn::collect_reads`] (the
+    /// rows a `SELECT … FOR UPDATE` returned).
+    pub async fn lock_collected(&mut self) -> Result<()> {
+        let mut keys = self.collected.take().unwrap_or_default();
+        keys.sort();
+        keys.dedup();
+        self.lock_keys(&keys).await
+    }
+
+    fn note_read(&mut self, key: &[u8]) {
+        if let Some(c) = self.collected.as_mut() {
+            if key >= concord_storage::keys::MIN_SPLIT_KEY {
+                c.push(key.to_vec());
+            }
+        }
+    }
+
     /// Reads one key.
     pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_open()?;
@@ -327,7 +359,12 @@ impl Txn {
             end: vec![],
         });
         match resp.into_iter().next().and_then(|r| r.response) {
-            Some(Resp::Get(g)) => Ok(g.found.then_some(g.value)),
+            Some(Resp::Get(g)) => {
+                if g.found {
+                    self.note_read(key);
+                }
+                Ok(g.found.then_some(g.value))
+            }
             other => Err(Error::Internal(format!(
                 "unexpected response to get: {other:?}"
             ))),
@@ -377,7 +414,12 @@ impl Txn {
                         end: vec![],
                     });
                     match r.response {
-                        Some(Resp::Get(g)) => out[i] = Some(g.found.then_some(g.value)),
+                        Some(Resp::Get(g)) => {
+                            if g.found {
+                                self.note_read(&keys[i]);
+                            }
+                            out[i] = Some(g.found.then_some(g.value))
+                        }
                         other => {
                             return Err(Error::Internal(format!(
                                 "unexpected response to get: {other:?}"
@@ -447,6 +489,11 @@ impl Txn {
                 } else {
                     scan.resume_key.clone()
                 };
+                if self.collected.is_some() {
+                    for row in &scan.rows {
+                        self.note_read(&row.key);
+                    }
+                }
                 self.merge_buffer(&cursor, &page_end, scan.rows, &mut out);
                 if limit > 0 && out.len() >= limit {
                     out.truncate(limit);
@@ -575,6 +622,17 @@ impl Txn {
     /// sent again.
     pub async fn commit(&mut self) -> Result<Timestamp> {
         self.check_open()?;
+        if self.writes.is_empty() && self.locks.is_some() {
+            // Only locks: end the record (committing nothing) and release.
+            let result = self.commit_two_phase(Vec::new()).await;
+            self.deregister();
+            self.finished = Some(if result.is_ok() {
+                "committed"
+            } else {
+                "aborted"
+            });
+            return result;
+        }
         if self.writes.is_empty() {
             self.deregister();
             self.finished = Some("committed");
@@ -585,6 +643,7 @@ impl Txn {
         let writes: Vec<kv::Write> = std::mem::take(&mut self.writes)
             .into_iter()
             .map(|(key, v)| kv::Write {
+                lock_only: false,
                 key,
                 tombstone: v.is_none(),
                 value: v.unwrap_or_default(),
@@ -612,7 +671,7 @@ impl Txn {
                 k >= desc.start_key.as_slice()
                     && (desc.end_key.is_empty() || k < desc.end_key.as_slice())
             };
-            if !in_range(last) {
+            if !in_range(last) || self.locks.is_some() {
                 return self.commit_two_phase(writes).await;
             }
             let mut read_spans = Vec::new();
@@ -669,6 +728,7 @@ impl Txn {
     /// Abandons the transaction: its buffered writes are dropped.
     pub fn rollback(&mut self) {
         self.deregister();
+        self.release_locks();
         self.writes.clear();
         self.finished = Some("aborted");
     }

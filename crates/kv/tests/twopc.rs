@@ -239,3 +239,55 @@ async fn concurrent_transfers_across_ranges_conserve_money() {
         .sum();
     assert_eq!(total, INITIAL * ACCOUNTS as i64);
 }
+
+/// SELECT … FOR UPDATE at the KV level: the locked key blocks a writer of
+/// lower priority until the holder ends, and never blocks readers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_blocks_writers_until_its_transaction_ends_but_not_readers() {
+    let (db, store) = db().await;
+    split_between(&db, &["a", "m"]).await;
+    let mut t = db.begin();
+    t.put(key("a"), b"1".to_vec()).unwrap();
+    t.commit().await.unwrap();
+
+    let mut holder = db.begin_attempt(10);
+    holder.collect_reads();
+    assert_eq!(holder.get(&key("a")).await.unwrap(), Some(b"1".to_vec()));
+    holder.lock_collected().await.unwrap();
+    assert_eq!(intents(&store), 1, "one lock");
+    assert_eq!(read(&db, "a").await, Some(b"1".to_vec()), "readers pass");
+
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut w = db.begin_attempt(0);
+            w.put(key("a"), b"2".to_vec()).unwrap();
+            w.commit().await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!writer.is_finished(), "the writer waits for the lock");
+    holder.put(key("a"), b"holder".to_vec()).unwrap();
+    holder.commit().await.unwrap();
+    writer.await.unwrap().unwrap();
+    assert_eq!(
+        read(&db, "a").await,
+        Some(b"2".to_vec()),
+        "the writer went second"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || intents(&store) == 0
+            && records(&store) == 0)
+        .await,
+        "locks and records are cleaned up"
+    );
+
+    // A lock released by rollback frees the key at once.
+    let mut holder = db.begin_attempt(10);
+    holder.lock_keys(&[key("a")]).await.unwrap();
+    holder.rollback();
+    let mut w = db.begin();
+    w.put(key("a"), b"3".to_vec()).unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(read(&db, "a").await, Some(b"3".to_vec()));
+}

@@ -257,6 +257,7 @@ impl TestCluster {
                     writes: writes
                         .into_iter()
                         .map(|(key, v)| kv::Write {
+                            lock_only: false,
                             key,
                             tombstone: v.is_none(),
                             value: v.unwrap_or_default(),

@@ -304,6 +304,7 @@ impl Store {
                     txn: Some(meta.clone()),
                     value: w.value,
                     tombstone: w.tombstone,
+                    lock_only: w.lock_only,
                 }
                 .encode_to_vec(),
                 delete: false,
@@ -361,7 +362,7 @@ impl Store {
                 if intent.txn.as_ref().map(|t| t.id.as_slice()) != Some(req.txn_id.as_slice()) {
                     continue;
                 }
-                if status == TxnStatus::Committed {
+                if status == TxnStatus::Committed && !intent.lock_only {
                     let value = (!intent.tombstone).then_some(intent.value.as_slice());
                     writes.push(RawWrite {
                         family: Family::Data as i32,

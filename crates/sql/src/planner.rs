@@ -1194,7 +1194,9 @@ async fn plan_query(q: &ast::Query, txn: &mut Txn) -> Result<(Node, Vec<OutputCo
         ));
     }
     if !q.locks.is_empty() {
-        return Err(Error::FeatureNotSupported("SELECT ... FOR UPDATE".into()));
+        return Err(Error::FeatureNotSupported(
+            "FOR UPDATE in a subquery or a statement other than SELECT".into(),
+        ));
     }
     let select = match q.body.as_ref() {
         SetExpr::Select(s) => s,

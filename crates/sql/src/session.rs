@@ -480,6 +480,20 @@ fn text_column(name: &str) -> OutputColumn {
 
 /// Plans and executes a statement inside `txn`.
 pub async fn run(stmt: &Statement, txn: &mut Txn) -> Result<StatementResult> {
+    if let Statement::Query(q) = stmt {
+        if !q.locks.is_empty() {
+            // SELECT … FOR UPDATE / FOR SHARE: run the query, then lock
+            // every row it read (shared locks are exclusive here).
+            let mut plain = q.clone();
+            plain.locks.clear();
+            let plain = Statement::Query(plain);
+            txn.collect_reads();
+            let plan = planner::plan(&plain, txn).await?;
+            let result = execute_plan(plan, txn).await?;
+            txn.lock_collected().await?;
+            return Ok(result);
+        }
+    }
     let plan = planner::plan(stmt, txn).await?;
     execute_plan(plan, txn).await
 }

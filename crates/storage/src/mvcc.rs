@@ -166,6 +166,10 @@ enum IntentOutcome {
 }
 
 fn check_intent(key: &[u8], intent: Intent, opts: &ReadOpts) -> Result<IntentOutcome, MvccError> {
+    if intent.lock_only {
+        // A lock blocks writers, not readers: read the committed versions.
+        return Ok(IntentOutcome::Ignore);
+    }
     let txn = intent.txn.clone().unwrap_or_default();
     if opts.txn_id == Some(txn.id.as_slice()) {
         let value = if intent.tombstone {
@@ -366,6 +370,7 @@ pub fn put_intent(
         txn: Some(txn.clone()),
         value: value.map(|v| v.to_vec()).unwrap_or_default(),
         tombstone: value.is_none(),
+        lock_only: false,
     };
     batch.put(Cf::Lock, key.to_vec(), intent.encode_to_vec());
     Ok(())
@@ -430,7 +435,10 @@ pub fn find_write_in_span(
         let intent = Intent::decode(v.as_slice())
             .map_err(|e| Error::Corruption(format!("intent on {}: {e}", fmt_key(&k))))?;
         let ts = intent_ts(&intent);
-        if intent.txn.as_ref().map(|t| t.id.as_slice()) != txn_id && ts <= up_to {
+        if !intent.lock_only
+            && intent.txn.as_ref().map(|t| t.id.as_slice()) != txn_id
+            && ts <= up_to
+        {
             return Ok(Some((k, ts)));
         }
     }

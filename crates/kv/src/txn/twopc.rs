@@ -24,10 +24,23 @@
 //! higher priority (the pushee is aborted). Waits only go from lower to
 //! higher priority writers, and readers hold no intents, so there is no
 //! waiting cycle; a wait is bounded and ends in a retry error.
+//!
+//! Locks (`SELECT … FOR UPDATE`) use the same machinery early: the record
+//! is created when the first lock is taken, locks are lock-only intents
+//! (readers pass them; they leave no version), and the transaction then
+//! commits or aborts through its record whatever its writes.
 
 use std::time::Duration;
 
 use concord_proto::meta::{KeySpan, TxnMeta, TxnRecord, TxnStatus};
+
+/// A transaction's record once it exists before commit (it locked keys):
+/// the record's meta, its heartbeat task, and where its locks are.
+pub(super) struct Locks {
+    pub(super) meta: TxnMeta,
+    pub(super) heartbeat: tokio::task::JoinHandle<()>,
+    pub(super) spans: Vec<KeySpan>,
+}
 
 use super::*;
 
@@ -113,29 +126,75 @@ impl Txn {
         }
     }
 
-    /// Commits writes that span several ranges in two phases.
-    pub(super) async fn commit_two_phase(&mut self, writes: Vec<kv::Write>) -> Result<Timestamp> {
-        let anchor = writes
-            .first()
-            .map(|w| w.key.clone())
-            .ok_or_else(|| Error::Internal("two-phase commit without writes".into()))?;
-        let meta = self.meta(&anchor);
+    /// The transaction's record, created (PENDING, heartbeated from now on)
+    /// if it has none yet, anchored at `anchor`.
+    async fn ensure_record(&mut self, anchor: &[u8]) -> Result<TxnMeta> {
+        if let Some(lock) = &self.locks {
+            return Ok(lock.meta.clone());
+        }
+        let meta = self.meta(anchor);
         send_one(
             &self.sender,
-            &anchor,
+            anchor,
             self.batch(vec![Req::BeginTxn(kv::BeginTxnRequest {
                 txn: Some(meta.clone()),
             })]),
         )
         .await?;
         let heartbeat = tokio::spawn(heartbeat_loop(self.sender.clone(), meta.clone()));
+        self.locks = Some(Locks {
+            meta: meta.clone(),
+            heartbeat,
+            spans: Vec::new(),
+        });
+        Ok(meta)
+    }
+
+    /// Locks the keys (SELECT … FOR UPDATE): lock-only intents, through the
+    /// transaction's record, that make other writers and lockers wait (or
+    /// push) until this transaction ends. Readers are not blocked.
+    pub async fn lock_keys(&mut self, keys: &[Vec<u8>]) -> Result<()> {
+        self.check_open()?;
+        let Some(first) = keys.first() else {
+            return Ok(());
+        };
+        let meta = self.ensure_record(first).await?;
+        let writes: Vec<kv::Write> = keys
+            .iter()
+            .map(|k| kv::Write {
+                key: k.clone(),
+                value: vec![],
+                tombstone: false,
+                lock_only: true,
+            })
+            .collect();
+        let (result, spans) = self.prepare_all(&meta, writes).await;
+        if let Some(l) = self.locks.as_mut() {
+            l.spans.extend(spans);
+        }
+        result.map(|_| ())
+    }
+
+    /// Commits through the transaction record: writes that span several
+    /// ranges, or any commit of a transaction that holds locks.
+    pub(super) async fn commit_two_phase(&mut self, writes: Vec<kv::Write>) -> Result<Timestamp> {
+        let anchor = writes
+            .first()
+            .map(|w| w.key.clone())
+            .or_else(|| self.locks.as_ref().map(|l| l.meta.anchor_key.clone()))
+            .ok_or_else(|| Error::Internal("two-phase commit without writes".into()))?;
+        let meta = self.ensure_record(&anchor).await?;
         let result = self.prepare_and_commit(&meta, writes).await;
-        heartbeat.abort();
+        let locks = self.locks.take();
+        if let Some(l) = &locks {
+            l.heartbeat.abort();
+        }
+        let lock_spans = locks.map(|l| l.spans).unwrap_or_default();
         match result {
             Ok(_) if self.failpoint(failpoints::AFTER_COMMIT) => Err(Error::Internal(
                 "failpoint: coordinator stopped after the commit point".into(),
             )),
-            Ok((commit_ts, spans)) => {
+            Ok((commit_ts, mut spans)) => {
                 // Commit wait, as for one-phase commits: a commit timestamp
                 // ahead of this node's clock is acknowledged only once that
                 // time has passed here.
@@ -145,6 +204,7 @@ impl Txn {
                     tokio::time::sleep(Duration::from_nanos(ahead)).await;
                 }
                 let _ = clock.update(commit_ts);
+                spans.extend(lock_spans);
                 tokio::spawn(cleanup(
                     self.sender.clone(),
                     meta,
@@ -154,46 +214,35 @@ impl Txn {
                 ));
                 Ok(commit_ts)
             }
-            Err((e, spans)) => {
+            Err((e, mut spans)) => {
                 if !matches!(e, Error::Internal(ref m) if m.starts_with("failpoint")) {
-                    // Abort: the record first (so nobody can commit it), then
-                    // the intents, in the background.
-                    let sender = self.sender.clone();
-                    tokio::spawn(async move {
-                        let end = Req::EndTxn(kv::EndTxnRequest {
-                            txn: Some(meta.clone()),
-                            commit: false,
-                            commit_ts: None,
-                            intent_spans: spans.clone(),
-                        });
-                        let batch = plain_batch(&meta, end);
-                        match send_one(&sender, &meta.anchor_key, batch).await {
-                            Ok(_) | Err(Error::TxnAborted(_)) => {
-                                cleanup(sender, meta, TxnStatus::Aborted, Timestamp::ZERO, spans)
-                                    .await
-                            }
-                            Err(e) => tracing::debug!(
-                                "aborting transaction {}: {e}; its intents wait for a pusher",
-                                concord_storage::fmt_txn_id(&meta.id)
-                            ),
-                        }
-                    });
+                    spans.extend(lock_spans);
+                    tokio::spawn(abort_and_clean_up(self.sender.clone(), meta, spans));
                 }
                 Err(e)
             }
         }
     }
 
-    /// Prepares every range, moves the commit timestamp (refreshing reads),
-    /// and switches the record to COMMITTED. On failure, returns the spans
-    /// where intents may have been written.
-    async fn prepare_and_commit(
-        &mut self,
+    /// Ends a transaction that holds locks without committing it.
+    pub(super) fn release_locks(&mut self) {
+        if let Some(l) = self.locks.take() {
+            l.heartbeat.abort();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(abort_and_clean_up(self.sender.clone(), l.meta, l.spans));
+            }
+        }
+    }
+
+    /// Writes intents for `writes` on every range they touch; returns the
+    /// highest intent timestamp, and the spans where intents may now be.
+    async fn prepare_all(
+        &self,
         meta: &TxnMeta,
         writes: Vec<kv::Write>,
-    ) -> std::result::Result<(Timestamp, Vec<KeySpan>), (Error, Vec<KeySpan>)> {
+    ) -> (Result<Timestamp>, Vec<KeySpan>) {
         let mut spans: Vec<KeySpan> = Vec::new();
-        let mut commit_ts = self.read_ts;
+        let mut max_ts = Timestamp::ZERO;
         let mut pending = writes;
         let mut regroups = 0;
         while !pending.is_empty() {
@@ -202,7 +251,7 @@ impl Txn {
             for w in pending.drain(..) {
                 let d = match self.sender.range_for_key(&w.key).await {
                     Ok(d) => d,
-                    Err(e) => return Err((e, spans)),
+                    Err(e) => return (Err(e), spans),
                 };
                 groups
                     .entry(d.range_id)
@@ -210,9 +259,8 @@ impl Txn {
                     .1
                     .push(w);
             }
-            let this = &*self;
             let sends = groups.into_values().map(|(route, ws)| async move {
-                let r = this.prepare_group(meta, &route, ws.clone()).await;
+                let r = self.prepare_group(meta, &route, ws.clone()).await;
                 (r, ws)
             });
             for (r, ws) in futures::future::join_all(sends).await {
@@ -224,13 +272,29 @@ impl Txn {
                     });
                 }
                 match r {
-                    Ok(ts) => commit_ts = commit_ts.max(ts),
+                    Ok(ts) => max_ts = max_ts.max(ts),
                     Err(Error::RangeChanged) if regroups < MAX_REGROUPS => pending.extend(ws),
-                    Err(e) => return Err((e, spans)),
+                    Err(e) => return (Err(e), spans),
                 }
             }
             regroups += 1;
         }
+        (Ok(max_ts), spans)
+    }
+
+    /// Prepares every range, moves the commit timestamp (refreshing reads),
+    /// and switches the record to COMMITTED. On failure, returns the spans
+    /// where intents may have been written.
+    async fn prepare_and_commit(
+        &mut self,
+        meta: &TxnMeta,
+        writes: Vec<kv::Write>,
+    ) -> std::result::Result<(Timestamp, Vec<KeySpan>), (Error, Vec<KeySpan>)> {
+        let (prepared, spans) = self.prepare_all(meta, writes).await;
+        let commit_ts = match prepared {
+            Ok(ts) => ts.max(self.read_ts),
+            Err(e) => return Err((e, spans)),
+        };
         if self.failpoint(failpoints::AFTER_PREPARE) {
             return Err((
                 Error::Internal("failpoint: coordinator stopped after prepare".into()),
@@ -413,6 +477,27 @@ async fn resolve_spans(
         }
     }
     Ok(())
+}
+
+/// Aborts a transaction's record (so nobody can commit it), then removes its
+/// intents and the record.
+async fn abort_and_clean_up(sender: Arc<DistSender>, meta: TxnMeta, spans: Vec<KeySpan>) {
+    let end = Req::EndTxn(kv::EndTxnRequest {
+        txn: Some(meta.clone()),
+        commit: false,
+        commit_ts: None,
+        intent_spans: spans.clone(),
+    });
+    let batch = plain_batch(&meta, end);
+    match send_one(&sender, &meta.anchor_key, batch).await {
+        Ok(_) | Err(Error::TxnAborted(_)) => {
+            cleanup(sender, meta, TxnStatus::Aborted, Timestamp::ZERO, spans).await
+        }
+        Err(e) => tracing::debug!(
+            "aborting transaction {}: {e}; its intents wait for a pusher",
+            concord_storage::fmt_txn_id(&meta.id)
+        ),
+    }
 }
 
 /// Keeps a transaction record alive while its coordinator works.
