@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use concord_kv::{failpoints, Error};
+use concord_replication::testing::wait_until;
 use concord_replication::Store;
 use concord_storage::Cf;
 
@@ -18,17 +19,6 @@ fn intents(store: &Store) -> usize {
 
 fn records(store: &Store) -> usize {
     store.engine().scan(Cf::Txn, b"", None, 0).unwrap().len()
-}
-
-async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    f()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,7 +35,7 @@ async fn a_commit_across_ranges_is_all_or_nothing_and_cleans_up() {
     }
     // Intents are resolved and the record forgotten in the background.
     assert!(
-        eventually(Duration::from_secs(5), || intents(&store) == 0
+        wait_until(Duration::from_secs(5), || intents(&store) == 0
             && records(&store) == 0)
         .await,
         "left {} intents and {} records",
@@ -276,7 +266,7 @@ async fn a_lock_blocks_writers_until_its_transaction_ends_but_not_readers() {
         "the writer went second"
     );
     assert!(
-        eventually(Duration::from_secs(5), || intents(&store) == 0
+        wait_until(Duration::from_secs(5), || intents(&store) == 0
             && records(&store) == 0)
         .await,
         "locks and records are cleaned up"

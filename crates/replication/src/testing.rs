@@ -331,3 +331,65 @@ impl TestCluster {
             .unwrap_or(0)
     }
 }
+
+/// A single-node cluster sends no Raft messages.
+struct NoPeers;
+impl RaftTransport for NoPeers {
+    fn send(&self, _: u64, _: u64, _: Message) {}
+}
+
+/// A bootstrapped single-node store on an in-memory engine whose range 1
+/// has elected itself: the real store and Raft groups (one per range) for
+/// tests of the layers above.
+pub async fn single_node_store(config: StoreConfig) -> Store {
+    let store = Store::start(
+        Arc::new(concord_storage::MemoryEngine::new()),
+        Clock::new(Duration::from_millis(500)).expect("a system clock after the epoch"),
+        Arc::new(NodeRegistry::new()),
+        Arc::new(NoPeers),
+        config,
+    )
+    .expect("start an in-memory store");
+    store
+        .bootstrap(
+            StoreIdent {
+                cluster_id: b"single".to_vec(),
+                node_id: 1,
+            },
+            vec![NodeDescriptor {
+                node_id: 1,
+                ..Default::default()
+            }],
+            RangeDescriptor {
+                range_id: 1,
+                replicas: vec![ReplicaDescriptor {
+                    node_id: 1,
+                    replica_id: 1,
+                    learner: false,
+                }],
+                next_replica_id: 2,
+                generation: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("bootstrap a fresh store");
+    wait_until(Duration::from_secs(5), || {
+        store.replica(1).is_ok_and(|r| r.status.lock().leader_ready)
+    })
+    .await;
+    store
+}
+
+/// Polls `f` every 20 ms until it holds or `timeout` passes; returns
+/// whether it held.
+pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}

@@ -5,24 +5,13 @@
 use std::time::{Duration, Instant};
 
 use concord_proto::kv::kv_error::Kind;
-use concord_replication::testing::{fast_config, TestCluster};
+use concord_replication::testing::{fast_config, wait_until, TestCluster};
 
 fn kv(i: usize) -> (Vec<u8>, Option<Vec<u8>>) {
     (
         format!("key{i:05}").into_bytes(),
         Some(format!("value{i}").into_bytes()),
     )
-}
-
-async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    f()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
