@@ -112,14 +112,7 @@ impl Db {
                 "AS OF SYSTEM TIME {ts} is in the future (now is {now})"
             )));
         }
-        let mut t = self.begin_attempt(0);
-        t.deregister();
-        t.read_ts = ts;
-        t.uncertainty_limit = ts;
-        t.registered = ts;
-        t.historical = true;
-        self.active.lock().insert((ts, t.id.clone()));
-        Ok(t)
+        Ok(self.start(ts, ts, rand::random_range(1..PRIORITY_STEP), true))
     }
 
     /// Begins the `attempt`-th try of a transaction that is being retried:
@@ -129,6 +122,22 @@ impl Db {
         let read_ts = clock.now();
         let base = rand::random_range(1..PRIORITY_STEP);
         let priority = base.saturating_add(PRIORITY_STEP.saturating_mul(attempt.min(1000) as i32));
+        self.start(
+            read_ts,
+            read_ts.add_duration(clock.max_offset()),
+            priority,
+            false,
+        )
+    }
+
+    /// A new transaction, registered among the open ones.
+    fn start(
+        &self,
+        read_ts: Timestamp,
+        uncertainty_limit: Timestamp,
+        priority: i32,
+        historical: bool,
+    ) -> Txn {
         let id = rand::random::<[u8; 16]>().to_vec();
         self.active.lock().insert((read_ts, id.clone()));
         Txn {
@@ -137,13 +146,13 @@ impl Db {
             registered: read_ts,
             id,
             read_ts,
-            uncertainty_limit: read_ts.add_duration(clock.max_offset()),
+            uncertainty_limit,
             writes: BTreeMap::new(),
             read_spans: Vec::new(),
             finished: None,
             priority,
             failpoints: self.failpoints.clone(),
-            historical: false,
+            historical,
             locks: None,
             collected: None,
         }
@@ -622,18 +631,7 @@ impl Txn {
     /// sent again.
     pub async fn commit(&mut self) -> Result<Timestamp> {
         self.check_open()?;
-        if self.writes.is_empty() && self.locks.is_some() {
-            // Only locks: end the record (committing nothing) and release.
-            let result = self.commit_two_phase(Vec::new()).await;
-            self.deregister();
-            self.finished = Some(if result.is_ok() {
-                "committed"
-            } else {
-                "aborted"
-            });
-            return result;
-        }
-        if self.writes.is_empty() {
+        if self.writes.is_empty() && self.locks.is_none() {
             self.deregister();
             self.finished = Some("committed");
             return Ok(self.read_ts);
@@ -649,7 +647,13 @@ impl Txn {
                 value: v.unwrap_or_default(),
             })
             .collect();
-        let result = self.commit_writes(&first, &last, writes).await;
+        // A transaction that holds locks ends through its record, whatever
+        // its writes (none, only locks: the record ends and they go).
+        let result = if self.locks.is_some() {
+            self.commit_two_phase(writes).await
+        } else {
+            self.commit_writes(&first, &last, writes).await
+        };
         self.deregister();
         self.finished = Some(if result.is_ok() {
             "committed"
@@ -671,7 +675,7 @@ impl Txn {
                 k >= desc.start_key.as_slice()
                     && (desc.end_key.is_empty() || k < desc.end_key.as_slice())
             };
-            if !in_range(last) || self.locks.is_some() {
+            if !in_range(last) {
                 return self.commit_two_phase(writes).await;
             }
             let mut read_spans = Vec::new();

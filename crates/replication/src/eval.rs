@@ -226,19 +226,14 @@ impl Store {
             spans.push(LatchSpan::write_key(&w.key));
         }
         for sp in &commit.read_spans {
-            check_span_or_key(replica, sp)?;
-            spans.push(span_latch(sp));
+            check_key_or_span(replica, &sp.start, &sp.end)?;
+            spans.push(latch_for(&sp.start, &sp.end, false));
         }
         let _latches = replica.latches.acquire(spans).await;
         for w in &commit.writes {
             check_key(replica, &w.key)?;
         }
-        if !replica.status.lock().leader_ready {
-            return Err(Error::NotLeader {
-                range_id: replica.range_id,
-                leader_node: replica.leader_node(),
-            });
-        }
+        replica.ensure_leader()?;
         let engine = self.engine().as_ref();
         // The commit timestamp: at or above the read timestamp, above every
         // other transaction's read of a written key, above every committed
@@ -331,12 +326,7 @@ impl Store {
             LatchSpan::write_span(&d.start_key, &d.end_key)
         };
         let _latches = replica.latches.acquire(vec![span]).await;
-        if !replica.status.lock().leader_ready {
-            return Err(Error::NotLeader {
-                range_id,
-                leader_node: replica.leader_node(),
-            });
-        }
+        replica.ensure_leader()?;
         let now = self.clock().now();
         let ts = Timestamp::new(now.wall.saturating_sub(lag.as_nanos() as u64), 0);
         if ts <= *replica.closed_ts.lock() {
@@ -411,12 +401,7 @@ impl Store {
             .acquire(vec![LatchSpan::write_span(&start, &end)])
             .await;
         check_key(replica, &start)?;
-        if !replica.status.lock().leader_ready {
-            return Err(Error::NotLeader {
-                range_id: replica.range_id,
-                leader_node: replica.leader_node(),
-            });
-        }
+        replica.ensure_leader()?;
         let engine = self.engine().as_ref();
         let old = concord_storage::local::load_gc_threshold(engine, replica.range_id)?;
         let threshold = concord_proto::ts(req.threshold).max(old);
@@ -448,18 +433,7 @@ impl Store {
                 delete: false,
             });
         }
-        if !writes.is_empty() {
-            let cmd = RaftCommand {
-                id: new_command_id(),
-                cmd: Some(concord_proto::meta::raft_command::Cmd::Raw(
-                    concord_proto::meta::RawWriteCommand {
-                        writes,
-                        bytes_removed: bytes,
-                    },
-                )),
-            };
-            self.propose(replica.range_id, cmd).await?;
-        }
+        self.propose_raw(replica.range_id, writes, bytes).await?;
         Ok(vec![kv::Response {
             response: Some(Resp::Gc(kv::GcResponse {
                 deleted,
@@ -489,12 +463,7 @@ impl Store {
         };
         let _latches = replica.latches.acquire(vec![span]).await;
         check_key(replica, &key)?;
-        if !replica.status.lock().leader_ready {
-            return Err(Error::NotLeader {
-                range_id: replica.range_id,
-                leader_node: replica.leader_node(),
-            });
-        }
+        replica.ensure_leader()?;
         let desc = replica.desc.read().clone();
         if key == desc.start_key {
             // Already a boundary: nothing to do.
@@ -539,13 +508,8 @@ impl Store {
 
     /// The leader's view of its range.
     fn eval_range_info(&self, replica: &ReplicaHandle) -> Result<Vec<kv::Response>, Error> {
+        replica.ensure_leader()?;
         let st = replica.status.lock().clone();
-        if !st.leader_ready {
-            return Err(Error::NotLeader {
-                range_id: replica.range_id,
-                leader_node: replica.leader_node(),
-            });
-        }
         Ok(vec![kv::Response {
             response: Some(Resp::RangeInfo(kv::RangeInfoResponse {
                 descriptor: Some(replica.desc.read().clone()),
@@ -573,8 +537,8 @@ fn read_latches(replica: &ReplicaHandle, requests: &[Req]) -> Result<Vec<LatchSp
             }
             Req::Refresh(rf) => {
                 for sp in &rf.spans {
-                    check_span_or_key(replica, sp)?;
-                    spans.push(span_latch(sp));
+                    check_key_or_span(replica, &sp.start, &sp.end)?;
+                    spans.push(latch_for(&sp.start, &sp.end, false));
                 }
             }
             _ => unreachable!("exclusive requests are evaluated alone"),
@@ -591,11 +555,13 @@ struct Ctx<'a> {
     historical: bool,
 }
 
-fn span_latch(sp: &Span) -> LatchSpan {
-    if sp.end.is_empty() {
-        LatchSpan::read_key(&sp.start)
-    } else {
-        LatchSpan::read_span(&sp.start, &sp.end)
+/// The latch of the key `start` (`end` empty) or of the span `[start, end)`.
+pub(crate) fn latch_for(start: &[u8], end: &[u8], write: bool) -> LatchSpan {
+    match (end.is_empty(), write) {
+        (true, false) => LatchSpan::read_key(start),
+        (true, true) => LatchSpan::write_key(start),
+        (false, false) => LatchSpan::read_span(start, end),
+        (false, true) => LatchSpan::write_span(start, end),
     }
 }
 
@@ -709,11 +675,17 @@ pub(crate) fn check_span(replica: &ReplicaHandle, start: &[u8], end: &[u8]) -> R
     }
 }
 
-fn check_span_or_key(replica: &ReplicaHandle, sp: &Span) -> Result<(), Error> {
-    if sp.end.is_empty() {
-        check_key(replica, &sp.start)
+/// Checks that the key `start` (`end` empty) or the span `[start, end)` is
+/// in the range.
+pub(crate) fn check_key_or_span(
+    replica: &ReplicaHandle,
+    start: &[u8],
+    end: &[u8],
+) -> Result<(), Error> {
+    if end.is_empty() {
+        check_key(replica, start)
     } else {
-        check_span(replica, &sp.start, &sp.end)
+        check_span(replica, start, end)
     }
 }
 

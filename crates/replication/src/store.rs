@@ -140,6 +140,19 @@ pub struct ReplicaHandle {
 }
 
 impl ReplicaHandle {
+    /// Fails with `NotLeader` unless this replica leads its range and has
+    /// applied every entry of earlier terms (so it may evaluate requests).
+    pub fn ensure_leader(&self) -> Result<(), Error> {
+        if self.status.lock().leader_ready {
+            Ok(())
+        } else {
+            Err(Error::NotLeader {
+                range_id: self.range_id,
+                leader_node: self.leader_node(),
+            })
+        }
+    }
+
     /// The node id of the current leader, if known.
     pub fn leader_node(&self) -> Option<u64> {
         let leader = self.status.lock().leader_replica_id;

@@ -27,8 +27,8 @@
 
 use concord_proto::kv::{self, response::Response as Resp};
 use concord_proto::meta::{
-    raft_command::Cmd, raw_write::Family, Intent, KeySpan, RaftCommand, RawWrite, RawWriteCommand,
-    TxnMeta, TxnRecord, TxnStatus,
+    raft_command::Cmd, raw_write::Family, Intent, RaftCommand, RawWrite, RawWriteCommand, TxnMeta,
+    TxnRecord, TxnStatus,
 };
 use concord_storage::mvcc::{self, MvccError};
 use concord_storage::{keys, txn, Cf};
@@ -74,18 +74,15 @@ fn aborted(meta: &TxnMeta, why: &str) -> Error {
 }
 
 impl Store {
-    fn ensure_leader(&self, replica: &ReplicaHandle) -> Result<(), Error> {
-        if replica.status.lock().leader_ready {
-            Ok(())
-        } else {
-            Err(Error::NotLeader {
-                range_id: replica.range_id,
-                leader_node: replica.leader_node(),
-            })
-        }
-    }
-
-    async fn propose_raw(&self, range_id: u64, writes: Vec<RawWrite>) -> Result<(), Error> {
+    /// Proposes evaluated engine writes as one Raft command and waits for
+    /// them to apply; `bytes_removed` is what they delete from the range's
+    /// size (GC).
+    pub(crate) async fn propose_raw(
+        &self,
+        range_id: u64,
+        writes: Vec<RawWrite>,
+        bytes_removed: u64,
+    ) -> Result<(), Error> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -93,7 +90,7 @@ impl Store {
             id: rand::random::<[u8; 16]>().to_vec(),
             cmd: Some(Cmd::Raw(RawWriteCommand {
                 writes,
-                bytes_removed: 0,
+                bytes_removed,
             })),
         };
         self.propose(range_id, cmd).await
@@ -109,7 +106,7 @@ impl Store {
         super::eval::check_key(replica, &meta.anchor_key)?;
         let guard = replica.latches.acquire(vec![record_latch(meta)]).await;
         super::eval::check_key(replica, &meta.anchor_key)?;
-        self.ensure_leader(replica)?;
+        replica.ensure_leader()?;
         let record = txn::get_record(self.engine().as_ref(), meta)?;
         Ok((guard, record))
     }
@@ -137,7 +134,7 @@ impl Store {
                     last_heartbeat: Some(self.clock().now().into()),
                     ..Default::default()
                 };
-                self.propose_raw(replica.range_id, vec![put_record(&r)])
+                self.propose_raw(replica.range_id, vec![put_record(&r)], 0)
                     .await?;
                 r
             }
@@ -158,7 +155,7 @@ impl Store {
         };
         if status_of(&record) == TxnStatus::Pending {
             record.last_heartbeat = Some(self.clock().now().into());
-            self.propose_raw(replica.range_id, vec![put_record(&record)])
+            self.propose_raw(replica.range_id, vec![put_record(&record)], 0)
                 .await?;
         }
         Ok(record_response(Some(record)))
@@ -197,7 +194,7 @@ impl Store {
                     }
                 }
                 record.intent_spans = req.intent_spans;
-                self.propose_raw(replica.range_id, vec![put_record(&record)])
+                self.propose_raw(replica.range_id, vec![put_record(&record)], 0)
                     .await?;
                 Ok(record_response(Some(record)))
             }
@@ -243,7 +240,7 @@ impl Store {
                 expired,
                 "transaction aborted by a pusher"
             );
-            self.propose_raw(replica.range_id, vec![put_record(&record)])
+            self.propose_raw(replica.range_id, vec![put_record(&record)], 0)
                 .await?;
         }
         Ok(record_response(Some(record)))
@@ -265,7 +262,7 @@ impl Store {
         for w in &req.writes {
             super::eval::check_key(replica, &w.key)?;
         }
-        self.ensure_leader(replica)?;
+        replica.ensure_leader()?;
         let engine = self.engine().as_ref();
         let mut ts = concord_proto::ts(meta.write_ts);
         {
@@ -310,7 +307,7 @@ impl Store {
                 delete: false,
             })
             .collect();
-        self.propose_raw(replica.range_id, writes).await?;
+        self.propose_raw(replica.range_id, writes, 0).await?;
         Ok(vec![kv::Response {
             response: Some(Resp::Prepare(kv::PrepareResponse {
                 write_ts: Some(ts.into()),
@@ -333,14 +330,14 @@ impl Store {
         }
         let mut latches = Vec::with_capacity(req.spans.len());
         for sp in &req.spans {
-            check_key_span(replica, sp)?;
-            latches.push(write_latch(sp));
+            super::eval::check_key_or_span(replica, &sp.start, &sp.end)?;
+            latches.push(super::eval::latch_for(&sp.start, &sp.end, true));
         }
         let _latches = replica.latches.acquire(latches).await;
         for sp in &req.spans {
-            check_key_span(replica, sp)?;
+            super::eval::check_key_or_span(replica, &sp.start, &sp.end)?;
         }
-        self.ensure_leader(replica)?;
+        replica.ensure_leader()?;
         let engine = self.engine().as_ref();
         let commit_ts = concord_proto::ts(req.commit_ts);
         let mut writes = Vec::new();
@@ -383,7 +380,7 @@ impl Store {
             .iter()
             .filter(|w| w.family == Family::Lock as i32)
             .count();
-        self.propose_raw(replica.range_id, writes).await?;
+        self.propose_raw(replica.range_id, writes, 0).await?;
         Ok(vec![kv::Response {
             response: Some(Resp::ResolveIntents(kv::ResolveIntentsResponse {
                 resolved: resolved as u64,
@@ -413,26 +410,11 @@ impl Store {
                     value: vec![],
                     delete: true,
                 }],
+                0,
             )
             .await?;
         }
         Ok(record_response(None))
-    }
-}
-
-fn write_latch(sp: &KeySpan) -> LatchSpan {
-    if sp.end.is_empty() {
-        LatchSpan::write_key(&sp.start)
-    } else {
-        LatchSpan::write_span(&sp.start, &sp.end)
-    }
-}
-
-fn check_key_span(replica: &ReplicaHandle, sp: &KeySpan) -> Result<(), Error> {
-    if sp.end.is_empty() {
-        super::eval::check_key(replica, &sp.start)
-    } else {
-        super::eval::check_span(replica, &sp.start, &sp.end)
     }
 }
 
