@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Concord's whole test suite: unit, golden (MVCC), sqllogictest,
-# in-process cluster and multi-process cluster tests.
+# in-process cluster and multi-process cluster tests, and (with no
+# arguments, when Docker is present) a smoke of the container fault harness.
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh -p concord-sql  # extra arguments go to `cargo test`
@@ -11,3 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 cargo test --workspace --locked "$@"
+if [ $# -eq 0 ]; then
+  # Two one-minute runs of concord-chaos on a 3-node container cluster (see
+  # docs/chaos.md). It prints plainly when Docker or root is missing.
+  cargo test --workspace --locked --test chaos_smoke -- --ignored --nocapture
+fi

@@ -36,12 +36,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start a node.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Initialize a new cluster from the nodes in the --join list of --host.
     Init {
         /// gRPC address of one node of the new cluster.
         #[arg(long, default_value = "127.0.0.1:26257", env = "CONCORD_HOST")]
         host: String,
+        /// Succeed (exit 0) if the cluster is already initialized, as a
+        /// one-shot init service that runs at every start wants.
+        #[arg(long)]
+        allow_initialized: bool,
     },
     /// Open a SQL shell (or run statements with -e).
     Sql(shell::SqlArgs),
@@ -51,6 +55,26 @@ enum Command {
     Node {
         #[command(subcommand)]
         command: NodeCommand,
+    },
+    /// Act on ranges.
+    Range {
+        #[command(subcommand)]
+        command: RangeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RangeCommand {
+    /// Hand the Raft leadership of a range to its replica on another node.
+    /// --host must be the node that leads the range now (see `concord node
+    /// status`).
+    TransferLeader {
+        range_id: u64,
+        /// The node that should lead the range.
+        to_node: u64,
+        /// gRPC address of the range's current leader.
+        #[arg(long, default_value = "127.0.0.1:26257", env = "CONCORD_HOST")]
+        host: String,
     },
 }
 
@@ -132,10 +156,19 @@ struct StartArgs {
     /// refused), e.g. 25h or 10m. Use the same value on every node.
     #[arg(long, default_value = "25h", value_parser = parse_duration, env = "CONCORD_GC_TTL")]
     gc_ttl: Duration,
+    /// Free space (bytes; K, M, G suffixes) the store's file system keeps:
+    /// below it the node refuses writes with SQLSTATE 53100 and hands its
+    /// leaderships to other nodes, until twice as much is free again.
+    #[arg(long, default_value = "64M", value_parser = parse_bytes, env = "CONCORD_MIN_FREE_SPACE")]
+    min_free_space: u64,
     /// Testing only: skews this node's clock by this much (e.g. 2s or -2s),
     /// to check that skew beyond --max-offset stops the node.
     #[arg(long, hide = true, default_value = "0s", allow_hyphen_values = true, value_parser = parse_signed_duration)]
     debug_clock_offset: i64,
+    /// Testing only: lets `PUT /debug/clock-offset` on the HTTP port skew this
+    /// node's clock while it runs (fault injection).
+    #[arg(long, hide = true, env = "CONCORD_DEBUG_CLOCK_ENDPOINT")]
+    debug_clock_endpoint: bool,
     /// Log filter (tracing syntax), e.g. info or concord=debug,raft=info.
     #[arg(long, default_value = "info", env = "CONCORD_LOG")]
     log: String,
@@ -166,6 +199,25 @@ fn parse_signed_duration(s: &str) -> Result<i64, String> {
     i64::try_from(d.as_nanos())
         .map(|n| sign * n)
         .map_err(|_| format!("duration {s} is too long"))
+}
+
+/// Parses sizes written like `64M`, `1G`, `512K` or plain bytes.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected e.g. 64M or 1G"))?;
+    let mult: u64 = match unit.trim_end_matches(['B', 'b', 'i']) {
+        "" => 1,
+        "K" | "k" => 1 << 10,
+        "M" | "m" => 1 << 20,
+        "G" | "g" => 1 << 30,
+        _ => return Err(format!("invalid size unit in {s:?}: use K, M or G")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -233,7 +285,9 @@ fn node_config(a: &StartArgs) -> NodeConfig {
     c.dead_after = a.dead_after;
     c.range_max_bytes = a.range_max_bytes;
     c.debug_clock_offset_nanos = a.debug_clock_offset;
+    c.debug_clock_endpoint = a.debug_clock_endpoint;
     c.gc_ttl = a.gc_ttl;
+    c.min_free_space = a.min_free_space;
     c
 }
 
@@ -255,7 +309,7 @@ async fn start(args: StartArgs) -> Result<()> {
     }
 }
 
-async fn init(host: &str) -> Result<()> {
+async fn init(host: &str, allow_initialized: bool) -> Result<()> {
     // The node may still be starting: keep trying to reach it for a while.
     // Init itself waits for the other nodes of the --join list; give it time.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -282,9 +336,28 @@ async fn init(host: &str) -> Result<()> {
             }
             Ok(())
         }
+        Err(s) if s.code() == tonic::Code::AlreadyExists && allow_initialized => {
+            println!("{}", s.message());
+            Ok(())
+        }
         Err(s) if s.code() == tonic::Code::AlreadyExists => bail!("{}", s.message()),
         Err(s) => bail!("init failed: {}", s.message()),
     }
+}
+
+async fn transfer_leader(range_id: u64, to_node: u64, host: &str) -> Result<()> {
+    let mut client = concord_server::grpc::admin_client(host, Duration::from_secs(10))
+        .await
+        .map_err(|e| anyhow!(e))?;
+    client
+        .transfer_leader(concord_proto::admin::TransferLeaderRequest {
+            range_id,
+            to_node_id: to_node,
+        })
+        .await
+        .map_err(|s| anyhow!("{}", s.message()))?;
+    println!("range {range_id}: leadership transfer to node {to_node} started");
+    Ok(())
 }
 
 fn hex(b: &[u8]) -> String {
@@ -436,7 +509,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     }
     let already = nodes[0].ctx.store.is_bootstrapped();
     if !already {
-        init(&join[0]).await?;
+        init(&join[0], false).await?;
     }
     eprintln!(
         "Concord demo: {} node(s), data in {}, log in {}",
@@ -481,8 +554,11 @@ fn run(cli: Cli) -> Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Start(a) => start(a).await,
-            Command::Init { host } => init(&host).await,
+            Command::Start(a) => start(*a).await,
+            Command::Init {
+                host,
+                allow_initialized,
+            } => init(&host, allow_initialized).await,
             Command::Sql(a) => shell::run(a).await,
             Command::Demo(a) => demo(a).await,
             Command::Node {
@@ -499,6 +575,14 @@ fn run(cli: Cli) -> Result<()> {
             Command::Node {
                 command: NodeCommand::Recommission { node_id, host },
             } => decommission(node_id, &host, Duration::ZERO, false).await,
+            Command::Range {
+                command:
+                    RangeCommand::TransferLeader {
+                        range_id,
+                        to_node,
+                        host,
+                    },
+            } => transfer_leader(range_id, to_node, &host).await,
         }
     })
 }
@@ -514,6 +598,10 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("fast").is_err());
+        assert_eq!(parse_bytes("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("512").unwrap(), 512);
+        assert!(parse_bytes("lots").is_err());
         assert!(parse_duration("5 days").is_err());
     }
 }

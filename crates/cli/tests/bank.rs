@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use concord_workload::bank::{check_ledger, Transfer};
 use tokio_postgres::Client;
 
 const ACCOUNTS: i64 = 50;
@@ -31,8 +32,8 @@ const INITIAL: i64 = 1000;
 const CLIENTS: u64 = 16;
 #[derive(Default)]
 struct Outcomes {
-    acked: BTreeSet<i64>,
-    maybe: BTreeSet<i64>,
+    acked: BTreeSet<u64>,
+    maybe: BTreeSet<u64>,
     retries: u64,
 }
 
@@ -140,7 +141,7 @@ async fn bank_transfers_survive_node_kills_and_conserve_money() {
                     let mut o = outcomes.lock().unwrap();
                     match (step, committing) {
                         (Step::Ok, true) => {
-                            o.acked.insert(tid);
+                            o.acked.insert(tid as u64);
                             false
                         }
                         (Step::Ok, false) => false,
@@ -150,7 +151,7 @@ async fn bank_transfers_survive_node_kills_and_conserve_money() {
                         }
                         (Step::Broken, committing) => {
                             if committing {
-                                o.maybe.insert(tid);
+                                o.maybe.insert(tid as u64);
                             }
                             true
                         }
@@ -224,27 +225,24 @@ async fn bank_transfers_survive_node_kills_and_conserve_money() {
         "money conserved"
     );
     assert!(balances.values().all(|b| *b >= 0), "no negative balance");
-    let mut expected: BTreeMap<i64, i64> = (0..ACCOUNTS).map(|i| (i, INITIAL)).collect();
-    let mut logged = BTreeSet::new();
-    for r in &log {
-        let (tid, src, dst, amount): (i64, i64, i64, i64) = (
-            r[0].parse().unwrap(),
-            r[1].parse().unwrap(),
-            r[2].parse().unwrap(),
-            r[3].parse().unwrap(),
-        );
-        assert!(
-            o.acked.contains(&tid) || o.maybe.contains(&tid),
-            "transfer {tid} is in the log but was never acknowledged or in doubt"
-        );
-        logged.insert(tid);
-        *expected.get_mut(&src).unwrap() -= amount;
-        *expected.get_mut(&dst).unwrap() += amount;
-    }
-    for tid in &o.acked {
-        assert!(logged.contains(tid), "acknowledged transfer {tid} was lost");
-    }
-    assert_eq!(balances, expected, "balances match the transfer log");
+    // Every acknowledged transfer is in the log, every logged one was
+    // acknowledged or in doubt, and the balances are what the log says.
+    let initial: BTreeMap<u64, i64> = (0..ACCOUNTS as u64).map(|i| (i, INITIAL)).collect();
+    let transfers: Vec<Transfer> = log
+        .iter()
+        .map(|r| Transfer {
+            id: r[0].parse().unwrap(),
+            from: r[1].parse().unwrap(),
+            to: r[2].parse().unwrap(),
+            amount: r[3].parse().unwrap(),
+        })
+        .collect();
+    let finals: BTreeMap<u64, i64> = balances.iter().map(|(k, v)| (*k as u64, *v)).collect();
+    let found = check_ledger(&initial, &o.acked, &o.maybe, &transfers, &finals);
+    assert!(
+        found.is_empty(),
+        "the final state disagrees with what clients were told: {found:?}"
+    );
     assert!(
         o.acked.len() > 50,
         "too few transfers committed: {}",

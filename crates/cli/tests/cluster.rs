@@ -24,6 +24,9 @@ async fn three_node_cluster_survives_kill_and_restart_and_loses_nothing() {
         !ok && out.contains("already been initialized"),
         "second init refused: {out}"
     );
+    // A one-shot init service runs at every start: it must not fail then.
+    let (ok, out) = run_cli(&["init", "--host", &c.nodes[0].grpc, "--allow-initialized"]);
+    assert!(ok, "init --allow-initialized on a cluster: {out}");
     assert!(store_exists(&c.nodes[0].store));
 
     // 1,000 rows through node 1, read back through nodes 2 and 3.
@@ -64,6 +67,44 @@ async fn three_node_cluster_survives_kill_and_restart_and_loses_nothing() {
     let err = n1.simple_query("SELECT * FROM missing").await.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "42P01");
     assert_eq!(count_retry(&n1, "SELECT count(*) FROM kv").await, 1000);
+
+    // Leadership moves on request, asked of the leader; another node refuses.
+    let leader = leader_of(&c, Duration::from_secs(10)).expect("a leader");
+    let target = (leader + 1) % 3;
+    let target_id = http_get(&c.nodes[target].http, "/metrics")
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("concord_node_id "))
+                .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        })
+        .expect("node id in /metrics")
+        .to_string();
+    let (ok, out) = run_cli(&[
+        "range",
+        "transfer-leader",
+        "1",
+        &target_id,
+        "--host",
+        &c.nodes[target].grpc,
+    ]);
+    assert!(!ok && out.contains("does not lead"), "{out}");
+    let (ok, out) = run_cli(&[
+        "range",
+        "transfer-leader",
+        "1",
+        &target_id,
+        "--host",
+        &c.nodes[leader].grpc,
+    ]);
+    assert!(ok, "transfer-leader: {out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leader_of(&c, Duration::from_secs(10)) != Some(target) {
+        assert!(
+            Instant::now() < deadline,
+            "leadership moved to node {target_id}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // kill -9 the Raft leader; the others keep serving reads and writes.
     let leader = leader_of(&c, Duration::from_secs(10)).expect("a leader");

@@ -347,8 +347,14 @@ impl ReadyLoop {
     }
 
     fn fail_replica(mut r: Replica, err: impl Fn() -> Error) {
+        // A proposed command may still commit through the other replicas:
+        // its proposer cannot be told it failed.
+        let range_id = r.handle.range_id;
         for (_, resp) in r.proposals.drain() {
-            let _ = resp.send(Err(err()));
+            let _ = resp.send(Err(Error::AmbiguousResult(format!(
+                "range {range_id}: the command was proposed, then this replica stopped ({})",
+                err()
+            ))));
         }
         for resp in r.reads_new.drain(..) {
             let _ = resp.send(Err(err()));

@@ -222,6 +222,9 @@ pub(crate) struct StoreInner {
     pub(crate) stopped: AtomicBool,
     /// Reads served by a follower below its closed timestamp.
     pub(crate) follower_reads: AtomicU64,
+    /// The disk is nearly full: new commands are refused (see
+    /// [`Store::set_disk_full`]).
+    pub(crate) disk_full: AtomicBool,
 }
 
 /// A node's store. Cheap to clone.
@@ -257,6 +260,7 @@ impl Store {
             tx,
             stopped: AtomicBool::new(false),
             follower_reads: AtomicU64::new(0),
+            disk_full: AtomicBool::new(false),
         });
         let mut ready_loop = ReadyLoop::new(inner.clone(), transport, rx);
         if ident.is_some() {
@@ -478,8 +482,27 @@ impl Store {
         v
     }
 
+    /// Marks the store's disk as nearly full (or not). While it is, every
+    /// new command is refused with a disk-full error (SQLSTATE 53100 at the
+    /// SQL boundary) instead of running the disk out and failing the store:
+    /// Raft entries of other leaders are still appended, reads still served.
+    pub fn set_disk_full(&self, full: bool) {
+        self.inner.disk_full.store(full, Ordering::Relaxed);
+    }
+
+    /// Whether new commands are refused for lack of disk space.
+    pub fn disk_full(&self) -> bool {
+        self.inner.disk_full.load(Ordering::Relaxed)
+    }
+
     /// Proposes an evaluated command and waits until it has applied here.
     pub async fn propose(&self, range_id: u64, cmd: RaftCommand) -> Result<(), Error> {
+        if self.disk_full() {
+            return Err(Error::Storage(concord_storage::Error::NoSpace(format!(
+                "node {}'s store is nearly out of disk space; writes are refused until space is freed",
+                self.node_id()
+            ))));
+        }
         let (resp, rx) = oneshot::channel();
         let id = cmd.id.clone();
         self.send(LoopMsg::Propose {

@@ -9,7 +9,8 @@ use concord_proto::admin::admin_server::{Admin, AdminServer};
 use concord_proto::admin::{
     BootstrapRequest, BootstrapResponse, DecommissionRequest, DecommissionResponse,
     HeartbeatRequest, HeartbeatResponse, InitRequest, InitResponse, JoinRequest, JoinResponse,
-    NodeStatusRequest, NodeStatusResponse, RangeStatus,
+    NodeStatusRequest, NodeStatusResponse, RangeStatus, TransferLeaderRequest,
+    TransferLeaderResponse,
 };
 use concord_proto::kv::internal_server::{Internal, InternalServer};
 use concord_proto::kv::{BatchRequest, BatchResponse, RaftMessageBatch, RaftMessagesResponse};
@@ -370,6 +371,42 @@ impl Admin for AdminService {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(DecommissionResponse {}))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        let req = request.into_inner();
+        let replica =
+            self.ctx.store.replica(req.range_id).map_err(|_| {
+                Status::not_found(format!("no replica of range {} here", req.range_id))
+            })?;
+        if replica.status.lock().role != "leader" {
+            return Err(Status::failed_precondition(format!(
+                "node {} does not lead range {}",
+                self.ctx.store.node_id(),
+                req.range_id
+            )));
+        }
+        let to = replica
+            .desc
+            .read()
+            .replicas
+            .iter()
+            .find(|r| r.node_id == req.to_node_id)
+            .map(|r| r.replica_id)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "range {} has no replica on node {}",
+                    req.range_id, req.to_node_id
+                ))
+            })?;
+        self.ctx
+            .store
+            .transfer_leader(req.range_id, to)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(TransferLeaderResponse {}))
     }
 }
 

@@ -6,13 +6,16 @@
 //! - `GET /metrics`: Prometheus text format: node identity, per-range Raft
 //!   state, HLC reading.
 //! - `GET /`: a short human-readable status page.
+//! - `PUT /debug/clock-offset` (only with the hidden `--debug-clock-endpoint`
+//!   flag, for fault injection): body = signed nanoseconds to add to this
+//!   node's physical clock from now on.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::Router;
 use prometheus::{Encoder, GaugeVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
@@ -31,6 +34,7 @@ pub async fn serve(
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/", get(status_page))
+        .route("/debug/clock-offset", put(set_clock_offset))
         .with_state(ctx);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -39,6 +43,33 @@ pub async fn serve(
         .await;
     if let Err(e) = result {
         tracing::error!("HTTP server failed: {e}");
+    }
+}
+
+/// Fault injection: skews this node's physical clock while it runs. The HLC
+/// never goes backwards, so a negative jump only slows it down until the
+/// physical clock catches up.
+async fn set_clock_offset(State(ctx): State<Arc<NodeContext>>, body: String) -> impl IntoResponse {
+    if !ctx.config.debug_clock_endpoint {
+        return (
+            StatusCode::FORBIDDEN,
+            "clock offsets can be set only on a node started with --debug-clock-endpoint\n"
+                .to_string(),
+        );
+    }
+    match body.trim().parse::<i64>() {
+        Ok(nanos) => {
+            tracing::warn!(
+                offset_nanos = nanos,
+                "clock deliberately skewed (debug endpoint)"
+            );
+            ctx.store.clock().set_test_offset(nanos);
+            (StatusCode::OK, format!("clock offset {nanos} ns\n"))
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("expected a signed number of nanoseconds: {e}\n"),
+        ),
     }
 }
 

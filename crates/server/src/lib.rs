@@ -68,8 +68,14 @@ pub struct NodeConfig {
     pub max_offset: Duration,
     /// Testing only: a skew added to this node's physical clock.
     pub debug_clock_offset_nanos: i64,
+    /// Testing only: `PUT /debug/clock-offset` may change the skew while the
+    /// node runs (fault injection: clock jumps and strobes).
+    pub debug_clock_endpoint: bool,
     /// MVCC versions shadowed for longer than this are garbage-collected.
     pub gc_ttl: Duration,
+    /// Below this many free bytes on the store's file system the node
+    /// refuses writes (SQLSTATE 53100) and hands its leaderships away.
+    pub min_free_space: u64,
     /// Raft and store tunables.
     pub store_config: StoreConfig,
     /// Replicas per range.
@@ -108,7 +114,9 @@ impl NodeConfig {
             heartbeat_interval: Duration::from_secs(1),
             queue_interval: Duration::from_secs(1),
             debug_clock_offset_nanos: 0,
+            debug_clock_endpoint: false,
             gc_ttl: Duration::from_secs(25 * 3600),
+            min_free_space: 64 << 20,
         }
     }
 }
@@ -167,6 +175,66 @@ impl NodeContext {
             sql_address: self.sql_addr.to_string(),
             http_address: self.http_addr.to_string(),
         }
+    }
+}
+
+/// Watches the store's disk space and health, every second.
+///
+/// - Free space below `--min-free-space`: the store refuses new commands
+///   (SQLSTATE 53100) and the queues hand this node's leaderships to other
+///   replicas, so that the cluster keeps writing and this disk never runs
+///   out under RocksDB. Twice that much free space lifts it.
+/// - A failed store stops the node, so that whatever runs it (systemd, a
+///   container's restart policy) restarts it and it recovers from what is
+///   durable (see `concord_replication::store`). A store that failed on a
+///   full disk anyway is the exception while the disk stays full: the node
+///   stays up and answers 53100, which says what is wrong better than a
+///   node that is gone, and stops once the file system has room again.
+async fn watch_store(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
+    let min_free = ctx.config.min_free_space;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let free = concord_storage::free_space(&ctx.config.store).ok();
+        if let Some(free) = free {
+            let full = ctx.store.disk_full();
+            if !full && free < min_free {
+                tracing::error!(
+                    free_bytes = free,
+                    "the store's disk is nearly full (less than --min-free-space {} MiB free): \
+                     refusing writes and handing leaderships away until space is freed",
+                    min_free >> 20
+                );
+                ctx.store.set_disk_full(true);
+            } else if full && free >= min_free.saturating_mul(2) {
+                tracing::info!(
+                    free_bytes = free,
+                    "disk space is back: accepting writes again"
+                );
+                ctx.store.set_disk_full(false);
+            }
+        }
+        let Some(failure) = ctx.store.failure() else {
+            continue;
+        };
+        let why = match failure {
+            concord_storage::Error::NoSpace(_) => match free {
+                Some(free) if free >= min_free.saturating_mul(2) => format!(
+                    "the store stopped on a full disk and {} MiB are free again; \
+                         restart the node to recover from its log",
+                    free >> 20
+                ),
+                _ => continue,
+            },
+            other => {
+                format!("the store failed ({other}); restart the node to recover from its log")
+            }
+        };
+        tracing::error!("{why}");
+        let _ = ctx.fatal.send(Some(why));
+        return;
     }
 }
 
@@ -247,6 +315,7 @@ impl Node {
             tokio::spawn(http::serve(ctx.clone(), http_listener, rx.clone())),
             tokio::spawn(liveness::run(ctx.clone(), rx.clone())),
             tokio::spawn(queues::run(ctx.clone(), rx.clone())),
+            tokio::spawn(watch_store(ctx.clone(), rx.clone())),
             tokio::spawn(grpc::join_when_cluster_exists(ctx.clone(), rx)),
         ];
         tracing::info!(

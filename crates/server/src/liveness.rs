@@ -41,6 +41,8 @@ struct Seen {
     offset_error_nanos: u64,
     /// The read timestamp of the node's oldest open transaction.
     oldest_read: Option<concord_hlc::Timestamp>,
+    /// The node said its disk is nearly full.
+    disk_full: bool,
 }
 
 /// This node's view of the cluster's nodes.
@@ -98,6 +100,16 @@ impl Liveness {
             .filter_map(|(_, ts)| ts)
             .chain(local)
             .min()
+    }
+
+    /// Records whether a node's disk is nearly full.
+    pub fn set_disk_full(&self, node_id: u64, full: bool) {
+        self.seen.lock().entry(node_id).or_default().disk_full = full;
+    }
+
+    /// Whether a node last said its disk is nearly full.
+    pub fn disk_full(&self, node_id: u64) -> bool {
+        self.seen.lock().get(&node_id).is_some_and(|s| s.disk_full)
     }
 
     /// Records the uncertainty of the latest offset measured to a node.
@@ -200,6 +212,7 @@ pub fn handle_heartbeat(ctx: &NodeContext, req: HeartbeatRequest) -> HeartbeatRe
             .record(from.node_id, req.replicas, req.leaders, None);
         ctx.liveness
             .set_oldest_read(from.node_id, req.oldest_read_ts.map(|t| t.into()));
+        ctx.liveness.set_disk_full(from.node_id, req.disk_full);
     }
     let (replicas, leaders) = ctx.store.replica_counts();
     ctx.liveness
@@ -213,6 +226,7 @@ pub fn handle_heartbeat(ctx: &NodeContext, req: HeartbeatRequest) -> HeartbeatRe
         now: Some(physical.into()),
         replicas,
         leaders,
+        disk_full: ctx.store.disk_full(),
     }
 }
 
@@ -251,6 +265,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
                     now: Some(clock.now().into()),
                     replicas,
                     leaders,
+                    disk_full: ctx.store.disk_full(),
                 };
                 let timeout = ctx
                     .config
@@ -272,6 +287,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
                     }
                     ctx.liveness
                         .set_oldest_read(node.node_id, resp.oldest_read_ts.map(|t| t.into()));
+                    ctx.liveness.set_disk_full(node.node_id, resp.disk_full);
                     ctx.liveness
                         .record(node.node_id, resp.replicas, resp.leaders, Some(offset));
                 }

@@ -65,11 +65,18 @@ pub struct RangeView<'a> {
     pub target_replicas: usize,
     /// May this decision move a healthy replica or leader (rebalancing)?
     pub may_rebalance: bool,
+    /// Nodes whose disk is nearly full: they should lead nothing.
+    pub disk_full: &'a (dyn Fn(u64) -> bool + Sync),
 }
 
 impl RangeView<'_> {
     fn healthy(&self, node: u64) -> bool {
         (self.live)(node) && !self.decommissioning.contains(&node)
+    }
+
+    /// A node that may take over leadership.
+    fn may_lead(&self, node: u64) -> bool {
+        self.healthy(node) && !(self.disk_full)(node)
     }
 
     fn caught_up(&self, replica_id: u64) -> bool {
@@ -94,6 +101,15 @@ pub fn plan(v: &RangeView) -> Option<Action> {
         return None;
     }
     let voters: Vec<&ReplicaDescriptor> = d.replicas.iter().collect();
+    // 2a. This node's disk is nearly full: it refuses writes, so another
+    //     replica should lead.
+    if (v.disk_full)(v.me) {
+        return voters
+            .iter()
+            .filter(|r| r.node_id != v.me && v.may_lead(r.node_id) && v.caught_up(r.replica_id))
+            .min_by_key(|r| ((v.load)(r.node_id).1, r.node_id))
+            .map(|r| Action::TransferLeader(r.replica_id));
+    }
     let healthy_nodes: Vec<u64> = v.nodes.iter().copied().filter(|n| v.healthy(*n)).collect();
     // Dead nodes still count toward the target: a range keeps its dead
     // replica (which may come back) until a replacement exists. Only
@@ -139,7 +155,7 @@ pub fn plan(v: &RangeView) -> Option<Action> {
             // The leader cannot remove itself: hand leadership over first.
             return voters
                 .iter()
-                .filter(|r| r.node_id != v.me && v.healthy(r.node_id) && v.caught_up(r.replica_id))
+                .filter(|r| r.node_id != v.me && v.may_lead(r.node_id) && v.caught_up(r.replica_id))
                 .min_by_key(|r| ((v.load)(r.node_id).1, r.node_id))
                 .map(|r| Action::TransferLeader(r.replica_id));
         }
@@ -149,7 +165,7 @@ pub fn plan(v: &RangeView) -> Option<Action> {
     if v.decommissioning.contains(&v.me) {
         return voters
             .iter()
-            .filter(|r| r.node_id != v.me && v.healthy(r.node_id) && v.caught_up(r.replica_id))
+            .filter(|r| r.node_id != v.me && v.may_lead(r.node_id) && v.caught_up(r.replica_id))
             .min_by_key(|r| ((v.load)(r.node_id).1, r.node_id))
             .map(|r| Action::TransferLeader(r.replica_id));
     }
@@ -182,7 +198,7 @@ pub fn plan(v: &RangeView) -> Option<Action> {
             .iter()
             .filter(|r| {
                 r.node_id != v.me
-                    && v.healthy(r.node_id)
+                    && v.may_lead(r.node_id)
                     && v.caught_up(r.replica_id)
                     && ((v.load)(r.node_id).1 as f64) < mean_leaders
             })
@@ -289,6 +305,13 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
         round += 1;
         let nodes: Vec<u64> = ctx.store.nodes().all().iter().map(|n| n.node_id).collect();
         let live = |n: u64| ctx.liveness.is_live(n, me);
+        let disk_full = |n: u64| {
+            if n == me {
+                ctx.store.disk_full()
+            } else {
+                ctx.liveness.disk_full(n)
+            }
+        };
         let load = |n: u64| {
             if n == me {
                 ctx.store.replica_counts()
@@ -321,9 +344,11 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
                 load: &load,
                 target_replicas: ctx.config.replicas,
                 may_rebalance,
+                disk_full: &disk_full,
             };
             if let Some(action) = plan(&view) {
-                let rebalancing = matches!(action, Action::TransferLeader(_))
+                let rebalancing = (matches!(action, Action::TransferLeader(_))
+                    && !ctx.store.disk_full())
                     || (matches!(action, Action::AddLearner(_))
                         && desc
                             .replicas
@@ -545,6 +570,7 @@ mod tests {
             load: &load,
             target_replicas: 3,
             may_rebalance: rebalance,
+            disk_full: &|_| false,
         })
     }
 

@@ -73,6 +73,27 @@ impl From<rocksdb::Error> for Error {
 /// Result of storage operations.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Bytes an unprivileged writer can still use on the file system holding
+/// `path` (`statvfs`'s `f_bavail × f_frsize`).
+pub fn free_space(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call and
+    // `st` points to writable memory of the right size; statvfs only writes it.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between platforms (u32 or u64).
+    #[allow(clippy::unnecessary_cast)]
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    Ok(free)
+}
+
 /// A key for humans: printable ASCII as is, other bytes as `\xNN`.
 pub fn fmt_key(key: &[u8]) -> String {
     let mut s = String::with_capacity(key.len());

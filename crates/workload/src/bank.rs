@@ -24,13 +24,19 @@
 //! Sums are computed in `i128`, so no snapshot, however wrong, can overflow
 //! the checker.
 //!
+//! Snapshots cannot see a *lost* transfer: transfers conserve the total, so
+//! a transfer that was acknowledged and then vanished leaves every snapshot
+//! valid. [`check_ledger`] finds those: each transfer also inserts a row into
+//! a transfer log in the same transaction, and after the cluster has healed
+//! the final balances and the log are read back:
+//!
+//! ```text
+//!   acknowledged transfer  ∉ log                 else  LostTransfer
+//!   log row ∈ acknowledged ∪ unknown-outcome      else  PhantomTransfer
+//!   final balance == initial + Σ in − Σ out (log)  else  BalanceMismatch
+//! ```
+//!
 //! # Out of scope
-//! - That acknowledged transfers are reflected in the final state. Transfers
-//!   conserve the total, so a lost transfer leaves every snapshot valid; it
-//!   can only be found by replaying the acknowledged transfers against the
-//!   initial balances and comparing with a final read after the cluster has
-//!   healed. That check belongs with the generator, which knows the transfers,
-//!   and is not done yet.
 //! - Which accounts a snapshot should contain. A missing account with a
 //!   non-zero balance shows up as a wrong total; a missing account holding
 //!   zero does not.
@@ -171,9 +177,172 @@ pub fn check(total: i64, snapshots: &[Snapshot]) -> Report {
     }
 }
 
+/// A transfer as the transfer log recorded it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub id: u64,
+    pub from: AccountId,
+    pub to: AccountId,
+    pub amount: i64,
+}
+
+/// A violation of durability found by [`check_ledger`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LedgerAnomaly {
+    /// Acknowledged as committed, but not in the log: a lost update.
+    LostTransfer { id: u64 },
+    /// In the log, but never acknowledged nor in doubt: it committed although
+    /// the client was told it failed (or never asked for it).
+    PhantomTransfer { id: u64 },
+    /// The final balance is not what the log says it should be.
+    BalanceMismatch {
+        account: AccountId,
+        expected: i64,
+        actual: Option<i64>,
+    },
+}
+
+impl fmt::Display for LedgerAnomaly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedgerAnomaly::LostTransfer { id } => {
+                write!(
+                    f,
+                    "transfer {id} was acknowledged but is not in the log (lost)"
+                )
+            }
+            LedgerAnomaly::PhantomTransfer { id } => write!(
+                f,
+                "transfer {id} is in the log but its client was told it failed"
+            ),
+            LedgerAnomaly::BalanceMismatch {
+                account,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "account {account}: final balance {}, the log says {expected}",
+                actual.map_or_else(|| "missing".to_string(), |a| a.to_string())
+            ),
+        }
+    }
+}
+
+/// Checks the final state against what clients were told: every
+/// `acknowledged` transfer is in `log`, every logged transfer was
+/// acknowledged or `unknown` (outcome in doubt), and every final balance is
+/// its `initial` balance plus the logged transfers in, minus those out.
+pub fn check_ledger(
+    initial: &std::collections::BTreeMap<AccountId, i64>,
+    acknowledged: &std::collections::BTreeSet<u64>,
+    unknown: &std::collections::BTreeSet<u64>,
+    log: &[Transfer],
+    final_balances: &std::collections::BTreeMap<AccountId, i64>,
+) -> Vec<LedgerAnomaly> {
+    let mut anomalies = Vec::new();
+    let logged: HashSet<u64> = log.iter().map(|t| t.id).collect();
+    for id in acknowledged {
+        if !logged.contains(id) {
+            anomalies.push(LedgerAnomaly::LostTransfer { id: *id });
+        }
+    }
+    let mut expected = initial.clone();
+    for t in log {
+        if !acknowledged.contains(&t.id) && !unknown.contains(&t.id) {
+            anomalies.push(LedgerAnomaly::PhantomTransfer { id: t.id });
+        }
+        *expected.entry(t.from).or_insert(0) -= t.amount;
+        *expected.entry(t.to).or_insert(0) += t.amount;
+    }
+    for (account, want) in &expected {
+        let actual = final_balances.get(account).copied();
+        if actual != Some(*want) {
+            anomalies.push(LedgerAnomaly::BalanceMismatch {
+                account: *account,
+                expected: *want,
+                actual,
+            });
+        }
+    }
+    anomalies
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[test]
+    fn ledger_matching_the_log_is_valid() {
+        let initial = BTreeMap::from([(1, 100), (2, 100)]);
+        let log = [Transfer {
+            id: 7,
+            from: 1,
+            to: 2,
+            amount: 30,
+        }];
+        let acked = BTreeSet::from([7]);
+        let fin = BTreeMap::from([(1, 70), (2, 130)]);
+        assert!(check_ledger(&initial, &acked, &BTreeSet::new(), &log, &fin).is_empty());
+        // An in-doubt transfer may or may not have committed.
+        let in_doubt = BTreeSet::from([8]);
+        assert!(check_ledger(&initial, &acked, &in_doubt, &log, &fin).is_empty());
+    }
+
+    #[test]
+    fn lost_update_is_reported() {
+        // Transfer 8 was acknowledged, but its effect and its log row are
+        // gone: every snapshot would still conserve money.
+        let initial = BTreeMap::from([(1, 100), (2, 100)]);
+        let log = [Transfer {
+            id: 7,
+            from: 1,
+            to: 2,
+            amount: 30,
+        }];
+        let acked = BTreeSet::from([7, 8]);
+        let fin = BTreeMap::from([(1, 70), (2, 130)]);
+        let found = check_ledger(&initial, &acked, &BTreeSet::new(), &log, &fin);
+        assert_eq!(found, vec![LedgerAnomaly::LostTransfer { id: 8 }]);
+        assert!(found[0].to_string().contains("lost"));
+    }
+
+    #[test]
+    fn balances_that_disagree_with_the_log_are_reported() {
+        // The log row survived but one half of the transfer did not.
+        let initial = BTreeMap::from([(1, 100), (2, 100)]);
+        let log = [Transfer {
+            id: 7,
+            from: 1,
+            to: 2,
+            amount: 30,
+        }];
+        let acked = BTreeSet::from([7]);
+        let fin = BTreeMap::from([(1, 100), (2, 130)]);
+        let found = check_ledger(&initial, &acked, &BTreeSet::new(), &log, &fin);
+        assert_eq!(
+            found,
+            vec![LedgerAnomaly::BalanceMismatch {
+                account: 1,
+                expected: 70,
+                actual: Some(100)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_transfer_that_failed_but_committed_is_reported() {
+        let initial = BTreeMap::from([(1, 100), (2, 100)]);
+        let log = [Transfer {
+            id: 9,
+            from: 2,
+            to: 1,
+            amount: 5,
+        }];
+        let fin = BTreeMap::from([(1, 105), (2, 95)]);
+        let found = check_ledger(&initial, &BTreeSet::new(), &BTreeSet::new(), &log, &fin);
+        assert_eq!(found, vec![LedgerAnomaly::PhantomTransfer { id: 9 }]);
+    }
 
     #[test]
     fn conserved_snapshots_are_valid() {

@@ -15,7 +15,7 @@
 //!   (workers)          (any nodes)                (Vec<Txn>)   (pure fn)   (anomalies)
 //! ```
 //!
-//! Two workloads are planned, each with its checker:
+//! Three checkers, each for a workload:
 //!
 //! - [`bank`]: transfers between accounts; every snapshot read in one
 //!   transaction must see the money conserved and no negative balance.
@@ -25,24 +25,23 @@
 //!   isolation anomalies of Adya's taxonomy (G0, G1a, G1b, G1c, G-single,
 //!   G2), in the manner of Elle (Kingsbury & Alvaro, "Elle: Inferring
 //!   Isolation Anomalies from Experimental Observations", VLDB 2020).
+//! - [`register`]: single-row reads, writes and compare-and-sets; the
+//!   checker searches for a linearization of each row's history.
 //!
 //! Checkers are pure functions from a history to a report: no I/O, no clocks,
 //! no randomness, and deterministic output for a given history, so a failing
 //! history can be saved and re-checked, and a report diffed.
 //!
 //! # Not done yet
-//! Only the checkers exist so far. Still to come:
-//! - The generators: workers that run the bank and list-append transactions
-//!   against a cluster through `tokio-postgres`, classify each outcome as
-//!   committed, aborted (a definite error such as SQLSTATE 40001) or unknown
-//!   (timeout, connection lost during COMMIT), and record the history.
+//! The generators live with their drivers for now: the multi-process tests
+//! (`crates/cli/tests`) and the container fault harness (`crates/chaos`).
+//! Still to come:
 //! - The `concord workload` command that runs a generator for a duration,
 //!   reports throughput and latency, runs the checker, and exits non-zero
 //!   when a worker fails or the checker finds an anomaly.
 //! - Real-time (strict serializability) edges in the list-append checker;
 //!   the history already has room for start and end times.
-//! - The final read that proves every acknowledged write survived (both
-//!   workloads); see the module docs of [`bank`] and [`listappend`].
 
 pub mod bank;
 pub mod listappend;
+pub mod register;

@@ -1462,8 +1462,74 @@ fn strongly_connected(
     components
 }
 
+/// An append that a client was told committed but that a read taken after
+/// the cluster healed does not contain: a lost write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostAppend {
+    pub txn: TxnId,
+    pub key: Key,
+    pub value: Value,
+}
+
+impl fmt::Display for LostAppend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "transaction {} committed the append of {} to key {}, which the final read does not contain",
+            self.txn, self.value, self.key
+        )
+    }
+}
+
+/// Durability: every append of a committed transaction in `history` must be
+/// in `final_lists`, the lists read (in one transaction, after every fault
+/// healed) at the end of the run. Keys absent from `final_lists` are not
+/// checked.
+pub fn check_durable(history: &[Txn], final_lists: &BTreeMap<Key, Vec<Value>>) -> Vec<LostAppend> {
+    let mut lost = Vec::new();
+    let present: BTreeMap<Key, HashSet<Value>> = final_lists
+        .iter()
+        .map(|(k, l)| (*k, l.iter().copied().collect()))
+        .collect();
+    for t in history.iter().filter(|t| t.status == Status::Committed) {
+        for op in &t.ops {
+            if let Op::Append { key, value } = op {
+                if present.get(key).is_some_and(|s| !s.contains(value)) {
+                    lost.push(LostAppend {
+                        txn: t.id,
+                        key: *key,
+                        value: *value,
+                    });
+                }
+            }
+        }
+    }
+    lost
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_committed_append_missing_from_the_final_read_is_lost() {
+        let history = vec![
+            Txn::committed(1, vec![Op::append(1, 10)]),
+            Txn::committed(2, vec![Op::append(1, 20)]),
+            Txn::unknown(3, vec![Op::append(1, 30)]),
+            Txn::aborted(4, vec![Op::append(1, 40)]),
+        ];
+        let fin = BTreeMap::from([(1, vec![10])]);
+        assert_eq!(
+            check_durable(&history, &fin),
+            vec![LostAppend {
+                txn: 2,
+                key: 1,
+                value: 20
+            }]
+        );
+        let fin = BTreeMap::from([(1, vec![10, 30, 20])]);
+        assert!(check_durable(&history, &fin).is_empty());
+    }
+
     use super::*;
 
     fn append(key: Key, value: Value) -> Op {
