@@ -137,8 +137,12 @@ fn leader_of(c: &Cluster, table: &str, rt: &tokio::runtime::Handle) -> Option<(u
     Some((c.index_of(leader)?, range))
 }
 
-/// All ranges of `table`: (range id, leader node index).
-fn ranges_of(c: &Cluster, table: &str, rt: &tokio::runtime::Handle) -> Vec<(u64, usize)> {
+/// All ranges of `table`: (range id, leader node index, replica node indexes).
+fn ranges_of(
+    c: &Cluster,
+    table: &str,
+    rt: &tokio::runtime::Handle,
+) -> Vec<(u64, usize, Vec<usize>)> {
     let addrs = c.sql_addrs.read().expect("address lock poisoned").clone();
     let sql = format!("SHOW RANGES FROM TABLE {table}");
     let Ok(rows) = rt.block_on(workloads::final_read(&addrs, &sql, Duration::from_secs(5))) else {
@@ -148,7 +152,16 @@ fn ranges_of(c: &Cluster, table: &str, rt: &tokio::runtime::Handle) -> Vec<(u64,
         .filter_map(|r| {
             let range = r.first()?.as_deref()?.parse().ok()?;
             let leader = c.index_of(r.get(4)?.as_deref()?.parse().ok()?)?;
-            Some((range, leader))
+            // Replicas print as {1,2,4} (learners with a suffix).
+            let replicas = r
+                .get(3)?
+                .as_deref()?
+                .trim_matches(['{', '}'])
+                .split(',')
+                .filter_map(|x| x.trim().parse().ok())
+                .filter_map(|id| c.index_of(id))
+                .collect();
+            Some((range, leader, replicas))
         })
         .collect()
 }
@@ -334,8 +347,15 @@ fn inject(
                 .expect("non-empty");
             let ranges = ranges_of(c, table, rt);
             let detail = match ranges.choose(rng) {
-                Some(&(range, leader)) => {
-                    let to = (leader + rng.random_range(1..n)) % n;
+                Some((range, leader, replicas)) => {
+                    let (range, leader) = (*range, *leader);
+                    let others: Vec<usize> =
+                        replicas.iter().copied().filter(|&i| i != leader).collect();
+                    let Some(&to) = others.choose(rng) else {
+                        let detail = format!("range {range} of {table}: no other replica");
+                        let start = note(kind, &detail);
+                        return Ok((kind.to_string(), detail, vec![], start));
+                    };
                     match c.transfer_leader(range, leader, to) {
                         Ok(()) => {
                             format!("range {range} of {table}: n{} → n{}", leader + 1, to + 1)

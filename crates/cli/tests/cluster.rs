@@ -68,6 +68,11 @@ async fn three_node_cluster_survives_kill_and_restart_and_loses_nothing() {
     assert_eq!(err.code().unwrap().code(), "42P01");
     assert_eq!(count_retry(&n1, "SELECT count(*) FROM kv").await, 1000);
 
+    // The clock fault-injection endpoint exists only behind a hidden flag.
+    let refused =
+        http_put(&c.nodes[0].http, "/debug/clock-offset", "2000000000").expect("HTTP answers");
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+
     // Leadership moves on request, asked of the leader; another node refuses.
     let leader = leader_of(&c, Duration::from_secs(10)).expect("a leader");
     let target = (leader + 1) % 3;
@@ -241,4 +246,55 @@ fn nodes_wait_for_init_and_say_so() {
         "SELECT 1 + 1",
     ]);
     assert!(ok && out.contains(" 2\n(1 row)"), "{out}");
+}
+
+/// A node whose clock fell further behind than `--max-offset` must not
+/// answer from its old timestamp: a write that finished before the read
+/// began would be missing (a stale read, found by the container fault
+/// campaign with a clock jumped 1.5 s back). Answers from the other nodes
+/// carry clocks more than the max offset ahead of it: it refuses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_fell_behind_does_not_serve_stale_reads() {
+    let mut c = Cluster::new(3);
+    for n in &mut c.nodes {
+        n.extra = vec!["--debug-clock-endpoint".into()];
+        n.start();
+    }
+    let (ok, out) = run_cli(&["init", "--host", &c.nodes[0].grpc]);
+    assert!(ok, "concord init: {out}");
+    let a = connect(&c.nodes[0].sql_url()).await;
+    exec_retry(
+        &a,
+        "CREATE TABLE r (k INT PRIMARY KEY, v INT)",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    exec_retry(&a, "INSERT INTO r VALUES (1, 1)", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let b = connect(&c.nodes[2].sql_url()).await;
+    assert_eq!(count_retry(&b, "SELECT v FROM r WHERE k = 1").await, 1);
+    let answer =
+        http_put(&c.nodes[2].http, "/debug/clock-offset", "-2000000000").expect("HTTP answers");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Past the 500 ms max offset: node 3's clock no longer covers the write.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // (If node 3 leads the range, the write waits until it stops itself.)
+    exec_retry(
+        &a,
+        "UPDATE r SET v = 2 WHERE k = 1",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        if let Ok(rows) = b.simple_query("SELECT v FROM r WHERE k = 1").await {
+            let v = rows.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            });
+            assert_eq!(v.as_deref(), Some("2"), "node 3 served a stale read");
+        }
+    }
 }

@@ -19,6 +19,14 @@
 //! connection that broke after the request was sent): the caller gets
 //! `AmbiguousResult` instead of risking a second application. A commit is
 //! safe to resend when the connection could not be made at all.
+//!
+//! A node that is frozen or cut off still accepts TCP connections (its
+//! kernel answers), so only a deadline reveals it. Connections ping their
+//! peer every second (HTTP/2 keepalive) and break when a ping goes
+//! unanswered for 2 s, failing the calls on them well before the 6 s
+//! attempt deadline; and a node that timed out or broke a connection is
+//! *suspect* for 5 s: requests try the other replicas first, so that once a
+//! new leader is elected they find it instead of waiting on the old one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -45,6 +53,8 @@ pub struct DistSender {
     ranges: RwLock<BTreeMap<Vec<u8>, RangeDescriptor>>,
     leaders: RwLock<HashMap<u64, u64>>,
     clients: Mutex<HashMap<u64, InternalClient<Channel>>>,
+    /// Nodes that recently timed out or broke a connection, until when.
+    suspects: Mutex<HashMap<u64, Instant>>,
     /// Total time a request may spend being retried.
     pub deadline: Duration,
     /// Time one attempt against one node may take.
@@ -76,6 +86,7 @@ impl DistSender {
             ranges: RwLock::new(BTreeMap::new()),
             leaders: RwLock::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
+            suspects: Mutex::new(HashMap::new()),
             deadline: Duration::from_secs(10),
             attempt_timeout: Duration::from_secs(6),
         }
@@ -266,6 +277,14 @@ impl DistSender {
                 candidates.retain(|n| *n != me);
                 candidates.insert(0, me);
             }
+            // Suspect nodes go last (stable: the cached leader stays first
+            // among the others).
+            {
+                let now = Instant::now();
+                let mut suspects = self.suspects.lock();
+                suspects.retain(|_, until| *until > now);
+                candidates.sort_by_key(|n| suspects.contains_key(n));
+            }
             if desc.range_id == 1 {
                 // Range 1 is how every other range is found: if its cached
                 // replicas are all gone, any node may know where it went.
@@ -361,6 +380,7 @@ impl DistSender {
                 Ok(Ok(resp)) => resp.into_inner(),
                 Ok(Err(status)) => {
                     self.clients.lock().remove(&node);
+                    self.suspect(node);
                     let msg = status.message().to_string();
                     let never_sent =
                         status.code() == tonic::Code::Unavailable && msg.contains("connect");
@@ -376,6 +396,7 @@ impl DistSender {
                 }
                 Err(_) => {
                     self.clients.lock().remove(&node);
+                    self.suspect(node);
                     if is_commit {
                         return Err(Attempt::Fail(Error::AmbiguousResult(format!(
                             "node {node} did not answer a commit within {:?}",
@@ -390,12 +411,30 @@ impl DistSender {
             }
         };
         if let Some(now) = resp.now {
-            let _ = self.clock.update(now.into());
+            if let Err(e) = self.clock.update(now.into()) {
+                // The answer comes from a clock more than the maximum offset
+                // ahead of ours: ours is behind (or theirs ahead). A read at
+                // a timestamp from our clock may then have missed writes
+                // that finished before it began, beyond the uncertainty
+                // window, so nothing in the answer can be trusted; a commit
+                // may have happened all the same.
+                return Err(Attempt::Fail(if is_commit {
+                    Error::AmbiguousResult(format!("answer from node {node} refused: {e}"))
+                } else {
+                    Error::ClockOffset(format!("answer from node {node} refused: {e}"))
+                }));
+            }
         }
         match resp.error {
             None => Ok(resp.responses),
             Some(e) => Err(classify(e)),
         }
+    }
+
+    fn suspect(&self, node: u64) {
+        self.suspects
+            .lock()
+            .insert(node, Instant::now() + Duration::from_secs(5));
     }
 
     async fn client(&self, node: u64) -> std::result::Result<InternalClient<Channel>, String> {
@@ -410,6 +449,9 @@ impl DistSender {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(1))
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         let channel = endpoint
             .connect()

@@ -177,6 +177,21 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     Some(body)
 }
 
+/// A PUT with a small body; the whole response, status line included.
+pub fn http_put(addr: &str, path: &str, body: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
 /// A gauge of range 1 from a node's /metrics.
 pub fn metric(node: &NodeProc, name: &str, field: Option<&str>) -> Option<i64> {
     let text = http_get(&node.http, "/metrics")?;
