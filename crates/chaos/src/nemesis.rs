@@ -126,15 +126,8 @@ fn names(c: &Cluster, nodes: &[usize]) -> String {
 
 /// Node index of the leader of `table`'s first range, and that range.
 fn leader_of(c: &Cluster, table: &str, rt: &tokio::runtime::Handle) -> Option<(usize, u64)> {
-    let addrs = c.sql_addrs.read().expect("address lock poisoned").clone();
-    let sql = format!("SHOW RANGES FROM TABLE {table}");
-    let rows = rt
-        .block_on(workloads::final_read(&addrs, &sql, Duration::from_secs(5)))
-        .ok()?;
-    let row = rows.first()?;
-    let range: u64 = row.first()?.as_deref()?.parse().ok()?;
-    let leader: u64 = row.get(4)?.as_deref()?.parse().ok()?;
-    Some((c.index_of(leader)?, range))
+    let (range, leader, _) = ranges_of(c, table, rt).into_iter().next()?;
+    Some((leader, range))
 }
 
 /// All ranges of `table`: (range id, leader node index, replica node indexes).
@@ -145,7 +138,7 @@ fn ranges_of(
 ) -> Vec<(u64, usize, Vec<usize>)> {
     let addrs = c.sql_addrs.read().expect("address lock poisoned").clone();
     let sql = format!("SHOW RANGES FROM TABLE {table}");
-    let Ok(rows) = rt.block_on(workloads::final_read(&addrs, &sql, Duration::from_secs(5))) else {
+    let Ok(rows) = rt.block_on(workloads::exec_retry(&addrs, &sql, Duration::from_secs(5))) else {
         return Vec::new();
     };
     rows.iter()
@@ -333,7 +326,7 @@ fn inject(
             let sql = format!("ALTER TABLE {table} SPLIT AT VALUES ({key})");
             let addrs = c.sql_addrs.read().expect("address lock poisoned").clone();
             let ok = rt
-                .block_on(workloads::final_read(&addrs, &sql, Duration::from_secs(10)))
+                .block_on(workloads::exec_retry(&addrs, &sql, Duration::from_secs(10)))
                 .is_ok();
             let detail = format!("{table} at {key}{}", if ok { "" } else { " (failed)" });
             let start = note(kind, &detail);

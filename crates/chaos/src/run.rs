@@ -102,7 +102,7 @@ async fn drive(cfg: &RunConfig, dir: &Path, mut cluster: Cluster) -> Result<Verd
     let addrs = cluster.sql_addrs.clone();
     let first = addrs.read().expect("address lock poisoned").clone();
     for sql in workloads::setup_statements() {
-        workloads::final_read(&first, &sql, Duration::from_secs(60))
+        workloads::exec_retry(&first, &sql, Duration::from_secs(60))
             .await
             .with_context(|| format!("setting up: {sql}"))?;
     }
@@ -320,7 +320,7 @@ async fn judge(
     // list-append
     let mut lists = shared.lists.lock().expect("lock poisoned").clone();
     let mut lost = Vec::new();
-    match workloads::final_read(addrs, "SELECT k, v FROM lists", Duration::from_secs(90)).await {
+    match workloads::exec_retry(addrs, "SELECT k, v FROM lists", Duration::from_secs(90)).await {
         Ok(rows) => {
             let fin: BTreeMap<u64, Vec<u64>> = rows
                 .iter()

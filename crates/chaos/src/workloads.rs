@@ -190,12 +190,9 @@ impl Worker {
         };
         let a = client::exec(c, sql).await;
         match &a {
-            Answer::Info(code, _) | Answer::Fail(code, _) if code == "53100" => {
+            Answer::Fail(code, _) if code == "53100" => {
                 self.shared.disk_full.fetch_add(1, Ordering::Relaxed);
             }
-            _ => {}
-        }
-        match &a {
             Answer::Unexpected(code, msg) => {
                 self.shared
                     .unexpected
@@ -511,8 +508,9 @@ pub async fn register_worker(mut w: Worker) {
     }
 }
 
-/// Reads the final state through any node, retrying for up to `patience`.
-pub async fn final_read(addrs: &[String], sql: &str, patience: Duration) -> anyhow::Result<Rows> {
+/// Runs one statement through any node that answers, retrying for up to
+/// `patience`: setup, nemesis statements and the final reads.
+pub async fn exec_retry(addrs: &[String], sql: &str, patience: Duration) -> anyhow::Result<Rows> {
     let deadline = Instant::now() + patience;
     let mut last = String::new();
     let mut i = 0;
@@ -544,12 +542,12 @@ pub async fn bank_final(
             .and_then(|x| x.parse::<i64>().ok())
             .unwrap_or(-1)
     };
-    let balances = final_read(addrs, "SELECT id, balance FROM bank", patience)
+    let balances = exec_retry(addrs, "SELECT id, balance FROM bank", patience)
         .await?
         .iter()
         .map(|r| (int(&r[0]) as u64, int(&r[1])))
         .collect();
-    let log = final_read(
+    let log = exec_retry(
         addrs,
         "SELECT id, src, dst, amount FROM transfers",
         patience,
