@@ -26,6 +26,20 @@
 //!     (S, v) pairs already explored are not explored again
 //! ```
 //!
+//! Two refinements keep histories with many timeouts decidable: operations
+//! whose outcome is known are tried before unknown ones, and unknown
+//! operations that do the same thing (two timed-out `write 3`) go in the
+//! order they were invoked, since either can stand for the other; the
+//! search then counts how many of each took effect instead of trying every
+//! subset of them; and a configuration that used more unknown operations
+//! than one already explored (same known operations, same state) is not
+//! explored again, since fewer used leaves more options.
+//!
+//! If the search still runs out of steps, a relaxed search, in which each
+//! unknown operation may take effect any number of times, decides the
+//! negative case: it admits more orders than the real one, so when it finds
+//! none the history is not linearizable.
+//!
 //! Outcomes:
 //! - `Ok`: the operation took effect, with the given result.
 //! - `Fail`: it definitely did not take effect (SQLSTATE 40001 and the
@@ -40,7 +54,7 @@
 //! key whose search runs out of steps is reported as *unknown*, never as
 //! valid, so a caller must treat it as no verdict.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 /// Identifies a register.
@@ -233,8 +247,36 @@ fn check_key(ops: &[Operation], initial: Value, max_steps: u64) -> KeyResult {
         Outcome::Info => u64::MAX,
     };
     let required: usize = ops.iter().filter(|o| o.outcome == Outcome::Ok).count();
+    // Unknown operations that do the same thing are interchangeable once
+    // invoked: a linearization that uses a later one where an earlier twin
+    // is still free can use the twin instead (it was invoked even earlier
+    // and, like every unknown operation, never completes). So an unknown
+    // operation may go only after its earlier twin has: the search then
+    // tells apart *how many* of each kind took effect, not *which*, and
+    // does not explore every subset of a few dozen timeouts.
+    let mut twin_before = vec![None; n];
+    let mut last_of_kind: Vec<(&Op, usize)> = Vec::new();
+    for (i, o) in ops.iter().enumerate() {
+        if o.outcome != Outcome::Info {
+            continue;
+        }
+        match last_of_kind.iter_mut().find(|(op, _)| **op == o.op) {
+            Some((_, last)) => {
+                twin_before[i] = Some(*last);
+                *last = i;
+            }
+            None => last_of_kind.push((&o.op, i)),
+        }
+    }
+    // Candidates are tried operations with known outcomes first, then
+    // unknown ones: a linearizable history is usually explained without
+    // most of its timeouts, and depth-first search finds that order first.
+    let order: Vec<usize> = (0..n)
+        .filter(|&i| ops[i].outcome == Outcome::Ok)
+        .chain((0..n).filter(|&i| ops[i].outcome == Outcome::Info))
+        .collect();
     // Depth-first search with an explicit stack of (linearized set, state,
-    // operations linearized so far, next candidate index to try).
+    // operations linearized so far, next position in `order` to try).
     struct Frame {
         set: Vec<u64>,
         state: Value,
@@ -242,7 +284,30 @@ fn check_key(ops: &[Operation], initial: Value, max_steps: u64) -> KeyResult {
         next: usize,
     }
     let words = n.div_ceil(64).max(1);
-    let mut seen: HashSet<(Vec<u64>, Value)> = HashSet::new();
+    let mut info_mask = vec![0u64; words];
+    for (i, o) in ops.iter().enumerate() {
+        if o.outcome == Outcome::Info {
+            info_mask[i / 64] |= 1 << (i % 64);
+        }
+    }
+    // Configurations explored, by (known operations linearized, state): the
+    // sets of unknown operations used to get there. Using fewer unknown
+    // operations leaves more of them for later, so a configuration that
+    // used a superset of an explored one's (same known set, same state)
+    // cannot succeed where that one failed, and is skipped.
+    let mut seen: HashMap<(Vec<u64>, Value), Vec<Vec<u64>>> = HashMap::new();
+    let mut explored = |set: &[u64], state: Value| -> bool {
+        let known: Vec<u64> = set.iter().zip(&info_mask).map(|(s, m)| s & !m).collect();
+        let unknown: Vec<u64> = set.iter().zip(&info_mask).map(|(s, m)| s & m).collect();
+        let used = seen.entry((known, state)).or_default();
+        let covered = used
+            .iter()
+            .any(|e| e.iter().zip(&unknown).all(|(e, u)| e & !u == 0));
+        if !covered {
+            used.push(unknown);
+        }
+        covered
+    };
     let mut stack = vec![Frame {
         set: vec![0; words],
         state: initial,
@@ -251,16 +316,23 @@ fn check_key(ops: &[Operation], initial: Value, max_steps: u64) -> KeyResult {
     }];
     let mut steps = 0u64;
     let mut deepest = 0usize;
+    let is_in = |set: &[u64], i: usize| set[i / 64] & (1 << (i % 64)) != 0;
     while let Some(top) = stack.last_mut() {
         if top.done_required == required {
             return KeyResult::Linearizable;
         }
         steps += 1;
         if steps > max_steps {
-            return KeyResult::Unknown { operations: n };
+            return match relaxed_refutes(ops, initial, max_steps) {
+                Some(stuck_after) => KeyResult::NotLinearizable {
+                    operations: ops.to_vec(),
+                    stuck_after,
+                },
+                None => KeyResult::Unknown { operations: n },
+            };
         }
-        let is_in = |set: &[u64], i: usize| set[i / 64] & (1 << (i % 64)) != 0;
-        // Earliest completion among operations not yet linearized.
+        // Earliest completion among operations not yet linearized: nothing
+        // invoked after it can go next.
         let min_ret = (0..n)
             .filter(|&i| !is_in(&top.set, i))
             .map(|i| ret(&ops[i]))
@@ -268,20 +340,20 @@ fn check_key(ops: &[Operation], initial: Value, max_steps: u64) -> KeyResult {
             .unwrap_or(u64::MAX);
         let mut pushed = None;
         while top.next < n {
-            let i = top.next;
+            let i = order[top.next];
             top.next += 1;
-            if is_in(&top.set, i) {
+            if is_in(&top.set, i) || ops[i].invoked > min_ret {
                 continue;
             }
-            if ops[i].invoked > min_ret {
-                break; // sorted by invocation: no later one can go first either
+            if twin_before[i].is_some_and(|t| !is_in(&top.set, t)) {
+                continue;
             }
             let Some(state) = step(top.state, &ops[i].op) else {
                 continue;
             };
             let mut set = top.set.clone();
             set[i / 64] |= 1 << (i % 64);
-            if !seen.insert((set.clone(), state)) {
+            if explored(&set, state) {
                 continue;
             }
             let done_required = top.done_required + usize::from(ops[i].outcome == Outcome::Ok);
@@ -307,6 +379,91 @@ fn check_key(ops: &[Operation], initial: Value, max_steps: u64) -> KeyResult {
         operations: ops.to_vec(),
         stuck_after: deepest,
     }
+}
+
+/// The fallback when the exact search runs out of steps: the same search
+/// with every unknown operation allowed to take effect any number of times
+/// (each still only after its invocation). That admits every order the exact
+/// search admits and more, and its configurations are only (known
+/// operations linearized, state), so it is small. If even it finds no
+/// order, the history is not linearizable: `Some(deepest)`. Otherwise (or
+/// out of steps) it proves nothing: `None`.
+fn relaxed_refutes(ops: &[Operation], initial: Value, max_steps: u64) -> Option<usize> {
+    let n = ops.len();
+    let known: Vec<usize> = (0..n).filter(|&i| ops[i].outcome == Outcome::Ok).collect();
+    let unknown: Vec<usize> = (0..n)
+        .filter(|&i| ops[i].outcome == Outcome::Info)
+        .collect();
+    let words = n.div_ceil(64).max(1);
+    let is_in = |set: &[u64], i: usize| set[i / 64] & (1 << (i % 64)) != 0;
+    struct Frame {
+        set: Vec<u64>,
+        state: Value,
+        done: usize,
+        next: usize,
+    }
+    let mut seen: HashSet<(Vec<u64>, Value)> = HashSet::new();
+    let mut stack = vec![Frame {
+        set: vec![0; words],
+        state: initial,
+        done: 0,
+        next: 0,
+    }];
+    let (mut steps, mut deepest) = (0u64, 0usize);
+    while let Some(top) = stack.last_mut() {
+        if top.done == known.len() {
+            return None;
+        }
+        steps += 1;
+        if steps > max_steps {
+            return None;
+        }
+        let min_ret = known
+            .iter()
+            .filter(|&&i| !is_in(&top.set, i))
+            .map(|&i| ops[i].completed)
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut pushed = None;
+        // Positions 0..known.len() are known operations, the rest unknown ones.
+        while top.next < known.len() + unknown.len() {
+            let (i, is_known) = match known.get(top.next) {
+                Some(&i) => (i, true),
+                None => (unknown[top.next - known.len()], false),
+            };
+            top.next += 1;
+            if (is_known && is_in(&top.set, i)) || ops[i].invoked > min_ret {
+                continue;
+            }
+            let Some(state) = step(top.state, &ops[i].op) else {
+                continue;
+            };
+            let mut set = top.set.clone();
+            if is_known {
+                set[i / 64] |= 1 << (i % 64);
+            }
+            if !seen.insert((set.clone(), state)) {
+                continue;
+            }
+            pushed = Some(Frame {
+                set,
+                state,
+                done: top.done + usize::from(is_known),
+                next: 0,
+            });
+            break;
+        }
+        match pushed {
+            Some(f) => {
+                deepest = deepest.max(f.done);
+                stack.push(f);
+            }
+            None => {
+                stack.pop();
+            }
+        }
+    }
+    Some(deepest)
 }
 
 #[cfg(test)]
