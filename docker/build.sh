@@ -33,6 +33,11 @@ ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/rootfs/data" "$ctx/rootfs/tmp"
 cp "$binary" "$ctx/rootfs/concord"
+# Debug sections (most of them RocksDB's) are 90% of an optimised build;
+# the image keeps the symbols, so backtraces still name functions.
+if command -v strip >/dev/null 2>&1; then
+  strip --strip-debug "$ctx/rootfs/concord"
+fi
 # Every shared library the binary loads, and the dynamic loader, at the
 # paths the binary expects them.
 for lib in $(ldd "$binary" | grep -o '/[^ ]*'); do
