@@ -5,6 +5,10 @@
 //!   live nodes: it replaces replicas on dead (silent for `--dead-after`) and
 //!   decommissioning nodes, moves replicas from the most to the least loaded
 //!   nodes, and hands leadership to nodes that lead less than their share;
+//!   Range 1 (meta2 and the system tables, which every statement reads)
+//!   gets at least 5 replicas while 5 or more nodes are live, so that losing
+//!   any two nodes, or a partition that leaves two of them on the minority
+//!   side, does not stop SQL on the majority side;
 //! - the **split queue** splits ranges that grew past `--range-max-bytes` at
 //!   their middle key;
 //! - the **replica GC queue** removes local replicas that meta2 says no
@@ -83,6 +87,20 @@ impl RangeView<'_> {
         self.matched
             .iter()
             .any(|(id, m)| *id == replica_id && *m >= self.commit_index)
+    }
+}
+
+/// The replication factor of a range: the configured one, except that
+/// range 1 (meta2 and the system tables) has at least 5 replicas while 5 or
+/// more nodes are live and not decommissioning. Below that it falls back to
+/// the configured factor: an even count would cost a replica without
+/// surviving one more failure.
+pub fn target_replicas(range_id: u64, configured: usize, live_nodes: usize) -> usize {
+    const SYSTEM_REPLICAS: usize = 5;
+    if range_id == 1 && live_nodes >= SYSTEM_REPLICAS {
+        configured.max(SYSTEM_REPLICAS)
+    } else {
+        configured
     }
 }
 
@@ -319,6 +337,10 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
                 ctx.liveness.load(n)
             }
         };
+        let live_nodes = nodes
+            .iter()
+            .filter(|n| live(**n) && !decommissioning.contains(n))
+            .count();
         // Repairs for every range; at most one rebalancing move per round, so
         // that decisions made on slightly stale load figures cannot pile up.
         let mut may_rebalance = true;
@@ -342,7 +364,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
                 live: &live,
                 decommissioning: &decommissioning,
                 load: &load,
-                target_replicas: ctx.config.replicas,
+                target_replicas: target_replicas(r.range_id, ctx.config.replicas, live_nodes),
                 may_rebalance,
                 disk_full: &disk_full,
             };
@@ -355,7 +377,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
                             .iter()
                             .filter(|x| view.healthy(x.node_id))
                             .count()
-                            >= ctx.config.replicas.min(nodes.len()));
+                            >= view.target_replicas.min(nodes.len()));
                 if rebalancing {
                     may_rebalance = false;
                 }
@@ -572,6 +594,16 @@ mod tests {
             may_rebalance: rebalance,
             disk_full: &|_| false,
         })
+    }
+
+    #[test]
+    fn range_1_has_five_replicas_only_while_five_nodes_are_live() {
+        assert_eq!(target_replicas(1, 3, 3), 3);
+        assert_eq!(target_replicas(1, 3, 4), 3);
+        assert_eq!(target_replicas(1, 3, 5), 5);
+        assert_eq!(target_replicas(1, 3, 9), 5);
+        assert_eq!(target_replicas(1, 7, 9), 7);
+        assert_eq!(target_replicas(2, 3, 9), 3);
     }
 
     #[test]
