@@ -54,7 +54,7 @@
 //! key whose search runs out of steps is reported as *unknown*, never as
 //! valid, so a caller must treat it as no verdict.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 /// Identifies a register.
@@ -241,6 +241,42 @@ fn step(state: Value, op: &Op) -> Option<Value> {
 }
 
 fn check_key(ops: &[Operation], initial: Value, max_steps: u64) -> KeyResult {
+    let not_linearizable = |stuck_after| KeyResult::NotLinearizable {
+        operations: ops.to_vec(),
+        stuck_after,
+    };
+    match search(ops, initial, max_steps, false) {
+        Search::Found => KeyResult::Linearizable,
+        Search::Exhausted { deepest } => not_linearizable(deepest),
+        // The fallback: the same search with every unknown operation allowed
+        // to take effect any number of times (each still only after its
+        // invocation). That admits every order the exact search admits and
+        // more, and its configurations are only (known operations
+        // linearized, state), so it is small. If even it finds no order, the
+        // history is not linearizable; if it finds one, that proves nothing.
+        Search::OutOfSteps => match search(ops, initial, max_steps, true) {
+            Search::Exhausted { deepest } => not_linearizable(deepest),
+            Search::Found | Search::OutOfSteps => KeyResult::Unknown {
+                operations: ops.len(),
+            },
+        },
+    }
+}
+
+/// What a search came to.
+enum Search {
+    /// An order explains every result.
+    Found,
+    /// No order does; the deepest partial order placed this many operations.
+    Exhausted { deepest: usize },
+    /// The step budget ran out first.
+    OutOfSteps,
+}
+
+/// The Wing & Gong search over one key's operations. With `reuse_unknown`
+/// an unknown operation stays available after it took effect (the relaxed
+/// search of [`check_key`]); otherwise each takes effect at most once.
+fn search(ops: &[Operation], initial: Value, max_steps: u64, reuse_unknown: bool) -> Search {
     let n = ops.len();
     let ret = |o: &Operation| match o.outcome {
         Outcome::Ok => o.completed,
@@ -253,7 +289,9 @@ fn check_key(ops: &[Operation], initial: Value, max_steps: u64) -> KeyResult {
     // and, like every unknown operation, never completes). So an unknown
     // operation may go only after its earlier twin has: the search then
     // tells apart *how many* of each kind took effect, not *which*, and
-    // does not explore every subset of a few dozen timeouts.
+    // does not explore every subset of a few dozen timeouts. (When unknown
+    // operations are reused they never enter the set, so only the earliest
+    // of each kind is tried: it can stand for every later twin.)
     let mut twin_before = vec![None; n];
     let mut last_of_kind: Vec<(&Op, usize)> = Vec::new();
     for (i, o) in ops.iter().enumerate() {
@@ -319,17 +357,11 @@ fn check_key(ops: &[Operation], initial: Value, max_steps: u64) -> KeyResult {
     let is_in = |set: &[u64], i: usize| set[i / 64] & (1 << (i % 64)) != 0;
     while let Some(top) = stack.last_mut() {
         if top.done_required == required {
-            return KeyResult::Linearizable;
+            return Search::Found;
         }
         steps += 1;
         if steps > max_steps {
-            return match relaxed_refutes(ops, initial, max_steps) {
-                Some(stuck_after) => KeyResult::NotLinearizable {
-                    operations: ops.to_vec(),
-                    stuck_after,
-                },
-                None => KeyResult::Unknown { operations: n },
-            };
+            return Search::OutOfSteps;
         }
         // Earliest completion among operations not yet linearized: nothing
         // invoked after it can go next.
@@ -351,12 +383,15 @@ fn check_key(ops: &[Operation], initial: Value, max_steps: u64) -> KeyResult {
             let Some(state) = step(top.state, &ops[i].op) else {
                 continue;
             };
+            let known = ops[i].outcome == Outcome::Ok;
             let mut set = top.set.clone();
-            set[i / 64] |= 1 << (i % 64);
+            if known || !reuse_unknown {
+                set[i / 64] |= 1 << (i % 64);
+            }
             if explored(&set, state) {
                 continue;
             }
-            let done_required = top.done_required + usize::from(ops[i].outcome == Outcome::Ok);
+            let done_required = top.done_required + usize::from(known);
             pushed = Some(Frame {
                 set,
                 state,
@@ -375,95 +410,7 @@ fn check_key(ops: &[Operation], initial: Value, max_steps: u64) -> KeyResult {
             }
         }
     }
-    KeyResult::NotLinearizable {
-        operations: ops.to_vec(),
-        stuck_after: deepest,
-    }
-}
-
-/// The fallback when the exact search runs out of steps: the same search
-/// with every unknown operation allowed to take effect any number of times
-/// (each still only after its invocation). That admits every order the exact
-/// search admits and more, and its configurations are only (known
-/// operations linearized, state), so it is small. If even it finds no
-/// order, the history is not linearizable: `Some(deepest)`. Otherwise (or
-/// out of steps) it proves nothing: `None`.
-fn relaxed_refutes(ops: &[Operation], initial: Value, max_steps: u64) -> Option<usize> {
-    let n = ops.len();
-    let known: Vec<usize> = (0..n).filter(|&i| ops[i].outcome == Outcome::Ok).collect();
-    let unknown: Vec<usize> = (0..n)
-        .filter(|&i| ops[i].outcome == Outcome::Info)
-        .collect();
-    let words = n.div_ceil(64).max(1);
-    let is_in = |set: &[u64], i: usize| set[i / 64] & (1 << (i % 64)) != 0;
-    struct Frame {
-        set: Vec<u64>,
-        state: Value,
-        done: usize,
-        next: usize,
-    }
-    let mut seen: HashSet<(Vec<u64>, Value)> = HashSet::new();
-    let mut stack = vec![Frame {
-        set: vec![0; words],
-        state: initial,
-        done: 0,
-        next: 0,
-    }];
-    let (mut steps, mut deepest) = (0u64, 0usize);
-    while let Some(top) = stack.last_mut() {
-        if top.done == known.len() {
-            return None;
-        }
-        steps += 1;
-        if steps > max_steps {
-            return None;
-        }
-        let min_ret = known
-            .iter()
-            .filter(|&&i| !is_in(&top.set, i))
-            .map(|&i| ops[i].completed)
-            .min()
-            .unwrap_or(u64::MAX);
-        let mut pushed = None;
-        // Positions 0..known.len() are known operations, the rest unknown ones.
-        while top.next < known.len() + unknown.len() {
-            let (i, is_known) = match known.get(top.next) {
-                Some(&i) => (i, true),
-                None => (unknown[top.next - known.len()], false),
-            };
-            top.next += 1;
-            if (is_known && is_in(&top.set, i)) || ops[i].invoked > min_ret {
-                continue;
-            }
-            let Some(state) = step(top.state, &ops[i].op) else {
-                continue;
-            };
-            let mut set = top.set.clone();
-            if is_known {
-                set[i / 64] |= 1 << (i % 64);
-            }
-            if !seen.insert((set.clone(), state)) {
-                continue;
-            }
-            pushed = Some(Frame {
-                set,
-                state,
-                done: top.done + usize::from(is_known),
-                next: 0,
-            });
-            break;
-        }
-        match pushed {
-            Some(f) => {
-                deepest = deepest.max(f.done);
-                stack.push(f);
-            }
-            None => {
-                stack.pop();
-            }
-        }
-    }
-    Some(deepest)
+    Search::Exhausted { deepest }
 }
 
 #[cfg(test)]
