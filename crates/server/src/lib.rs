@@ -285,6 +285,7 @@ impl Node {
             config.store_config.clone(),
         )?;
         transport.set_node_id(store.node_id());
+        concord_sql::rowid::set_node_id(store.node_id());
         let db = Db::new(Arc::new(DistSender::new(store.clone())));
 
         let grpc_listener = bind(&config.listen_addr, "gRPC").await?;

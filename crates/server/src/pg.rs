@@ -9,10 +9,16 @@
 //! Errors carry their SQLSTATE. A malformed frame or a client that goes
 //! away ends that connection only.
 //!
+//! The extended protocol (Parse/Bind/Describe/Execute/Sync, named and
+//! unnamed statements and portals) goes through [`Session::prepare`], which
+//! infers parameter types and describes the result at Parse, and
+//! [`Session::execute_prepared`], which substitutes the bound values.
+//! Parameters and results are text or binary per the client's format codes.
+//!
 //! # Not done yet
-//! - The extended query protocol (Parse/Bind/Execute), COPY, cancel
-//!   requests, TLS and SCRAM authentication (the SQL issue). Any user name
-//!   is accepted without a password (insecure mode).
+//! - COPY, cancel requests, ParameterStatus from the session's settings,
+//!   TLS and SCRAM authentication (the SQL issue). Any user name is
+//!   accepted without a password (insecure mode).
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -21,16 +27,19 @@ use async_trait::async_trait;
 use futures::{stream, Sink};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
-use pgwire::api::query::SimpleQueryHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 
 use concord_sql::plan::OutputColumn;
-use concord_sql::{DataType, Session, StatementResult, Value};
+use concord_sql::{DataType, Prepared, Session, StatementResult, Value};
 
 use crate::NodeContext;
 
@@ -49,8 +58,9 @@ pub async fn serve(
             Ok((socket, peer)) => {
                 let _ = socket.set_nodelay(true);
                 let handlers = Arc::new(ConnectionHandlers {
-                    handler: Arc::new(ConnectionHandler {
+                    handler: Arc::new_cyclic(|me| ConnectionHandler {
                         session: Mutex::new(Session::new(ctx.db.clone())),
+                        me: me.clone(),
                     }),
                 });
                 tokio::spawn(async move {
@@ -69,6 +79,8 @@ pub async fn serve(
 
 struct ConnectionHandler {
     session: Mutex<Session>,
+    /// Itself, for pgwire's query parser handle.
+    me: std::sync::Weak<ConnectionHandler>,
 }
 
 struct ConnectionHandlers {
@@ -80,6 +92,10 @@ impl PgWireServerHandlers for ConnectionHandlers {
         self.handler.clone()
     }
 
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.handler.clone()
+    }
+
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.handler.clone()
     }
@@ -87,6 +103,21 @@ impl PgWireServerHandlers for ConnectionHandlers {
 
 #[async_trait]
 impl NoopStartupHandler for ConnectionHandler {}
+
+/// Our type for a parameter type the client named in Parse.
+fn data_type(ty: &Type) -> DataType {
+    match *ty {
+        Type::BOOL => DataType::Bool,
+        Type::INT2 => DataType::Int2,
+        Type::INT4 => DataType::Int4,
+        Type::INT8 => DataType::Int8,
+        Type::FLOAT4 => DataType::Float4,
+        Type::FLOAT8 => DataType::Float8,
+        Type::TEXT => DataType::Text,
+        Type::VARCHAR => DataType::Varchar(None),
+        _ => DataType::Unknown,
+    }
+}
 
 /// The PostgreSQL type of a column.
 pub fn pg_type(ty: &DataType) -> Type {
@@ -108,26 +139,59 @@ fn error_info(e: &concord_sql::Error) -> ErrorInfo {
     info
 }
 
-fn query_response(columns: &[OutputColumn], rows: Vec<Vec<Value>>) -> PgWireResult<Response> {
-    let fields: Arc<Vec<FieldInfo>> = Arc::new(
-        columns
-            .iter()
-            .map(|c| {
-                FieldInfo::new(
-                    c.name.clone(),
-                    None,
-                    None,
-                    pg_type(&c.ty),
-                    FieldFormat::Text,
-                )
-            })
-            .collect(),
-    );
+fn fields(columns: &[OutputColumn], format: Option<&Format>) -> Vec<FieldInfo> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            FieldInfo::new(
+                c.name.clone(),
+                None,
+                None,
+                pg_type(&c.ty),
+                format.map(|f| f.format_for(i)).unwrap_or(FieldFormat::Text),
+            )
+        })
+        .collect()
+}
+
+/// Encodes one value in its column's format: text as PostgreSQL prints it,
+/// or PostgreSQL's binary representation of the column's type.
+fn encode_value(
+    enc: &mut DataRowEncoder,
+    v: &Value,
+    ty: &DataType,
+    binary: bool,
+) -> PgWireResult<()> {
+    if !binary {
+        return enc.encode_field(&v.to_text());
+    }
+    match (v, ty) {
+        (Value::Null, _) => enc.encode_field(&None::<i32>),
+        (Value::Bool(b), _) => enc.encode_field(b),
+        (Value::Int(i), DataType::Int2) => enc.encode_field(&(*i as i16)),
+        (Value::Int(i), DataType::Int4) => enc.encode_field(&(*i as i32)),
+        (Value::Int(i), DataType::Float4) => enc.encode_field(&(*i as f32)),
+        (Value::Int(i), DataType::Float8) => enc.encode_field(&(*i as f64)),
+        (Value::Int(i), _) => enc.encode_field(i),
+        (Value::Float(f), DataType::Float4) => enc.encode_field(&(*f as f32)),
+        (Value::Float(f), _) => enc.encode_field(f),
+        (Value::Text(t), _) => enc.encode_field(t),
+    }
+}
+
+fn query_response(
+    columns: &[OutputColumn],
+    rows: Vec<Vec<Value>>,
+    format: Option<&Format>,
+) -> PgWireResult<Response> {
+    let fields: Arc<Vec<FieldInfo>> = Arc::new(fields(columns, format));
     let mut encoded = Vec::with_capacity(rows.len());
     let mut enc = DataRowEncoder::new(fields.clone());
     for row in rows {
-        for v in &row {
-            enc.encode_field(&v.to_text())?;
+        for (i, (v, c)) in row.iter().zip(columns).enumerate() {
+            let binary = format.is_some_and(|f| f.is_binary(i));
+            encode_value(&mut enc, v, &c.ty, binary)?;
         }
         encoded.push(Ok(enc.take_row()));
     }
@@ -135,6 +199,142 @@ fn query_response(columns: &[OutputColumn], rows: Vec<Vec<Value>>) -> PgWireResu
         fields,
         stream::iter(encoded),
     )))
+}
+
+/// A parameter value from its Bind bytes.
+fn decode_param(bytes: Option<&[u8]>, ty: &DataType, binary: bool) -> concord_sql::Result<Value> {
+    let Some(b) = bytes else {
+        return Ok(Value::Null);
+    };
+    let bad = || {
+        concord_sql::Error::ProtocolViolation(format!(
+            "incorrect binary data format in bind parameter of type {ty}"
+        ))
+    };
+    if !binary {
+        let s = std::str::from_utf8(b).map_err(|_| {
+            concord_sql::Error::ProtocolViolation("invalid UTF-8 in bind parameter".into())
+        })?;
+        return concord_sql::types::parse_text(s, ty);
+    }
+    Ok(match ty {
+        DataType::Bool => match b {
+            [x] => Value::Bool(*x != 0),
+            _ => return Err(bad()),
+        },
+        DataType::Int2 => Value::Int(i16::from_be_bytes(b.try_into().map_err(|_| bad())?).into()),
+        DataType::Int4 => Value::Int(i32::from_be_bytes(b.try_into().map_err(|_| bad())?).into()),
+        DataType::Int8 => Value::Int(i64::from_be_bytes(b.try_into().map_err(|_| bad())?)),
+        DataType::Float4 => {
+            Value::Float(f32::from_be_bytes(b.try_into().map_err(|_| bad())?).into())
+        }
+        DataType::Float8 => Value::Float(f64::from_be_bytes(b.try_into().map_err(|_| bad())?)),
+        DataType::Text | DataType::Varchar(_) | DataType::Unknown => {
+            Value::Text(String::from_utf8(b.to_vec()).map_err(|_| bad())?)
+        }
+    })
+}
+
+fn user_error(e: &concord_sql::Error) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(e)))
+}
+
+fn response(r: StatementResult, format: Option<&Format>) -> PgWireResult<Response> {
+    Ok(match r {
+        StatementResult::Query { columns, rows } => query_response(&columns, rows, format)?,
+        StatementResult::Command { tag } => match tag.as_str() {
+            "" => Response::EmptyQuery,
+            "BEGIN" => Response::TransactionStart(Tag::new("BEGIN")),
+            "COMMIT" | "ROLLBACK" => Response::TransactionEnd(Tag::new(&tag)),
+            _ => Response::Execution(command_tag(&tag)),
+        },
+    })
+}
+
+#[async_trait]
+impl QueryParser for ConnectionHandler {
+    type Statement = Arc<Prepared>;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let hints: Vec<DataType> = types
+            .iter()
+            .map(|t| t.as_ref().map(data_type).unwrap_or(DataType::Unknown))
+            .collect();
+        let mut session = self.session.lock().await;
+        match session.prepare(sql, &hints).await {
+            Ok(p) if p.stmt.is_none() => Ok(None),
+            Ok(p) => Ok(Some(Arc::new(p))),
+            Err(e) => Err(user_error(&e)),
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        Ok(stmt.param_types.iter().map(pg_type).collect())
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(stmt
+            .columns
+            .as_deref()
+            .map(|c| fields(c, column_format))
+            .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for ConnectionHandler {
+    type Statement = Arc<Prepared>;
+    type QueryParser = ConnectionHandler;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.me
+            .upgrade()
+            .expect("a connection's handler outlives its protocol loop")
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let mut params = Vec::with_capacity(portal.parameters.len());
+        for (i, p) in portal.parameters.iter().enumerate() {
+            let ty = prepared.param_types.get(i).unwrap_or(&DataType::Text);
+            let v = decode_param(p.as_deref(), ty, portal.parameter_format.is_binary(i))
+                .map_err(|e| user_error(&e))?;
+            params.push(v);
+        }
+        let mut session = self.session.lock().await;
+        match session.execute_prepared(prepared, &params).await {
+            Ok(r) => response(r, Some(&portal.result_column_format)),
+            Err(e) => {
+                if matches!(e, concord_sql::Error::Internal(_)) {
+                    tracing::error!("internal error: {e}");
+                }
+                Err(user_error(&e))
+            }
+        }
+    }
 }
 
 fn command_tag(tag: &str) -> Tag {
@@ -163,12 +363,7 @@ impl SimpleQueryHandler for ConnectionHandler {
         let mut responses = Vec::with_capacity(results.len());
         for r in results {
             responses.push(match r {
-                Ok(StatementResult::Query { columns, rows }) => query_response(&columns, rows)?,
-                Ok(StatementResult::Command { tag }) => match tag.as_str() {
-                    "BEGIN" => Response::TransactionStart(Tag::new("BEGIN")),
-                    "COMMIT" | "ROLLBACK" => Response::TransactionEnd(Tag::new(&tag)),
-                    _ => Response::Execution(command_tag(&tag)),
-                },
+                Ok(r) => response(r, None)?,
                 Err(e) => {
                     if matches!(e, concord_sql::Error::Internal(_)) {
                         tracing::error!(query, "internal error: {e}");

@@ -20,7 +20,7 @@
 //! - Databases and schemas other than `defaultdb` / `public`.
 
 use concord_kv::Txn;
-use concord_proto::catalog::{ColumnDescriptor, IndexDescriptor, TableDescriptor};
+use concord_proto::catalog::{CheckConstraint, ColumnDescriptor, IndexDescriptor, TableDescriptor};
 use prost::Message;
 
 use crate::encoding::{self, decode_key_values, encode_key_value, index_prefix, prefix_end};
@@ -47,6 +47,38 @@ pub struct Column {
     pub ty: DataType,
     pub nullable: bool,
     pub default: Option<String>,
+    /// Left out of `SELECT *` and of INSERT without a column list (the
+    /// row id of a table created without a primary key).
+    pub hidden: bool,
+}
+
+/// A secondary index.
+///
+/// ```text
+/// key   = 0x88 ++ table ++ index id ++ indexed columns (DESC: bytes inverted)
+///         ++ the primary key columns            (non-unique, or a NULL in them)
+/// value = the primary key columns, encoded as in the row's key
+/// ```
+///
+/// A unique index leaves the primary key out of the key when no indexed
+/// column is NULL, so two rows with the same values collide on one key;
+/// rows with a NULL never collide (NULLs are distinct, as in PostgreSQL).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Index {
+    pub id: u32,
+    pub name: String,
+    /// Positions (in the table's `columns`) of the indexed columns.
+    pub columns: Vec<usize>,
+    pub descending: Vec<bool>,
+    pub unique: bool,
+}
+
+/// One row's entry in a secondary index.
+pub struct IndexEntry {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// Whether no other row may have the same key.
+    pub unique: bool,
 }
 
 /// A table as the planner sees it.
@@ -57,6 +89,12 @@ pub struct Table {
     pub columns: Vec<Column>,
     /// Positions (in `columns`) of the primary key columns, in key order.
     pub pk: Vec<usize>,
+    pub indexes: Vec<Index>,
+    pub next_index_id: u32,
+    /// CHECK constraints: (name, SQL text of the expression).
+    pub checks: Vec<(String, String)>,
+    /// `WITH (fillfactor = n)`, kept for display (storage is an LSM tree).
+    pub fillfactor: u32,
     pub version: u64,
 }
 
@@ -73,6 +111,7 @@ impl Table {
                     ty: DataType::from_catalog(&c.type_name, c.type_width)?,
                     nullable: c.nullable,
                     default: (!c.default_expr.is_empty()).then(|| c.default_expr.clone()),
+                    hidden: c.hidden,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -92,11 +131,39 @@ impl Table {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let position = |id: &u32| {
+            columns.iter().position(|c| c.id == *id).ok_or_else(|| {
+                Error::Internal(format!("table {}: index column {id} missing", desc.name))
+            })
+        };
+        let indexes = desc
+            .indexes
+            .iter()
+            .map(|i| {
+                Ok(Index {
+                    id: i.id,
+                    name: i.name.clone(),
+                    columns: i.column_ids.iter().map(position).collect::<Result<_>>()?,
+                    descending: (0..i.column_ids.len())
+                        .map(|k| i.descending.get(k).copied().unwrap_or(false))
+                        .collect(),
+                    unique: i.unique,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Table {
             id: desc.id,
             name: desc.name.clone(),
             columns,
             pk,
+            indexes,
+            next_index_id: desc.next_index_id.max(PRIMARY_INDEX_ID + 1),
+            checks: desc
+                .checks
+                .iter()
+                .map(|c| (c.name.clone(), c.expr.clone()))
+                .collect(),
+            fillfactor: desc.fillfactor,
             version: desc.version,
         })
     }
@@ -117,6 +184,7 @@ impl Table {
                     type_width: c.ty.catalog_width(),
                     nullable: c.nullable,
                     default_expr: c.default.clone().unwrap_or_default(),
+                    hidden: c.hidden,
                 })
                 .collect(),
             primary_index: Some(IndexDescriptor {
@@ -124,11 +192,31 @@ impl Table {
                 name: format!("{}_pkey", self.name),
                 unique: true,
                 column_ids: self.pk.iter().map(|&i| self.columns[i].id).collect(),
+                descending: vec![],
             }),
-            indexes: vec![],
+            indexes: self
+                .indexes
+                .iter()
+                .map(|i| IndexDescriptor {
+                    id: i.id,
+                    name: i.name.clone(),
+                    unique: i.unique,
+                    column_ids: i.columns.iter().map(|&c| self.columns[c].id).collect(),
+                    descending: i.descending.clone(),
+                })
+                .collect(),
             next_column_id: self.columns.iter().map(|c| c.id).max().unwrap_or(0) + 1,
-            next_index_id: PRIMARY_INDEX_ID + 1,
+            next_index_id: self.next_index_id,
             version: self.version,
+            checks: self
+                .checks
+                .iter()
+                .map(|(name, expr)| CheckConstraint {
+                    name: name.clone(),
+                    expr: expr.clone(),
+                })
+                .collect(),
+            fillfactor: self.fillfactor,
         }
     }
 
@@ -196,6 +284,77 @@ impl Table {
         Ok(row)
     }
 
+    /// The encoded primary key columns of a row (its key without the
+    /// index prefix): the value of its secondary index entries.
+    fn pk_suffix(&self, row: &[Value]) -> Result<Vec<u8>> {
+        let mut k = Vec::new();
+        for &i in &self.pk {
+            encode_key_value(&mut k, &row[i])?;
+        }
+        Ok(k)
+    }
+
+    /// The entry of a row in a secondary index: its key and value, and
+    /// whether the key must be unique (a unique index, no NULL).
+    pub fn index_entry(&self, index: &Index, row: &[Value]) -> Result<IndexEntry> {
+        let mut key = index_prefix(self.id, index.id);
+        let mut has_null = false;
+        for (&c, &desc) in index.columns.iter().zip(&index.descending) {
+            let start = key.len();
+            encode_key_value(&mut key, &row[c])?;
+            has_null |= row[c].is_null();
+            if desc {
+                for b in &mut key[start..] {
+                    *b = !*b;
+                }
+            }
+        }
+        let pk = self.pk_suffix(row)?;
+        let unique = index.unique && !has_null;
+        if !unique {
+            key.extend_from_slice(&pk);
+        }
+        Ok(IndexEntry {
+            key,
+            value: pk,
+            unique,
+        })
+    }
+
+    /// The primary key of a row from the value of one of its index entries.
+    pub fn key_from_index_value(&self, value: &[u8]) -> Vec<u8> {
+        let mut k = index_prefix(self.id, PRIMARY_INDEX_ID);
+        k.extend_from_slice(value);
+        k
+    }
+
+    /// The key span of a secondary index.
+    pub fn index_span(&self, index_id: u32) -> (Vec<u8>, Vec<u8>) {
+        let start = index_prefix(self.id, index_id);
+        let end = prefix_end(&start);
+        (start, end)
+    }
+
+    /// "Key (a, b)=(1, 2) already exists." for a unique index.
+    pub fn describe_index_key(&self, index: &Index, row: &[Value]) -> String {
+        let names: Vec<&str> = index
+            .columns
+            .iter()
+            .map(|&i| self.columns[i].name.as_str())
+            .collect();
+        let vals: Vec<String> = index.columns.iter().map(|&i| row[i].to_string()).collect();
+        format!(
+            "Key ({})=({}) already exists.",
+            names.join(", "),
+            vals.join(", ")
+        )
+    }
+
+    /// An index of the table by name.
+    pub fn index(&self, name: &str) -> Option<&Index> {
+        self.indexes.iter().find(|i| i.name == name)
+    }
+
     /// The values of a row's primary key, for messages.
     pub fn describe_pk(&self, row: &[Value]) -> String {
         let names: Vec<&str> = self
@@ -253,6 +412,44 @@ pub async fn get_table(txn: &mut Txn, name: &str) -> Result<Option<Table>> {
     Ok(Some(Table::from_descriptor(&decode_descriptor(&raw)?)?))
 }
 
+/// Looks several tables up by name, in two batched reads (names, then
+/// descriptors).
+pub async fn get_tables(txn: &mut Txn, names: &[String]) -> Result<Vec<Option<Table>>> {
+    if names.is_empty() {
+        return Ok(vec![]);
+    }
+    let keys = names
+        .iter()
+        .map(|n| namespace_key(n))
+        .collect::<Result<Vec<_>>>()?;
+    let ids = txn.get_many(&keys).await?;
+    let mut desc_keys = Vec::new();
+    for (name, id) in names.iter().zip(&ids) {
+        if let Some(id) = id {
+            let id = u32::from_be_bytes(
+                id.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Internal(format!("corrupt namespace entry for {name}")))?,
+            );
+            desc_keys.push(descriptor_key(id)?);
+        }
+    }
+    let mut descs = txn.get_many(&desc_keys).await?.into_iter();
+    let mut out = Vec::with_capacity(names.len());
+    for (name, id) in names.iter().zip(&ids) {
+        if id.is_none() {
+            out.push(None);
+            continue;
+        }
+        let raw = descs
+            .next()
+            .flatten()
+            .ok_or_else(|| Error::Internal(format!("table {name} has a name but no descriptor")))?;
+        out.push(Some(Table::from_descriptor(&decode_descriptor(&raw)?)?));
+    }
+    Ok(out)
+}
+
 /// Looks a table up by name; an error if it does not exist.
 pub async fn must_get_table(txn: &mut Txn, name: &str) -> Result<Table> {
     get_table(txn, name)
@@ -271,6 +468,11 @@ pub async fn create_table(txn: &mut Txn, mut table: Table) -> Result<Table> {
     if txn.get(&ns_key).await?.is_some() {
         return Err(Error::DuplicateTable(table.name));
     }
+    for idx in &table.indexes {
+        if relation_exists(txn, &idx.name).await? {
+            return Err(Error::DuplicateTable(idx.name.clone()));
+        }
+    }
     let id = next_sequence_value(txn, "descriptor_id", FIRST_USER_TABLE_ID).await?;
     table.id = u32::try_from(id).map_err(|_| Error::Internal("table ids exhausted".into()))?;
     table.version = 1;
@@ -287,6 +489,35 @@ pub async fn drop_table(txn: &mut Txn, table: &Table) -> Result<()> {
     txn.delete(namespace_key(&table.name)?)?;
     txn.delete(descriptor_key(table.id)?)?;
     Ok(())
+}
+
+/// Stores a changed descriptor (a new version of it).
+pub fn update_table(txn: &mut Txn, table: &mut Table) -> Result<()> {
+    table.version += 1;
+    txn.put(
+        descriptor_key(table.id)?,
+        table.to_descriptor().encode_to_vec(),
+    )?;
+    Ok(())
+}
+
+/// Whether a relation (a table or an index) of this name exists.
+pub async fn relation_exists(txn: &mut Txn, name: &str) -> Result<bool> {
+    if txn.get(&namespace_key(name)?).await?.is_some() {
+        return Ok(true);
+    }
+    Ok(list_tables(txn)
+        .await?
+        .iter()
+        .any(|t| t.index(name).is_some()))
+}
+
+/// The table that has an index of this name.
+pub async fn table_of_index(txn: &mut Txn, name: &str) -> Result<Option<Table>> {
+    Ok(list_tables(txn)
+        .await?
+        .into_iter()
+        .find(|t| t.index(name).is_some()))
 }
 
 /// Every table, by name.

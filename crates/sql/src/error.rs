@@ -15,12 +15,18 @@ pub enum Error {
     /// Unknown table (42P01).
     #[error("relation \"{0}\" does not exist")]
     UndefinedTable(String),
+    /// DROP TABLE of a table that does not exist (42P01).
+    #[error("table \"{0}\" does not exist")]
+    UndefinedTableToDrop(String),
     /// A qualifier names no table of the FROM clause (42P01).
     #[error("missing FROM-clause entry for table \"{0}\"")]
     MissingFromEntry(String),
     /// Unknown column (42703).
     #[error("column \"{0}\" does not exist")]
     UndefinedColumn(String),
+    /// Unknown qualified column, `t.c` (42703).
+    #[error("column {0} does not exist")]
+    UndefinedQualifiedColumn(String),
     /// A column name matches several columns (42702).
     #[error("column reference \"{0}\" is ambiguous")]
     AmbiguousColumn(String),
@@ -30,6 +36,24 @@ pub enum Error {
     /// The table exists already (42P07).
     #[error("relation \"{0}\" already exists")]
     DuplicateTable(String),
+    /// Unknown index (42704).
+    #[error("index \"{0}\" does not exist")]
+    UndefinedIndex(String),
+    /// The client broke the protocol (08P01).
+    #[error("{0}")]
+    ProtocolViolation(String),
+    /// A `$n` with no parameter behind it (42P02).
+    #[error("{0}")]
+    UndefinedParameter(String),
+    /// Two CTEs of one WITH with the same name (42712).
+    #[error("WITH query name \"{0}\" specified more than once")]
+    DuplicateCte(String),
+    /// Two FROM items with the same name (42712).
+    #[error("table name \"{0}\" specified more than once")]
+    DuplicateAlias(String),
+    /// A column list does not fit its relation (42P10).
+    #[error("{0}")]
+    InvalidColumnReference(String),
     /// A column is defined twice (42701).
     #[error("column \"{0}\" specified more than once")]
     DuplicateColumn(String),
@@ -39,6 +63,9 @@ pub enum Error {
     /// Duplicate key (23505).
     #[error("duplicate key value violates unique constraint \"{constraint}\"")]
     UniqueViolation { constraint: String, detail: String },
+    /// A CHECK constraint is false for a row (23514).
+    #[error("new row for relation \"{table}\" violates check constraint \"{constraint}\"")]
+    CheckViolation { table: String, constraint: String },
     /// NULL in a NOT NULL column (23502).
     #[error(
         "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
@@ -126,8 +153,16 @@ impl Error {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             Error::Syntax(_) => "42601",
-            Error::UndefinedTable(_) | Error::MissingFromEntry(_) => "42P01",
-            Error::UndefinedColumn(_) => "42703",
+            Error::InvalidColumnReference(_) => "42P10",
+            Error::DuplicateAlias(_) | Error::DuplicateCte(_) => "42712",
+            Error::CheckViolation { .. } => "23514",
+            Error::UndefinedParameter(_) => "42P02",
+            Error::ProtocolViolation(_) => "08P01",
+            Error::UndefinedIndex(_) => "42704",
+            Error::UndefinedTable(_)
+            | Error::UndefinedTableToDrop(_)
+            | Error::MissingFromEntry(_) => "42P01",
+            Error::UndefinedColumn(_) | Error::UndefinedQualifiedColumn(_) => "42703",
             Error::AmbiguousColumn(_) => "42702",
             Error::UndefinedFunction(_) | Error::UndefinedOperator(_) => "42883",
             Error::DuplicateTable(_) => "42P07",

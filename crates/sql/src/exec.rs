@@ -16,11 +16,13 @@ use std::ops::Bound;
 
 use concord_kv::Txn;
 
-use crate::catalog::Table;
-use crate::encoding::{encode_key_value, prefix_end};
+use crate::catalog::{self, Index, Table};
+use crate::encoding::{encode_key_value, index_prefix, prefix_end};
 use crate::error::{Error, Result};
-use crate::expr::{binary_values, BinOp, Expr};
-use crate::plan::{AggCall, AggFunc, Node, Plan, Returning, ScanSpans, SortKey};
+use crate::expr::{binary_values, BinOp, Expr, Subquery, SubqueryKind};
+use crate::plan::{
+    AggCall, AggFunc, JoinKind, Node, Plan, Returning, ScanSpans, SetOpKind, SortKey,
+};
 use crate::types::Value;
 
 /// A row.
@@ -32,51 +34,222 @@ pub struct DmlResult {
     pub returning: Option<Vec<Row>>,
 }
 
+/// Per-statement execution state: results of subqueries that do not depend
+/// on the enclosing row (run once), and, while a correlated subquery runs,
+/// the scans it read (a correlated subquery runs once per outer row, and
+/// its scans usually do not depend on that row).
+#[derive(Default)]
+pub struct ExecContext {
+    subqueries: HashMap<usize, Vec<Row>>,
+    scans: HashMap<String, Vec<Row>>,
+    /// How many subqueries are running (scans are cached inside them).
+    nesting: u32,
+}
+
 /// Runs a query node.
 pub async fn execute_node(node: &Node, txn: &mut Txn) -> Result<Vec<Row>> {
+    exec(node, txn, &mut ExecContext::default()).await
+}
+
+/// Evaluates expressions against rows, running the subqueries in them.
+struct Evaluator<'e> {
+    exprs: &'e [Expr],
+    with_subqueries: bool,
+}
+
+impl<'e> Evaluator<'e> {
+    fn new(exprs: &'e [Expr]) -> Self {
+        Evaluator {
+            exprs,
+            with_subqueries: exprs.iter().any(Expr::has_subquery),
+        }
+    }
+
+    /// The value of expression `i` for `row`.
+    async fn eval(
+        &self,
+        i: usize,
+        row: &[Value],
+        txn: &mut Txn,
+        ctx: &mut ExecContext,
+    ) -> Result<Value> {
+        let e = &self.exprs[i];
+        if !self.with_subqueries || !e.has_subquery() {
+            return e.eval(row);
+        }
+        resolve_subqueries(e, row, txn, ctx).await?.eval(row)
+    }
+
+    async fn eval_all(&self, row: &[Value], txn: &mut Txn, ctx: &mut ExecContext) -> Result<Row> {
+        let mut out = Vec::with_capacity(self.exprs.len());
+        for i in 0..self.exprs.len() {
+            out.push(self.eval(i, row, txn, ctx).await?);
+        }
+        Ok(out)
+    }
+}
+
+/// The expression with each of its subqueries replaced by its result for
+/// `row`: a literal, or an IN list.
+async fn resolve_subqueries(
+    e: &Expr,
+    row: &[Value],
+    txn: &mut Txn,
+    ctx: &mut ExecContext,
+) -> Result<Expr> {
+    let mut found: Vec<Subquery> = Vec::new();
+    e.walk_depth(0, &mut |x, d| {
+        if let (Expr::Subquery(sq), 0) = (x, d) {
+            found.push(sq.as_ref().clone());
+        }
+    });
+    let mut results: HashMap<usize, Vec<Row>> = HashMap::new();
+    for sq in &found {
+        let rows = subquery_rows(sq, row, txn, ctx).await?;
+        results.insert(sq.id, rows);
+    }
+    let mut out = e.clone();
+    let mut err = None;
+    out.walk_depth_mut(0, &mut |x, d| {
+        if d != 0 {
+            return;
+        }
+        let Expr::Subquery(sq) = x else { return };
+        let rows = results.get(&sq.id).map(Vec::as_slice).unwrap_or(&[]);
+        let replacement = match &sq.kind {
+            SubqueryKind::Scalar => match rows {
+                [] => Expr::Literal(Value::Null),
+                [r] => Expr::Literal(r.first().cloned().unwrap_or(Value::Null)),
+                _ => {
+                    err = Some(Error::CardinalityViolation);
+                    Expr::Literal(Value::Null)
+                }
+            },
+            SubqueryKind::Exists => Expr::Literal(Value::Bool(!rows.is_empty())),
+            SubqueryKind::In { expr, negated } => Expr::InList {
+                expr: expr.clone(),
+                list: rows
+                    .iter()
+                    .map(|r| Expr::Literal(r.first().cloned().unwrap_or(Value::Null)))
+                    .collect(),
+                negated: *negated,
+            },
+        };
+        *x = replacement;
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// The rows of a subquery for the enclosing row `row`.
+async fn subquery_rows(
+    sq: &Subquery,
+    row: &[Value],
+    txn: &mut Txn,
+    ctx: &mut ExecContext,
+) -> Result<Vec<Row>> {
+    if !sq.correlated {
+        if let Some(rows) = ctx.subqueries.get(&sq.id) {
+            return Ok(rows.clone());
+        }
+    }
+    let mut node = sq.node.clone();
+    if sq.correlated {
+        // Instantiate: references to this row become its values.
+        let mut missing = false;
+        node.walk_exprs_mut(1, &mut |x, d| {
+            if let Expr::Outer { depth, index } = x {
+                if *depth == d {
+                    match row.get(*index) {
+                        Some(v) => *x = Expr::Literal(v.clone()),
+                        None => missing = true,
+                    }
+                }
+            }
+        });
+        if missing {
+            return Err(Error::Internal(
+                "a correlated subquery refers past its enclosing row".into(),
+            ));
+        }
+    }
+    ctx.nesting += 1;
+    let rows = Box::pin(exec(&node, txn, ctx)).await;
+    ctx.nesting -= 1;
+    let rows = rows?;
+    if !sq.correlated {
+        ctx.subqueries.insert(sq.id, rows.clone());
+    }
+    Ok(rows)
+}
+
+async fn exec(node: &Node, txn: &mut Txn, ctx: &mut ExecContext) -> Result<Vec<Row>> {
     Ok(match node {
         Node::Scan {
             table,
             spans,
             limit,
-        } => scan(table, spans, *limit, txn).await?,
-        Node::Values { rows } => rows
-            .iter()
-            .map(|r| r.iter().map(|e| e.eval(&[])).collect::<Result<Row>>())
-            .collect::<Result<Vec<_>>>()?,
-        Node::Filter { input, predicate } => {
-            let rows = Box::pin(execute_node(input, txn)).await?;
+        } => {
+            if ctx.nesting == 0 {
+                scan(table, spans, *limit, txn).await?
+            } else {
+                let key = format!("{}/{spans:?}/{limit:?}", table.id);
+                if let Some(rows) = ctx.scans.get(&key) {
+                    rows.clone()
+                } else {
+                    let rows = scan(table, spans, *limit, txn).await?;
+                    ctx.scans.insert(key, rows.clone());
+                    rows
+                }
+            }
+        }
+        Node::Values { rows } => {
             let mut out = Vec::with_capacity(rows.len());
             for r in rows {
-                if predicate.eval(&r)?.is_true() {
+                out.push(Evaluator::new(r).eval_all(&[], txn, ctx).await?);
+            }
+            out
+        }
+        Node::Filter { input, predicate } => {
+            let rows = Box::pin(exec(input, txn, ctx)).await?;
+            let preds = std::slice::from_ref(predicate);
+            let ev = Evaluator::new(preds);
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                if ev.eval(0, &r, txn, ctx).await?.is_true() {
                     out.push(r);
                 }
             }
             out
         }
         Node::Project { input, exprs } => {
-            let rows = Box::pin(execute_node(input, txn)).await?;
-            rows.iter()
-                .map(|r| exprs.iter().map(|e| e.eval(r)).collect::<Result<Row>>())
-                .collect::<Result<Vec<_>>>()?
+            let rows = Box::pin(exec(input, txn, ctx)).await?;
+            let ev = Evaluator::new(exprs);
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                out.push(ev.eval_all(r, txn, ctx).await?);
+            }
+            out
         }
         Node::Aggregate {
             input,
             group_by,
             aggs,
         } => {
-            let rows = Box::pin(execute_node(input, txn)).await?;
+            let rows = Box::pin(exec(input, txn, ctx)).await?;
             aggregate(rows, group_by, aggs)?
         }
         Node::Distinct { input } => {
-            let rows = Box::pin(execute_node(input, txn)).await?;
+            let rows = Box::pin(exec(input, txn, ctx)).await?;
             let mut seen = HashSet::new();
             rows.into_iter()
                 .filter(|r| seen.insert(r.clone()))
                 .collect()
         }
         Node::Sort { input, keys } => {
-            let mut rows = Box::pin(execute_node(input, txn)).await?;
+            let mut rows = Box::pin(exec(input, txn, ctx)).await?;
             sort_rows(&mut rows, keys);
             rows
         }
@@ -85,7 +258,7 @@ pub async fn execute_node(node: &Node, txn: &mut Txn) -> Result<Vec<Row>> {
             limit,
             offset,
         } => {
-            let rows = Box::pin(execute_node(input, txn)).await?;
+            let rows = Box::pin(exec(input, txn, ctx)).await?;
             let it = rows
                 .into_iter()
                 .skip(usize::try_from(*offset).unwrap_or(usize::MAX));
@@ -95,13 +268,177 @@ pub async fn execute_node(node: &Node, txn: &mut Txn) -> Result<Vec<Row>> {
             }
         }
         Node::Trim { input, width } => {
-            let mut rows = Box::pin(execute_node(input, txn)).await?;
+            let mut rows = Box::pin(exec(input, txn, ctx)).await?;
             for r in &mut rows {
                 r.truncate(*width);
             }
             rows
         }
+        Node::Join {
+            left,
+            right,
+            kind,
+            equi,
+            residual,
+            left_width,
+            right_width,
+        } => {
+            let l = Box::pin(exec(left, txn, ctx)).await?;
+            let r = Box::pin(exec(right, txn, ctx)).await?;
+            join(
+                l,
+                r,
+                *kind,
+                equi,
+                residual.as_ref(),
+                (*left_width, *right_width),
+                txn,
+                ctx,
+            )
+            .await?
+        }
+        Node::SetOp {
+            left,
+            right,
+            op,
+            all,
+        } => {
+            let l = Box::pin(exec(left, txn, ctx)).await?;
+            let r = Box::pin(exec(right, txn, ctx)).await?;
+            set_op(l, r, *op, *all)
+        }
     })
+}
+
+/// Joins materialized inputs: a hash join on the equi keys (built on the
+/// right input), or a nested loop when there are none.
+#[allow(clippy::too_many_arguments)]
+async fn join(
+    left: Vec<Row>,
+    right: Vec<Row>,
+    kind: JoinKind,
+    equi: &[(Expr, Expr)],
+    residual: Option<&Expr>,
+    (left_width, right_width): (usize, usize),
+    txn: &mut Txn,
+    ctx: &mut ExecContext,
+) -> Result<Vec<Row>> {
+    let residual = residual.map(std::slice::from_ref).unwrap_or(&[]);
+    let residual = Evaluator::new(residual);
+    let key = |exprs: &mut dyn Iterator<Item = &Expr>, row: &[Value]| -> Result<Option<Row>> {
+        let mut k = Vec::new();
+        for e in exprs {
+            let v = e.eval(row)?;
+            if v.is_null() {
+                return Ok(None);
+            }
+            k.push(v);
+        }
+        Ok(Some(k))
+    };
+    let mut table: HashMap<Row, Vec<usize>> = HashMap::new();
+    if !equi.is_empty() {
+        for (j, r) in right.iter().enumerate() {
+            if let Some(k) = key(&mut equi.iter().map(|(_, re)| re), r)? {
+                table.entry(k).or_default().push(j);
+            }
+        }
+    }
+    let all_right: Vec<usize> = (0..right.len()).collect();
+    let mut right_matched = vec![false; right.len()];
+    let mut out = Vec::new();
+    for l in &left {
+        let candidates: &[usize] = if equi.is_empty() {
+            &all_right
+        } else {
+            match key(&mut equi.iter().map(|(le, _)| le), l)? {
+                Some(k) => table.get(&k).map(Vec::as_slice).unwrap_or(&[]),
+                None => &[],
+            }
+        };
+        let mut matched = false;
+        for &j in candidates {
+            let mut row = Vec::with_capacity(left_width + right_width);
+            row.extend_from_slice(l);
+            row.extend_from_slice(&right[j]);
+            if !residual.exprs.is_empty() && !residual.eval(0, &row, txn, ctx).await?.is_true() {
+                continue;
+            }
+            matched = true;
+            right_matched[j] = true;
+            out.push(row);
+        }
+        if !matched && matches!(kind, JoinKind::Left | JoinKind::Full) {
+            let mut row = l.clone();
+            row.resize(left_width + right_width, Value::Null);
+            out.push(row);
+        }
+    }
+    if matches!(kind, JoinKind::Right | JoinKind::Full) {
+        for (j, r) in right.into_iter().enumerate() {
+            if !right_matched[j] {
+                let mut row = vec![Value::Null; left_width];
+                row.extend(r);
+                out.push(row);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// UNION / INTERSECT / EXCEPT, with or without ALL. Rows compare with NULLs
+/// equal, as set operations do in SQL.
+fn set_op(left: Vec<Row>, right: Vec<Row>, op: SetOpKind, all: bool) -> Vec<Row> {
+    let counts = |rows: &[Row]| {
+        let mut m: HashMap<Row, usize> = HashMap::new();
+        for r in rows {
+            *m.entry(r.clone()).or_default() += 1;
+        }
+        m
+    };
+    let mut seen = HashSet::new();
+    match (op, all) {
+        (SetOpKind::Union, true) => left.into_iter().chain(right).collect(),
+        (SetOpKind::Union, false) => left
+            .into_iter()
+            .chain(right)
+            .filter(|r| seen.insert(r.clone()))
+            .collect(),
+        (SetOpKind::Intersect, _) => {
+            let mut c = counts(&right);
+            left.into_iter()
+                .filter(|r| match c.get_mut(r) {
+                    Some(n) if *n > 0 => {
+                        if all {
+                            *n -= 1;
+                            true
+                        } else {
+                            seen.insert(r.clone())
+                        }
+                    }
+                    _ => false,
+                })
+                .collect()
+        }
+        (SetOpKind::Except, true) => {
+            let mut c = counts(&right);
+            left.into_iter()
+                .filter(|r| match c.get_mut(r) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        false
+                    }
+                    _ => true,
+                })
+                .collect()
+        }
+        (SetOpKind::Except, false) => {
+            let c = counts(&right);
+            left.into_iter()
+                .filter(|r| !c.contains_key(r) && seen.insert(r.clone()))
+                .collect()
+        }
+    }
 }
 
 /// Sorts rows by output-column keys.
@@ -205,7 +542,83 @@ async fn scan(
             }
             decode_all(table, txn.scan(&start, &end, limit).await?)
         }
+        ScanSpans::Index {
+            index,
+            prefix,
+            lower,
+            upper,
+        } => {
+            let idx = table
+                .indexes
+                .iter()
+                .find(|i| i.id == *index)
+                .ok_or_else(|| Error::Internal(format!("index {index} of {} gone", table.name)))?;
+            let (start, end) = index_range_keys(table, idx, prefix, lower, upper)?;
+            if start >= end {
+                return Ok(vec![]);
+            }
+            let entries = txn.scan(&start, &end, limit).await?;
+            let keys: Vec<Vec<u8>> = entries
+                .iter()
+                .map(|(_, v)| table.key_from_index_value(v))
+                .collect();
+            let values = txn.get_many(&keys).await?;
+            let mut rows = Vec::with_capacity(keys.len());
+            for (k, v) in keys.iter().zip(values) {
+                let v = v.ok_or_else(|| {
+                    Error::Internal(format!(
+                        "index {} of {} has an entry for a missing row",
+                        idx.name, table.name
+                    ))
+                })?;
+                rows.push(table.decode_row(k, &v)?);
+            }
+            Ok(rows)
+        }
     }
+}
+
+/// The KV key range of an index scan (the bounded column is ascending).
+fn index_range_keys(
+    table: &Table,
+    index: &Index,
+    prefix: &[Value],
+    lower: &Bound<Value>,
+    upper: &Bound<Value>,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let mut base = index_prefix(table.id, index.id);
+    for (v, &desc) in prefix.iter().zip(&index.descending) {
+        let start = base.len();
+        encode_key_value(&mut base, v)?;
+        if desc {
+            for b in &mut base[start..] {
+                *b = !*b;
+            }
+        }
+    }
+    let with = |v: &Value| -> Result<Vec<u8>> {
+        let mut k = base.clone();
+        encode_key_value(&mut k, v)?;
+        Ok(k)
+    };
+    // NULLs sort first in keys and never satisfy a bound.
+    let after_nulls = {
+        let mut k = base.clone();
+        k.push(0x01);
+        k
+    };
+    let start = match lower {
+        Bound::Unbounded if upper == &Bound::Unbounded => base.clone(),
+        Bound::Unbounded => after_nulls,
+        Bound::Included(v) => with(v)?,
+        Bound::Excluded(v) => prefix_end(&with(v)?),
+    };
+    let end = match upper {
+        Bound::Unbounded => prefix_end(&base),
+        Bound::Included(v) => prefix_end(&with(v)?),
+        Bound::Excluded(v) => with(v)?,
+    };
+    Ok((start, end))
 }
 
 fn decode_all(table: &Table, kvs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<Row>> {
@@ -361,6 +774,33 @@ fn prepare_row(table: &Table, mut row: Row) -> Result<Row> {
     Ok(row)
 }
 
+/// Fails if a CHECK constraint is false for the row (NULL passes).
+fn check_row(table: &Table, checks: &[(String, Expr)], row: &[Value]) -> Result<()> {
+    for (name, e) in checks {
+        if e.eval(row)? == Value::Bool(false) {
+            return Err(Error::CheckViolation {
+                table: table.name.clone(),
+                constraint: name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `TRUNCATE`: deletes every row and index entry of the table inside the
+/// transaction, so it commits or rolls back with it and serializes with
+/// concurrent writers like any other write.
+pub async fn truncate(txn: &mut Txn, table: &Table) -> Result<()> {
+    let mut spans = vec![table.span()];
+    spans.extend(table.indexes.iter().map(|i| table.index_span(i.id)));
+    for (start, end) in spans {
+        for (k, _) in txn.scan(&start, &end, 0).await? {
+            txn.delete(k)?;
+        }
+    }
+    Ok(())
+}
+
 fn returning_rows(ret: &Option<Returning>, rows: &[Row]) -> Result<Option<Vec<Row>>> {
     let Some(ret) = ret else { return Ok(None) };
     rows.iter()
@@ -371,6 +811,7 @@ fn returning_rows(ret: &Option<Returning>, rows: &[Row]) -> Result<Option<Vec<Ro
 
 /// Runs an INSERT, UPDATE or DELETE plan.
 pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
+    let ctx = &mut ExecContext::default();
     match plan {
         Plan::Insert {
             table,
@@ -379,8 +820,9 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
             source,
             on_conflict_do_nothing,
             returning,
+            checks,
         } => {
-            let source_rows = execute_node(source, txn).await?;
+            let source_rows = exec(source, txn, ctx).await?;
             let mut rows = Vec::with_capacity(source_rows.len());
             for src in source_rows {
                 let mut row: Row = defaults
@@ -395,7 +837,9 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
                 for (v, &col) in src.into_iter().zip(columns) {
                     row[col] = v;
                 }
-                rows.push(prepare_row(table, row)?);
+                let row = prepare_row(table, row)?;
+                check_row(table, checks, &row)?;
+                rows.push(row);
             }
             let keys = rows
                 .iter()
@@ -403,7 +847,7 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
                 .collect::<Result<Vec<_>>>()?;
             let existing = txn.get_many(&keys).await?;
             let mut written = HashSet::new();
-            let mut inserted = Vec::new();
+            let mut kept = Vec::with_capacity(rows.len());
             for ((row, key), old) in rows.into_iter().zip(keys).zip(existing) {
                 if old.is_some() || !written.insert(key.clone()) {
                     if *on_conflict_do_nothing {
@@ -414,7 +858,22 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
                         detail: table.describe_pk(&row),
                     });
                 }
+                kept.push((key, row));
+            }
+            let clashes = unique_clashes(table, kept.iter().map(|(_, r)| r), txn).await?;
+            let mut inserted = Vec::with_capacity(kept.len());
+            for ((key, row), clash) in kept.into_iter().zip(clashes) {
+                if let Some(err) = clash {
+                    if *on_conflict_do_nothing {
+                        continue;
+                    }
+                    return Err(err);
+                }
                 txn.put(key, table.row_value(&row))?;
+                for idx in &table.indexes {
+                    let e = table.index_entry(idx, &row)?;
+                    txn.put(e.key, e.value)?;
+                }
                 inserted.push(row);
             }
             Ok(DmlResult {
@@ -427,15 +886,25 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
             source,
             assignments,
             returning,
+            checks,
         } => {
-            let old_rows = execute_node(source, txn).await?;
+            let old_rows = exec(source, txn, ctx).await?;
             let mut new_rows = Vec::with_capacity(old_rows.len());
+            let exprs: Vec<Expr> = assignments.iter().map(|(_, e)| e.clone()).collect();
+            let ev = Evaluator::new(&exprs);
             for old in &old_rows {
                 let mut new = old.clone();
-                for (col, e) in assignments {
-                    new[*col] = e.eval(old)?;
+                for (v, (col, _)) in ev
+                    .eval_all(old, txn, ctx)
+                    .await?
+                    .into_iter()
+                    .zip(assignments)
+                {
+                    new[*col] = v;
                 }
-                new_rows.push(prepare_row(table, new)?);
+                let new = prepare_row(table, new)?;
+                check_row(table, checks, &new)?;
+                new_rows.push(new);
             }
             // Rows whose primary key changes move: delete all the old keys
             // first, then check the new keys, so that `SET id = id + 1` works.
@@ -461,8 +930,38 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
                     }
                 }
             }
+            // Index entries that change: the same order, old ones out first.
+            let mut changed_rows = Vec::new();
+            let mut new_entries = Vec::new();
+            for (old, new) in old_rows.iter().zip(&new_rows) {
+                let mut changed = false;
+                for idx in &table.indexes {
+                    let before = table.index_entry(idx, old)?;
+                    let after = table.index_entry(idx, new)?;
+                    if before.key != after.key || before.value != after.value {
+                        // Out first even when the key stays (the row's
+                        // primary key moved): the unique check below must
+                        // not see it as another row's.
+                        txn.delete(before.key)?;
+                        changed = true;
+                        new_entries.push(after);
+                    }
+                }
+                if changed {
+                    changed_rows.push(new);
+                }
+            }
+            if !changed_rows.is_empty() {
+                let clashes = unique_clashes(table, changed_rows.into_iter(), txn).await?;
+                if let Some(err) = clashes.into_iter().flatten().next() {
+                    return Err(err);
+                }
+            }
             for new in &new_rows {
                 txn.put(table.row_key(new)?, table.row_value(new))?;
+            }
+            for e in new_entries {
+                txn.put(e.key, e.value)?;
             }
             Ok(DmlResult {
                 count: new_rows.len() as u64,
@@ -474,9 +973,12 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
             source,
             returning,
         } => {
-            let rows = execute_node(source, txn).await?;
+            let rows = exec(source, txn, ctx).await?;
             for r in &rows {
                 txn.delete(table.row_key(r)?)?;
+                for idx in &table.indexes {
+                    txn.delete(table.index_entry(idx, r)?.key)?;
+                }
             }
             Ok(DmlResult {
                 count: rows.len() as u64,
@@ -485,4 +987,114 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
         }
         _ => Err(Error::Internal("not a DML plan".into())),
     }
+}
+
+/// For each row about to be written, the unique violation its entries in
+/// the table's unique indexes would cause, if any: a key another row
+/// holds (as the transaction sees it, own writes included), or one that an
+/// earlier row of the same batch takes.
+async fn unique_clashes<'r>(
+    table: &Table,
+    rows: impl Iterator<Item = &'r Row>,
+    txn: &mut Txn,
+) -> Result<Vec<Option<Error>>> {
+    let rows: Vec<&Row> = rows.collect();
+    let mut out: Vec<Option<Error>> = vec![None; rows.len()];
+    if !table.indexes.iter().any(|i| i.unique) {
+        return Ok(out);
+    }
+    // (row, index, key) of every unique entry.
+    let mut probes: Vec<(usize, &Index, Vec<u8>, Vec<u8>)> = Vec::new();
+    for (r, row) in rows.iter().enumerate() {
+        for idx in table.indexes.iter().filter(|i| i.unique) {
+            let e = table.index_entry(idx, row)?;
+            if e.unique {
+                probes.push((r, idx, e.key, e.value));
+            }
+        }
+    }
+    let keys: Vec<Vec<u8>> = probes.iter().map(|(_, _, k, _)| k.clone()).collect();
+    let existing = txn.get_many(&keys).await?;
+    let mut taken = HashSet::new();
+    for ((r, idx, key, value), old) in probes.into_iter().zip(existing) {
+        // An entry that already points at this very row is no clash (an
+        // UPDATE that leaves the indexed columns alone).
+        let held_by_other = old.is_some_and(|v| v != value);
+        if (held_by_other || !taken.insert(key)) && out[r].is_none() {
+            out[r] = Some(Error::UniqueViolation {
+                constraint: idx.name.clone(),
+                detail: table.describe_index_key(idx, rows[r]),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `CREATE [UNIQUE] INDEX`: adds the index to the table's descriptor and
+/// writes the entry of every row, all in the statement's transaction (a
+/// writer that read the old descriptor conflicts with it and retries).
+pub async fn create_index(
+    txn: &mut Txn,
+    table_name: &str,
+    name: Option<String>,
+    columns: &[(String, bool)],
+    unique: bool,
+    if_not_exists: bool,
+) -> Result<()> {
+    let mut table = catalog::must_get_table(txn, table_name).await?;
+    let mut positions = Vec::with_capacity(columns.len());
+    for (c, _) in columns {
+        let i = table
+            .column_index(c)
+            .filter(|&i| !table.columns[i].hidden)
+            .ok_or_else(|| Error::UndefinedColumn(c.clone()))?;
+        positions.push(i);
+    }
+    let name = match name {
+        Some(n) => {
+            if catalog::relation_exists(txn, &n).await? {
+                if if_not_exists {
+                    return Ok(());
+                }
+                return Err(Error::DuplicateTable(n));
+            }
+            n
+        }
+        None => {
+            let cols: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
+            let base = format!("{}_{}_idx", table.name, cols.join("_"));
+            let mut n = base.clone();
+            let mut k = 0;
+            while catalog::relation_exists(txn, &n).await? {
+                k += 1;
+                n = format!("{base}{k}");
+            }
+            n
+        }
+    };
+    let index = Index {
+        id: table.next_index_id,
+        name: name.clone(),
+        columns: positions,
+        descending: columns.iter().map(|(_, d)| *d).collect(),
+        unique,
+    };
+    table.next_index_id += 1;
+    let (start, end) = table.span();
+    let mut seen = HashSet::new();
+    for (k, v) in txn.scan(&start, &end, 0).await? {
+        let row = table.decode_row(&k, &v)?;
+        let e = table.index_entry(&index, &row)?;
+        if e.unique && !seen.insert(e.key.clone()) {
+            return Err(Error::UniqueViolation {
+                constraint: name,
+                detail: table
+                    .describe_index_key(&index, &row)
+                    .replace("already exists", "is duplicated"),
+            });
+        }
+        txn.put(e.key, e.value)?;
+    }
+    table.indexes.push(index);
+    catalog::update_table(txn, &mut table)
 }

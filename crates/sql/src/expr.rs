@@ -84,6 +84,39 @@ pub enum Func {
     NullIf,
     Version,
     CurrentDatabase,
+    /// A new row id for a table without a primary key ([`crate::rowid`]).
+    UniqueRowid,
+}
+
+/// What a subquery computes for its enclosing row.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SubqueryKind {
+    /// `(SELECT x …)`: the single value of its single row, NULL if no row.
+    Scalar,
+    /// `EXISTS (SELECT …)`.
+    Exists,
+    /// `expr [NOT] IN (SELECT x …)`.
+    In { expr: Box<Expr>, negated: bool },
+}
+
+/// A subquery inside an expression. Its plan refers to the rows of the
+/// queries around it through [`Expr::Outer`]; the executor substitutes
+/// those references with the current row's values ("instantiates" it) and
+/// runs the plan, once per statement if it refers to no outer row.
+#[derive(Clone, Debug)]
+pub struct Subquery {
+    /// Unique within a statement: the key of the executor's cache.
+    pub id: usize,
+    pub kind: SubqueryKind,
+    pub node: crate::plan::Node,
+    /// Whether the plan refers to an enclosing query's row.
+    pub correlated: bool,
+}
+
+impl PartialEq for Subquery {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
 }
 
 /// A bound expression.
@@ -92,6 +125,16 @@ pub enum Expr {
     Literal(Value),
     /// A column of the input row, by position.
     Column(usize),
+    /// A column of an enclosing query's row: `depth` 1 is the query
+    /// immediately around the subquery this expression is in.
+    Outer {
+        depth: u32,
+        index: usize,
+    },
+    Subquery(Box<Subquery>),
+    /// `$n` (0-based) of a statement being prepared: only planned, to learn
+    /// parameter and result types; execution substitutes the values.
+    Param(usize),
     Not(Box<Expr>),
     Neg(Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
@@ -124,6 +167,11 @@ impl Expr {
             Expr::Column(i) => row.get(*i).cloned().ok_or_else(|| {
                 Error::Internal(format!("column {i} out of the row's {} columns", row.len()))
             })?,
+            Expr::Outer { .. } | Expr::Subquery(_) | Expr::Param(_) => {
+                return Err(Error::Internal(format!(
+                    "{self} reached evaluation without being instantiated"
+                )))
+            }
             Expr::Not(e) => match e.eval(row)? {
                 Value::Null => Value::Null,
                 Value::Bool(b) => Value::Bool(!b),
@@ -173,6 +221,11 @@ impl Expr {
                 list,
                 negated,
             } => {
+                // Nothing is in an empty set, not even NULL (an IN list is
+                // only empty when a subquery returned no rows).
+                if list.is_empty() {
+                    return Ok(Value::Bool(*negated));
+                }
                 let v = expr.eval(row)?;
                 if v.is_null() {
                     return Ok(Value::Null);
@@ -216,34 +269,101 @@ impl Expr {
         })
     }
 
-    /// Whether the expression reads no column (a constant).
+    /// Whether the expression reads no column, no enclosing row and no
+    /// table (a constant that can be folded at plan time).
     pub fn is_constant(&self) -> bool {
         let mut constant = true;
         self.walk(&mut |e| {
-            if matches!(e, Expr::Column(_)) {
+            if matches!(
+                e,
+                Expr::Column(_) | Expr::Outer { .. } | Expr::Subquery(_) | Expr::Param(_)
+            ) || matches!(e, Expr::Func(Func::UniqueRowid, _))
+            {
                 constant = false;
             }
         });
         constant
     }
 
-    /// Visits the expression and every sub-expression.
-    pub fn walk(&self, f: &mut impl FnMut(&Expr)) {
-        f(self);
+    /// Whether the expression reads a column of its own input row (not
+    /// counting references from inside subqueries).
+    pub fn reads_columns(&self) -> bool {
+        let mut reads = false;
+        self.walk(&mut |e| reads |= matches!(e, Expr::Column(_)));
+        reads
+    }
+
+    /// Whether a subquery appears anywhere in the expression.
+    pub fn has_subquery(&self) -> bool {
+        let mut found = false;
+        self.walk(&mut |e| found |= matches!(e, Expr::Subquery(_)));
+        found
+    }
+
+    /// Visits the expression and every sub-expression, descending into the
+    /// plans of subqueries; `depth` counts the subquery boundaries crossed
+    /// (0 for this expression's own terms).
+    pub fn walk_depth(&self, depth: u32, f: &mut dyn FnMut(&Expr, u32)) {
+        f(self, depth);
+        self.for_each_child(&mut |c| c.walk_depth(depth, f));
+        if let Expr::Subquery(sq) = self {
+            sq.node.walk_exprs(depth + 1, f);
+        }
+    }
+
+    /// [`Expr::walk_depth`], mutably: `f` may replace the expression it is
+    /// given (its children are visited after the replacement).
+    pub fn walk_depth_mut(&mut self, depth: u32, f: &mut dyn FnMut(&mut Expr, u32)) {
+        f(self, depth);
+        self.for_each_child_mut(&mut |c| c.walk_depth_mut(depth, f));
+        if let Expr::Subquery(sq) = self {
+            sq.node.walk_exprs_mut(depth + 1, f);
+        }
+    }
+
+    /// Calls `f` with every reference to the current query's row: its own
+    /// columns, and the enclosing-row references of subqueries inside it
+    /// that point at this query.
+    pub fn visit_row_refs_mut(&mut self, f: &mut dyn FnMut(&mut usize)) {
+        self.walk_depth_mut(0, &mut |e, d| match e {
+            Expr::Column(i) if d == 0 => f(i),
+            Expr::Outer { depth, index } if *depth == d => f(index),
+            _ => {}
+        });
+    }
+
+    /// The positions of the current query's row that the expression reads
+    /// (see [`Expr::visit_row_refs_mut`]).
+    pub fn row_refs(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        self.walk_depth(0, &mut |e, d| match e {
+            Expr::Column(i) if d == 0 => out.push(*i),
+            Expr::Outer { depth, index } if *depth == d => out.push(*index),
+            _ => {}
+        });
+        out
+    }
+
+    fn for_each_child(&self, f: &mut dyn FnMut(&Expr)) {
         match self {
-            Expr::Literal(_) | Expr::Column(_) => {}
-            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull(e, _) | Expr::Cast(e, _) => e.walk(f),
+            Expr::Literal(_) | Expr::Column(_) | Expr::Outer { .. } | Expr::Param(_) => {}
+            Expr::Subquery(sq) => {
+                if let SubqueryKind::In { expr, .. } = &sq.kind {
+                    f(expr)
+                }
+            }
+            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull(e, _) | Expr::Cast(e, _) => f(e),
             Expr::Binary(_, l, r) => {
-                l.walk(f);
-                r.walk(f);
+                f(l);
+                f(r);
             }
             Expr::Like { expr, pattern, .. } => {
-                expr.walk(f);
-                pattern.walk(f);
+                f(expr);
+                f(pattern);
             }
             Expr::InList { expr, list, .. } => {
-                expr.walk(f);
-                list.iter().for_each(|e| e.walk(f));
+                f(expr);
+                list.iter().for_each(f);
             }
             Expr::Case {
                 operand,
@@ -251,18 +371,66 @@ impl Expr {
                 else_,
             } => {
                 if let Some(o) = operand {
-                    o.walk(f);
+                    f(o);
                 }
                 for (c, r) in whens {
-                    c.walk(f);
-                    r.walk(f);
+                    f(c);
+                    f(r);
                 }
                 if let Some(e) = else_ {
-                    e.walk(f);
+                    f(e);
                 }
             }
-            Expr::Func(_, args) => args.iter().for_each(|e| e.walk(f)),
+            Expr::Func(_, args) => args.iter().for_each(f),
         }
+    }
+
+    fn for_each_child_mut(&mut self, f: &mut dyn FnMut(&mut Expr)) {
+        match self {
+            Expr::Literal(_) | Expr::Column(_) | Expr::Outer { .. } | Expr::Param(_) => {}
+            Expr::Subquery(sq) => {
+                if let SubqueryKind::In { expr, .. } = &mut sq.kind {
+                    f(expr)
+                }
+            }
+            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull(e, _) | Expr::Cast(e, _) => f(e),
+            Expr::Binary(_, l, r) => {
+                f(l);
+                f(r);
+            }
+            Expr::Like { expr, pattern, .. } => {
+                f(expr);
+                f(pattern);
+            }
+            Expr::InList { expr, list, .. } => {
+                f(expr);
+                list.iter_mut().for_each(f);
+            }
+            Expr::Case {
+                operand,
+                whens,
+                else_,
+            } => {
+                if let Some(o) = operand {
+                    f(o);
+                }
+                for (c, r) in whens {
+                    f(c);
+                    f(r);
+                }
+                if let Some(e) = else_ {
+                    f(e);
+                }
+            }
+            Expr::Func(_, args) => args.iter_mut().for_each(f),
+        }
+    }
+
+    /// Visits the expression and every sub-expression of this query level
+    /// (not the plans of subqueries).
+    pub fn walk(&self, f: &mut impl FnMut(&Expr)) {
+        f(self);
+        self.for_each_child(&mut |c| c.walk(f));
     }
 
     /// Splits a conjunction into its terms.
@@ -418,6 +586,7 @@ fn eval_func(f: Func, args: &[Expr], row: &[Value]) -> Result<Value> {
         }
         Func::Version => Value::Text(crate::version_string()),
         Func::CurrentDatabase => Value::Text(crate::catalog::DEFAULT_DATABASE.into()),
+        Func::UniqueRowid => Value::Int(crate::rowid::unique_rowid()),
         _ => match (f, arg(0)) {
             (_, Value::Null) => Value::Null,
             (Func::Abs, Value::Int(i)) => Value::Int(
@@ -493,6 +662,18 @@ impl fmt::Display for Expr {
             Expr::Literal(Value::Text(s)) => write!(f, "'{}'", s.replace('\'', "''")),
             Expr::Literal(v) => write!(f, "{v}"),
             Expr::Column(i) => write!(f, "#{i}"),
+            Expr::Outer { depth, index } => write!(f, "outer{depth}#{index}"),
+            Expr::Param(n) => write!(f, "${}", n + 1),
+            Expr::Subquery(sq) => match &sq.kind {
+                SubqueryKind::Scalar => write!(f, "(subquery {})", sq.id),
+                SubqueryKind::Exists => write!(f, "EXISTS (subquery {})", sq.id),
+                SubqueryKind::In { expr, negated } => write!(
+                    f,
+                    "{expr} {}IN (subquery {})",
+                    if *negated { "NOT " } else { "" },
+                    sq.id
+                ),
+            },
             Expr::Not(e) => write!(f, "NOT {e}"),
             Expr::Neg(e) => write!(f, "-{e}"),
             Expr::Binary(op, l, r) => write!(f, "({l} {} {r})", op.symbol()),

@@ -32,10 +32,10 @@
 //! 5. Errors are [`Error`]s, each with its SQLSTATE ([`Error::sqlstate`]).
 //!
 //! # Not done yet
-//! Joins, subqueries, set operations, CTEs, secondary indexes, tables without
-//! a primary key, DECIMAL/DATE/TIMESTAMP/BYTEA and other types, prepared
-//! statement parameters, descriptor leases, streaming execution: the SQL
-//! issue builds them on this skeleton.
+//! CTEs, LATERAL, secondary indexes, DECIMAL/DATE/TIMESTAMP/BYTEA and other
+//! types, prepared statement parameters, descriptor leases, statistics and
+//! cost-based planning, streaming execution, pushdown to ranges: see
+//! `docs/plans/sql-engine.md`.
 
 pub mod catalog;
 pub mod encoding;
@@ -45,12 +45,14 @@ pub mod expr;
 pub mod parser;
 pub mod plan;
 pub mod planner;
+pub mod prepared;
+pub mod rowid;
 pub mod session;
 pub mod types;
 
 pub use error::{Error, Result};
 pub use parser::{parse, AsOf, Stmt};
-pub use session::{Session, StatementResult, TxnStatus};
+pub use session::{Prepared, Session, StatementResult, TxnStatus};
 pub use types::{DataType, Value};
 
 /// The PostgreSQL version Concord reports to clients.

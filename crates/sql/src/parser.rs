@@ -34,6 +34,9 @@ pub enum Stmt {
     ShowRanges { table: Option<ObjectName> },
     /// A statement with `AS OF SYSTEM TIME`.
     AsOf { stmt: Box<Statement>, at: AsOf },
+    /// `VACUUM [FULL | FREEZE | VERBOSE | ANALYZE | (options)] [t [(cols)], …]`
+    /// (sqlparser knows Redshift's VACUUM, not PostgreSQL's).
+    Vacuum { tables: Vec<ObjectName> },
 }
 
 /// When an `AS OF SYSTEM TIME` statement reads.
@@ -158,7 +161,42 @@ fn expect_word(p: &mut Parser, word: &str) -> std::result::Result<(), ParserErro
     }
 }
 
+fn vacuum(p: &mut Parser) -> std::result::Result<Stmt, ParserError> {
+    if p.consume_token(&Token::LParen) {
+        // (option [value], …): any options.
+        loop {
+            match p.next_token().token {
+                Token::RParen => break,
+                Token::EOF => return Err(ParserError::ParserError("Expected: )".into())),
+                _ => {}
+            }
+        }
+    } else {
+        while ["FULL", "FREEZE", "VERBOSE", "ANALYZE", "ANALYSE"]
+            .iter()
+            .any(|w| matches!(&p.peek_token().token, Token::Word(x) if x.value.eq_ignore_ascii_case(w)))
+        {
+            p.next_token();
+        }
+    }
+    let mut tables = Vec::new();
+    while !matches!(p.peek_token().token, Token::EOF | Token::SemiColon) {
+        tables.push(p.parse_object_name(false)?);
+        if p.consume_token(&Token::LParen) {
+            p.parse_comma_separated(|p| p.parse_identifier())?;
+            p.expect_token(&Token::RParen)?;
+        }
+        if !p.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    Ok(Stmt::Vacuum { tables })
+}
+
 fn concord_statement(p: &mut Parser) -> std::result::Result<Stmt, ParserError> {
+    if p.parse_keyword(Keyword::VACUUM) {
+        return vacuum(p);
+    }
     if p.parse_keyword(Keyword::SHOW) {
         expect_word(p, "RANGES")?;
         let table = if p.parse_keyword(Keyword::FROM) {
@@ -305,6 +343,14 @@ mod tests {
             Stmt::Sql(_)
         ));
         assert!(parse("ALTER TABLE t SPLIT AT").is_err());
+        for v in [
+            "VACUUM",
+            "vacuum analyze t",
+            "VACUUM FULL VERBOSE t, u",
+            "VACUUM (VERBOSE, ANALYZE) t (a, b)",
+        ] {
+            assert!(matches!(&parse(v).unwrap()[0], Stmt::Vacuum { .. }), "{v}");
+        }
         assert!(parse("SELECT 1 SELECT 2").is_err());
     }
 }

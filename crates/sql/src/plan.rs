@@ -36,6 +36,27 @@ pub enum Plan {
         names: Vec<String>,
         if_exists: bool,
     },
+    CreateIndex {
+        table: String,
+        /// None: named after the table and columns, as PostgreSQL does.
+        name: Option<String>,
+        /// Column names, and whether each is descending.
+        columns: Vec<(String, bool)>,
+        unique: bool,
+        if_not_exists: bool,
+    },
+    DropIndex {
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    /// Deletes every row (and index entry) in the transaction.
+    Truncate {
+        names: Vec<String>,
+    },
+    /// Statistics are not collected yet: checks the tables exist.
+    Analyze {
+        names: Vec<String>,
+    },
     Insert {
         table: Table,
         /// For each column of the source rows, the table column it fills.
@@ -45,12 +66,15 @@ pub enum Plan {
         source: Node,
         on_conflict_do_nothing: bool,
         returning: Option<Returning>,
+        /// CHECK constraints: name and predicate over the table's row.
+        checks: Vec<(String, Expr)>,
     },
     Update {
         table: Table,
         source: Node,
         assignments: Vec<(usize, Expr)>,
         returning: Option<Returning>,
+        checks: Vec<(String, Expr)>,
     },
     Delete {
         table: Table,
@@ -85,6 +109,15 @@ pub enum ScanSpans {
     /// One KV range scan: rows whose key starts with `prefix` and whose next
     /// key column lies within the bounds.
     Range {
+        prefix: Vec<Value>,
+        lower: Bound<Value>,
+        upper: Bound<Value>,
+    },
+    /// Through a secondary index: one scan of the index entries whose
+    /// columns start with `prefix` and whose next column lies within the
+    /// bounds, then a batched get of the rows they point to.
+    Index {
+        index: u32,
         prefix: Vec<Value>,
         lower: Bound<Value>,
         upper: Bound<Value>,
@@ -166,6 +199,45 @@ pub enum Node {
         input: Box<Node>,
         width: usize,
     },
+    /// Rows of `left` joined with rows of `right`: the output row is the
+    /// left row followed by the right row. Rows pair when every `equi` key
+    /// is equal (a hash join; no keys is a nested loop) and `residual`
+    /// holds over the joined row.
+    Join {
+        left: Box<Node>,
+        right: Box<Node>,
+        kind: JoinKind,
+        /// Key pairs: an expression over the left row, one over the right.
+        equi: Vec<(Expr, Expr)>,
+        residual: Option<Expr>,
+        /// Widths of the left and right rows (for NULL padding).
+        left_width: usize,
+        right_width: usize,
+    },
+    /// UNION / INTERSECT / EXCEPT [ALL] of two inputs of the same width.
+    SetOp {
+        left: Box<Node>,
+        right: Box<Node>,
+        op: SetOpKind,
+        all: bool,
+    },
+}
+
+/// The kinds of join.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    Left,
+    Right,
+    Full,
+}
+
+/// The set operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetOpKind {
+    Union,
+    Intersect,
+    Except,
 }
 
 fn bound_str(b: &Bound<Value>, lower: bool) -> String {
@@ -190,7 +262,7 @@ impl Node {
                 limit,
             } => {
                 let how = match spans {
-                    ScanSpans::Full => "full scan".to_string(),
+                    ScanSpans::Full | ScanSpans::Index { .. } => "full scan".to_string(),
                     ScanSpans::Points(p) => format!("point lookup of {} key(s)", p.len()),
                     ScanSpans::Range {
                         prefix,
@@ -205,6 +277,29 @@ impl Node {
                             bound_str(upper, false)
                         )
                     }
+                };
+                let how = match spans {
+                    ScanSpans::Index {
+                        index,
+                        prefix,
+                        lower,
+                        upper,
+                    } => {
+                        let name = table
+                            .indexes
+                            .iter()
+                            .find(|i| i.id == *index)
+                            .map(|i| i.name.as_str())
+                            .unwrap_or("?");
+                        let prefix: Vec<String> = prefix.iter().map(|v| v.to_string()).collect();
+                        format!(
+                            "index {name}: prefix ({}) {}, {}",
+                            prefix.join(", "),
+                            bound_str(lower, true),
+                            bound_str(upper, false)
+                        )
+                    }
+                    _ => how,
                 };
                 let limit = limit.map(|l| format!(" limit {l}")).unwrap_or_default();
                 format!("scan {}: {how}{limit}", table.name)
@@ -250,6 +345,37 @@ impl Node {
                 )
             }
             Node::Trim { width, .. } => format!("trim to {width} column(s)"),
+            Node::Join {
+                kind,
+                equi,
+                residual,
+                ..
+            } => {
+                let how = if equi.is_empty() {
+                    "nested loop"
+                } else {
+                    "hash join"
+                };
+                let keys: Vec<String> = equi.iter().map(|(l, r)| format!("{l} = {r}")).collect();
+                let on = residual
+                    .as_ref()
+                    .map(|r| format!(" filter {r}"))
+                    .unwrap_or_default();
+                format!(
+                    "{} {how}{}{on}",
+                    format!("{kind:?}").to_lowercase(),
+                    if keys.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" on {}", keys.join(" AND "))
+                    }
+                )
+            }
+            Node::SetOp { op, all, .. } => format!(
+                "{}{}",
+                format!("{op:?}").to_lowercase(),
+                if *all { " all" } else { "" }
+            ),
         };
         let _ = writeln!(out, "{pad}{arrow}{line}");
         match self {
@@ -261,7 +387,115 @@ impl Node {
             | Node::Sort { input, .. }
             | Node::Limit { input, .. }
             | Node::Trim { input, .. } => input.explain_into(out, depth + 1),
+            Node::Join { left, right, .. } | Node::SetOp { left, right, .. } => {
+                left.explain_into(out, depth + 1);
+                right.explain_into(out, depth + 1);
+            }
         }
+    }
+
+    /// The node's inputs.
+    fn children_mut(&mut self) -> Vec<&mut Node> {
+        match self {
+            Node::Scan { .. } | Node::Values { .. } => vec![],
+            Node::Filter { input, .. }
+            | Node::Project { input, .. }
+            | Node::Aggregate { input, .. }
+            | Node::Distinct { input }
+            | Node::Sort { input, .. }
+            | Node::Limit { input, .. }
+            | Node::Trim { input, .. } => vec![input.as_mut()],
+            Node::Join { left, right, .. } | Node::SetOp { left, right, .. } => {
+                vec![left.as_mut(), right.as_mut()]
+            }
+        }
+    }
+
+    fn children(&self) -> Vec<&Node> {
+        match self {
+            Node::Scan { .. } | Node::Values { .. } => vec![],
+            Node::Filter { input, .. }
+            | Node::Project { input, .. }
+            | Node::Aggregate { input, .. }
+            | Node::Distinct { input }
+            | Node::Sort { input, .. }
+            | Node::Limit { input, .. }
+            | Node::Trim { input, .. } => vec![input.as_ref()],
+            Node::Join { left, right, .. } | Node::SetOp { left, right, .. } => {
+                vec![left.as_ref(), right.as_ref()]
+            }
+        }
+    }
+
+    /// The expressions this node evaluates itself (not its inputs').
+    fn own_exprs(&self) -> Vec<&Expr> {
+        match self {
+            Node::Values { rows } => rows.iter().flatten().collect(),
+            Node::Filter { predicate, .. } => vec![predicate],
+            Node::Project { exprs, .. } => exprs.iter().collect(),
+            Node::Aggregate { group_by, aggs, .. } => group_by
+                .iter()
+                .chain(aggs.iter().filter_map(|a| a.arg.as_ref()))
+                .collect(),
+            Node::Join { equi, residual, .. } => equi
+                .iter()
+                .flat_map(|(l, r)| [l, r])
+                .chain(residual.iter())
+                .collect(),
+            _ => vec![],
+        }
+    }
+
+    fn own_exprs_mut(&mut self) -> Vec<&mut Expr> {
+        match self {
+            Node::Values { rows } => rows.iter_mut().flatten().collect(),
+            Node::Filter { predicate, .. } => vec![predicate],
+            Node::Project { exprs, .. } => exprs.iter_mut().collect(),
+            Node::Aggregate { group_by, aggs, .. } => group_by
+                .iter_mut()
+                .chain(aggs.iter_mut().filter_map(|a| a.arg.as_mut()))
+                .collect(),
+            Node::Join { equi, residual, .. } => equi
+                .iter_mut()
+                .flat_map(|(l, r)| [l, r])
+                .chain(residual.iter_mut())
+                .collect(),
+            _ => vec![],
+        }
+    }
+
+    /// Visits every expression of the plan (see [`Expr::walk_depth`]);
+    /// `depth` is the subquery nesting of this plan.
+    pub fn walk_exprs(&self, depth: u32, f: &mut dyn FnMut(&Expr, u32)) {
+        for e in self.own_exprs() {
+            e.walk_depth(depth, f);
+        }
+        for c in self.children() {
+            c.walk_exprs(depth, f);
+        }
+    }
+
+    /// Mutable [`Node::walk_exprs`].
+    pub fn walk_exprs_mut(&mut self, depth: u32, f: &mut dyn FnMut(&mut Expr, u32)) {
+        for e in self.own_exprs_mut() {
+            e.walk_depth_mut(depth, f);
+        }
+        for c in self.children_mut() {
+            c.walk_exprs_mut(depth, f);
+        }
+    }
+
+    /// Whether the plan refers to the row of a query around it, `depth`
+    /// being this plan's nesting below that query.
+    pub fn refers_outside(&self, depth: u32) -> bool {
+        let mut found = false;
+        self.walk_exprs(depth, &mut |e, d| {
+            if let Expr::Outer { depth: od, .. } = e {
+                // An outer reference from nesting d reaches d levels up.
+                found |= *od >= d;
+            }
+        });
+        found
     }
 }
 

@@ -32,6 +32,16 @@ use crate::types::{DataType, Value};
 /// How many times an implicit transaction is retried on 40001.
 const MAX_AUTO_RETRIES: u32 = 20;
 
+/// A prepared statement: what Parse made of a query string.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// None for an empty query string.
+    pub stmt: Option<Stmt>,
+    pub param_types: Vec<DataType>,
+    /// The result columns; None when the statement returns no rows.
+    pub columns: Option<Vec<OutputColumn>>,
+}
+
 /// The outcome of one statement.
 #[derive(Debug, Clone)]
 pub enum StatementResult {
@@ -127,23 +137,7 @@ impl Session {
         };
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
-            let r = match stmt {
-                Stmt::Sql(s) => self.execute_statement(s).await,
-                Stmt::SplitAt { table, rows } => {
-                    self.admin(|s| Box::pin(s.split_at(table, rows))).await
-                }
-                Stmt::ShowRanges { table } => {
-                    self.admin(|s| Box::pin(s.show_ranges(table.as_ref())))
-                        .await
-                }
-                Stmt::AsOf { stmt, at } => self.admin(|s| Box::pin(s.as_of(stmt, at))).await,
-            };
-            let r = match r {
-                Err(Error::RetryOnKey { reason, key, txn }) => {
-                    Err(self.describe_conflict(reason, &key, txn).await)
-                }
-                other => other,
-            };
+            let r = self.execute_stmt(stmt).await;
             let failed = r.is_err();
             out.push(r);
             if failed {
@@ -153,8 +147,130 @@ impl Session {
         out
     }
 
-    /// Runs an administrative statement: not inside a transaction block.
-    async fn admin<'a, F>(&'a mut self, f: F) -> Result<StatementResult>
+    /// Runs one parsed statement (of Concord's or sqlparser's).
+    pub async fn execute_stmt(&mut self, stmt: &Stmt) -> Result<StatementResult> {
+        let r = match stmt {
+            Stmt::Sql(s) => self.execute_statement(s).await,
+            Stmt::SplitAt { table, rows } => {
+                self.admin("ALTER TABLE ... SPLIT AT", |s| {
+                    Box::pin(s.split_at(table, rows))
+                })
+                .await
+            }
+            Stmt::ShowRanges { table } => {
+                self.admin("SHOW RANGES", |s| Box::pin(s.show_ranges(table.as_ref())))
+                    .await
+            }
+            Stmt::AsOf { stmt, at } => {
+                self.admin("AS OF SYSTEM TIME", |s| Box::pin(s.as_of(stmt, at)))
+                    .await
+            }
+            Stmt::Vacuum { tables } => self.admin("VACUUM", |s| Box::pin(s.vacuum(tables))).await,
+        };
+        match r {
+            Err(Error::RetryOnKey { reason, key, txn }) => {
+                Err(self.describe_conflict(reason, &key, txn).await)
+            }
+            other => other,
+        }
+    }
+
+    /// Prepares a statement (the extended protocol's Parse): parses it,
+    /// plans it once to learn its parameter types (`hints` are the ones the
+    /// client gave, Unknown elsewhere) and its result columns. Errors a
+    /// plan finds (an unknown table, …) come out here, as in PostgreSQL.
+    pub async fn prepare(&mut self, sql: &str, hints: &[DataType]) -> Result<Prepared> {
+        let mut stmts = crate::parse(sql)?;
+        if stmts.len() > 1 {
+            return Err(Error::Syntax(
+                "cannot insert multiple commands into a prepared statement".into(),
+            ));
+        }
+        let Some(stmt) = stmts.pop() else {
+            return Ok(Prepared {
+                stmt: None,
+                param_types: vec![],
+                columns: None,
+            });
+        };
+        let Stmt::Sql(sql_stmt) = &stmt else {
+            // Concord's own statements take no parameters; their results
+            // are described when they run.
+            return Ok(Prepared {
+                stmt: Some(stmt),
+                param_types: vec![],
+                columns: None,
+            });
+        };
+        let count = crate::prepared::parameter_count(sql_stmt).max(hints.len());
+        let mut types = hints.to_vec();
+        types.resize(count, DataType::Unknown);
+        let cx = match &mut self.state {
+            TxnState::Open(t) => planner::PlanCtx::load(sql_stmt, t).await?,
+            TxnState::Aborted => return Err(Error::InFailedTransaction),
+            TxnState::Idle => {
+                let mut txn = self.db.begin();
+                let cx = planner::PlanCtx::load(sql_stmt, &mut txn).await;
+                txn.rollback();
+                cx?
+            }
+        };
+        let (plan, param_types) =
+            planner::params::describe(types, || planner::plan_with(sql_stmt, &cx));
+        let columns = match plan? {
+            Plan::Query { columns, .. } => Some(columns),
+            Plan::Insert { returning, .. }
+            | Plan::Update { returning, .. }
+            | Plan::Delete { returning, .. } => returning.map(|r| r.columns),
+            Plan::Explain(_) => Some(vec![text_column("QUERY PLAN")]),
+            Plan::ShowTables => Some(vec![text_column("table_name")]),
+            Plan::ShowVariable { name } => Some(if name == "all" {
+                vec![text_column("name"), text_column("setting")]
+            } else {
+                vec![text_column(match name.as_str() {
+                    "transaction isolation level" => "transaction_isolation",
+                    n => n,
+                })]
+            }),
+            _ => None,
+        };
+        Ok(Prepared {
+            stmt: Some(stmt),
+            param_types,
+            columns,
+        })
+    }
+
+    /// Runs a prepared statement with its parameter values (Bind +
+    /// Execute): the values are put into the statement as typed literals
+    /// and it is planned again ("custom plans").
+    pub async fn execute_prepared(
+        &mut self,
+        prepared: &Prepared,
+        params: &[Value],
+    ) -> Result<StatementResult> {
+        let Some(stmt) = &prepared.stmt else {
+            return Ok(StatementResult::Command { tag: String::new() });
+        };
+        if params.len() != prepared.param_types.len() {
+            return Err(Error::ProtocolViolation(format!(
+                "bind message supplies {} parameters, but prepared statement requires {}",
+                params.len(),
+                prepared.param_types.len()
+            )));
+        }
+        let stmt = match stmt {
+            Stmt::Sql(s) if !params.is_empty() => {
+                Stmt::Sql(Box::new(crate::prepared::substitute(s, params)?))
+            }
+            other => other.clone(),
+        };
+        self.execute_stmt(&stmt).await
+    }
+
+    /// Runs an administrative statement: not inside a transaction block
+    /// (trying aborts the block, as in PostgreSQL).
+    async fn admin<'a, F>(&'a mut self, what: &str, f: F) -> Result<StatementResult>
     where
         F: FnOnce(
             &'a mut Session,
@@ -165,9 +281,16 @@ impl Session {
         match self.state {
             TxnState::Idle => f(self).await,
             TxnState::Aborted => Err(Error::InFailedTransaction),
-            TxnState::Open(_) => Err(Error::ActiveTransaction(
-                "this statement cannot run inside a transaction block".into(),
-            )),
+            TxnState::Open(_) => {
+                if let TxnState::Open(mut txn) =
+                    std::mem::replace(&mut self.state, TxnState::Aborted)
+                {
+                    txn.rollback();
+                }
+                Err(Error::ActiveTransaction(format!(
+                    "{what} cannot run inside a transaction block"
+                )))
+            }
         }
     }
 
@@ -223,6 +346,22 @@ impl Session {
             ],
             rows: out,
         })
+    }
+
+    /// `VACUUM`: MVCC garbage is collected by each range's GC queue, so
+    /// there is nothing to do beyond checking that the tables exist.
+    async fn vacuum(&mut self, tables: &[ObjectName]) -> Result<StatementResult> {
+        let mut txn = self.db.begin();
+        let names = tables
+            .iter()
+            .map(planner::table_name)
+            .collect::<Result<Vec<_>>>()?;
+        let found = catalog::get_tables(&mut txn, &names).await;
+        txn.rollback();
+        if let Some((name, _)) = names.iter().zip(found?).find(|(_, t)| t.is_none()) {
+            return Err(Error::UndefinedTable(name.clone()));
+        }
+        Ok(tag("VACUUM"))
     }
 
     /// `SHOW RANGES [FROM TABLE t]`.
@@ -518,10 +657,52 @@ async fn execute_plan(plan: Plan, txn: &mut Txn) -> Result<StatementResult> {
                 match catalog::get_table(txn, &name).await? {
                     Some(t) => catalog::drop_table(txn, &t).await?,
                     None if if_exists => {}
-                    None => return Err(Error::UndefinedTable(name)),
+                    None => return Err(Error::UndefinedTableToDrop(name)),
                 }
             }
             tag("DROP TABLE")
+        }
+        Plan::CreateIndex {
+            table,
+            name,
+            columns,
+            unique,
+            if_not_exists,
+        } => {
+            exec::create_index(txn, &table, name, &columns, unique, if_not_exists).await?;
+            tag("CREATE INDEX")
+        }
+        Plan::Truncate { names } => {
+            let found = catalog::get_tables(txn, &names).await?;
+            for (name, t) in names.iter().zip(&found) {
+                if t.is_none() {
+                    return Err(Error::UndefinedTable(name.clone()));
+                }
+            }
+            for t in found.iter().flatten() {
+                exec::truncate(txn, t).await?;
+            }
+            tag("TRUNCATE TABLE")
+        }
+        Plan::Analyze { names } => {
+            let found = catalog::get_tables(txn, &names).await?;
+            if let Some((name, _)) = names.iter().zip(found).find(|(_, t)| t.is_none()) {
+                return Err(Error::UndefinedTable(name.clone()));
+            }
+            tag("ANALYZE")
+        }
+        Plan::DropIndex { names, if_exists } => {
+            for name in names {
+                match catalog::table_of_index(txn, &name).await? {
+                    Some(mut t) => {
+                        t.indexes.retain(|i| i.name != name);
+                        catalog::update_table(txn, &mut t)?;
+                    }
+                    None if if_exists => {}
+                    None => return Err(Error::UndefinedIndex(name)),
+                }
+            }
+            tag("DROP INDEX")
         }
         Plan::Query { node, columns } => {
             let rows = exec::execute_node(&node, txn).await?;

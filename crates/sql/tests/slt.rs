@@ -119,5 +119,12 @@ slt!(
     errors,
     transactions,
     ranges,
-    history
+    history,
+    joins,
+    subqueries,
+    setops,
+    rowid,
+    indexes,
+    cte,
+    constraints
 );

@@ -14,24 +14,44 @@
 //! - *Sort elimination*: `ORDER BY` the primary key (ascending) is satisfied by
 //!   scan order.
 //!
-//! Queries are planned in this order: FROM → WHERE → GROUP BY/aggregates →
-//! HAVING → SELECT list (plus hidden ORDER BY columns) → DISTINCT → ORDER BY →
-//! LIMIT/OFFSET → trim hidden columns.
+//! Queries are planned in this order: FROM and WHERE (joins and predicate
+//! placement, in [`from`]) → GROUP BY/aggregates → HAVING → SELECT list
+//! (plus hidden ORDER BY columns) → DISTINCT → ORDER BY → LIMIT/OFFSET →
+//! trim hidden columns. Set operations plan each operand so and combine
+//! them; ORDER BY and LIMIT then apply to the whole.
+//!
+//! The descriptors of every table a statement names are read first
+//! ([`PlanCtx::load`], two batched KV reads), so binding itself does no I/O.
+//!
+//! *Subqueries* are planned recursively with the scopes of the queries
+//! around them: a name that does not resolve in its own FROM clause
+//! resolves outward, as an [`Expr::Outer`] reference. The executor
+//! substitutes those references with the enclosing row's values and runs
+//! the subquery per row (correlated) or once (uncorrelated).
 //!
 //! # Not done yet
-//! Joins, subqueries, set operations, CTEs, secondary indexes and statistics
-//! (the SQL issue).
+//! CTEs, LATERAL, ANY/ALL, secondary indexes, statistics and cost-based
+//! join ordering (the row estimates are rules of thumb), decorrelation
+//! (a correlated subquery runs once per outer row; its table scans are
+//! cached for the statement).
 
-use std::ops::Bound;
+mod from;
+pub mod params;
 
-use sqlparser::ast::{self, SetExpr, Statement, TableFactor};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ops::{Bound, ControlFlow};
+
+use sqlparser::ast::{self, visit_relations, SetExpr, Statement, TableFactor};
 
 use concord_kv::Txn;
 
 use crate::catalog::{self, Column, Table};
 use crate::error::{Error, Result};
-use crate::expr::{BinOp, Expr, Func};
-use crate::plan::{AggCall, AggFunc, Node, OutputColumn, Plan, Returning, ScanSpans, SortKey};
+use crate::expr::{BinOp, Expr, Func, Subquery, SubqueryKind};
+use crate::plan::{
+    AggCall, AggFunc, Node, OutputColumn, Plan, Returning, ScanSpans, SetOpKind, SortKey,
+};
 use crate::types::{parse_text, DataType, Value};
 
 /// A column visible to expressions.
@@ -40,6 +60,24 @@ struct ScopeColumn {
     table: Option<String>,
     name: String,
     ty: DataType,
+    /// Not visible at all (the row id of a table without a primary key,
+    /// which PostgreSQL does not have either); kept for row positions.
+    hidden: bool,
+    /// Merged into a `USING` column: left out of `*` and of unqualified
+    /// name resolution, reachable as `t.col`.
+    merged: bool,
+}
+
+impl ScopeColumn {
+    fn new(table: Option<String>, name: String, ty: DataType) -> Self {
+        ScopeColumn {
+            table,
+            name,
+            ty,
+            hidden: false,
+            merged: false,
+        }
+    }
 }
 
 /// The columns an expression can refer to, in input-row order.
@@ -56,18 +94,60 @@ impl Scope {
                 .columns
                 .iter()
                 .map(|c| ScopeColumn {
-                    table: Some(qualifier.clone()),
-                    name: c.name.clone(),
-                    ty: c.ty.clone(),
+                    hidden: c.hidden,
+                    ..ScopeColumn::new(Some(qualifier.clone()), c.name.clone(), c.ty.clone())
                 })
                 .collect(),
         }
     }
 
+    /// The scope of a relation's output columns under an alias, with
+    /// `AS t(a, b)` column renames applied.
+    fn aliased(&self, alias: Option<&ast::TableAlias>) -> Result<Scope> {
+        let Some(alias) = alias else {
+            return Ok(self.clone());
+        };
+        let q = ident_name(&alias.name);
+        if alias.columns.len() > self.columns.iter().filter(|c| !c.hidden).count() {
+            return Err(Error::InvalidColumnReference(format!(
+                "table \"{q}\" has {} columns available but {} columns specified",
+                self.columns.len(),
+                alias.columns.len()
+            )));
+        }
+        let mut renames = alias.columns.iter();
+        Ok(Scope {
+            columns: self
+                .columns
+                .iter()
+                .map(|c| {
+                    let name = if c.hidden {
+                        c.name.clone()
+                    } else {
+                        renames
+                            .next()
+                            .map(|r| ident_name(&r.name))
+                            .unwrap_or_else(|| c.name.clone())
+                    };
+                    ScopeColumn {
+                        table: Some(q.clone()),
+                        name,
+                        ..c.clone()
+                    }
+                })
+                .collect(),
+        })
+    }
+
     fn resolve(&self, qualifier: Option<&str>, name: &str) -> Result<(usize, DataType)> {
         let mut found = None;
         for (i, c) in self.columns.iter().enumerate() {
-            if c.name == name && qualifier.is_none_or(|q| c.table.as_deref() == Some(q)) {
+            let visible = !c.hidden
+                && match qualifier {
+                    None => !c.merged,
+                    Some(q) => c.table.as_deref() == Some(q),
+                };
+            if c.name == name && visible {
                 if found.is_some() {
                     return Err(Error::AmbiguousColumn(name.to_string()));
                 }
@@ -78,7 +158,7 @@ impl Scope {
             Some(q) if !self.columns.iter().any(|c| c.table.as_deref() == Some(q)) => {
                 Error::MissingFromEntry(q.to_string())
             }
-            Some(q) => Error::UndefinedColumn(format!("{q}.{name}")),
+            Some(q) => Error::UndefinedQualifiedColumn(format!("{q}.{name}")),
             None => Error::UndefinedColumn(name.to_string()),
         })
     }
@@ -143,6 +223,12 @@ struct AggContext {
 
 struct Binder<'a> {
     scope: &'a Scope,
+    /// The scopes of the queries around this one, nearest first: names not
+    /// found in `scope` resolve there, as [`Expr::Outer`] references.
+    outer: &'a [&'a Scope],
+    /// The statement's tables, for subqueries (None where subqueries are
+    /// not allowed: DEFAULT, LIMIT, …).
+    cx: Option<&'a PlanCtx>,
     agg: Option<&'a mut AggContext>,
     /// Where this expression is, for error messages about aggregates.
     clause: &'static str,
@@ -152,9 +238,103 @@ impl<'a> Binder<'a> {
     fn plain(scope: &'a Scope, clause: &'static str) -> Self {
         Binder {
             scope,
+            outer: &[],
+            cx: None,
             agg: None,
             clause,
         }
+    }
+
+    /// A binder for a query's own expressions, with subqueries allowed.
+    fn new(
+        scope: &'a Scope,
+        outer: &'a [&'a Scope],
+        cx: &'a PlanCtx,
+        clause: &'static str,
+    ) -> Self {
+        Binder {
+            scope,
+            outer,
+            cx: Some(cx),
+            agg: None,
+            clause,
+        }
+    }
+
+    /// The same binder without aggregation.
+    fn sub(&self, clause: &'static str) -> Binder<'_> {
+        Binder {
+            scope: self.scope,
+            outer: self.outer,
+            cx: self.cx,
+            agg: None,
+            clause,
+        }
+    }
+
+    /// Resolves a column name here or, failing that, in an enclosing query.
+    fn column(&self, qualifier: Option<&str>, name: &str) -> Result<(Expr, DataType)> {
+        match self.scope.resolve(qualifier, name) {
+            Ok((i, ty)) => Ok((Expr::Column(i), ty)),
+            Err(
+                e @ (Error::UndefinedColumn(_)
+                | Error::UndefinedQualifiedColumn(_)
+                | Error::MissingFromEntry(_)),
+            ) => {
+                for (d, s) in self.outer.iter().enumerate() {
+                    match s.resolve(qualifier, name) {
+                        Ok((index, ty)) => {
+                            return Ok((
+                                Expr::Outer {
+                                    depth: d as u32 + 1,
+                                    index,
+                                },
+                                ty,
+                            ))
+                        }
+                        Err(
+                            Error::UndefinedColumn(_)
+                            | Error::UndefinedQualifiedColumn(_)
+                            | Error::MissingFromEntry(_),
+                        ) => {}
+                        Err(other) => return Err(other),
+                    }
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Plans a subquery of this expression: its scope chain is this
+    /// query's scope and the ones around it.
+    fn subquery(&self, q: &ast::Query, kind: SubqueryKind) -> Result<(Expr, Vec<OutputColumn>)> {
+        let Some(cx) = self.cx else {
+            return Err(Error::FeatureNotSupported(format!(
+                "subqueries in {}",
+                self.clause
+            )));
+        };
+        let mut outer: Vec<&Scope> = Vec::with_capacity(self.outer.len() + 1);
+        outer.push(self.scope);
+        outer.extend_from_slice(self.outer);
+        let (node, columns) = plan_query(q, cx, &outer)?;
+        let correlated = node.refers_outside(1);
+        if correlated && self.agg.is_some() {
+            return Err(Error::FeatureNotSupported(
+                "correlated subqueries in an aggregating query's SELECT list, HAVING or ORDER BY"
+                    .into(),
+            ));
+        }
+        Ok((
+            Expr::Subquery(Box::new(Subquery {
+                id: cx.subquery_id(),
+                kind,
+                node,
+                correlated,
+            })),
+            columns,
+        ))
     }
 
     fn bind(&mut self, e: &ast::Expr) -> Result<(Expr, DataType)> {
@@ -166,13 +346,13 @@ impl<'a> Binder<'a> {
                 }
             }
             // An expression that is a GROUP BY expression.
-            if let Ok((bound, _)) = Binder::plain(self.scope, self.clause).bind(e) {
+            if let Ok((bound, _)) = self.sub(self.clause).bind(e) {
                 let agg = self.agg.as_deref().expect("checked above");
                 if let Some(i) = agg.groups.iter().position(|(g, _)| *g == bound) {
                     return Ok((Expr::Column(i), agg.groups[i].1.clone()));
                 }
-                if bound.is_constant() {
-                    return Binder::plain(self.scope, self.clause).bind(e);
+                if !bound.reads_columns() && !bound.has_subquery() {
+                    return self.sub(self.clause).bind(e);
                 }
             }
             if let ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) = e {
@@ -202,7 +382,7 @@ impl<'a> Binder<'a> {
                 (AggFunc::CountStar, None, DataType::Int8)
             }
             [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))] => {
-                let mut inner = Binder::plain(self.scope, "aggregate function calls");
+                let mut inner = self.sub("aggregate function calls");
                 let (arg, ty) = inner.bind_inner_no_agg(a)?;
                 (func, Some(arg), ty)
             }
@@ -258,10 +438,7 @@ impl<'a> Binder<'a> {
     fn bind_inner(&mut self, e: &ast::Expr) -> Result<(Expr, DataType)> {
         use ast::Expr as A;
         Ok(match e {
-            A::Identifier(id) => {
-                let (i, ty) = self.scope.resolve(None, &ident_name(id))?;
-                (Expr::Column(i), ty)
-            }
+            A::Identifier(id) => self.column(None, &ident_name(id))?,
             A::CompoundIdentifier(parts) => {
                 let names: Vec<String> = parts.iter().map(ident_name).collect();
                 let (q, n) = match names.as_slice() {
@@ -269,8 +446,7 @@ impl<'a> Binder<'a> {
                     [_, t, c] | [_, _, t, c] => (t.as_str(), c.as_str()),
                     _ => return Err(Error::Syntax(format!("improper qualified name {e}"))),
                 };
-                let (i, ty) = self.scope.resolve(Some(q), n)?;
-                (Expr::Column(i), ty)
+                self.column(Some(q), n)?
             }
             A::Value(v) => bind_literal(&v.value)?,
             A::Nested(inner) => self.bind(inner)?,
@@ -427,12 +603,32 @@ impl<'a> Binder<'a> {
             }
             A::In {
                 expr,
+                target: ast::InTarget::Subquery(q),
+                negated,
+                ..
+            } => {
+                let (x, xt) = self.bind(expr)?;
+                let (sq, cols) = self.subquery(
+                    q,
+                    SubqueryKind::In {
+                        expr: Box::new(x),
+                        negated: *negated,
+                    },
+                )?;
+                let [col] = cols.as_slice() else {
+                    return Err(Error::Syntax("subquery has too many columns".into()));
+                };
+                comparable(&xt, &col.ty, BinOp::Eq)?;
+                (sq, DataType::Bool)
+            }
+            A::In {
+                expr,
                 target,
                 negated,
                 ..
             } => {
                 let ast::InTarget::List(list) = target else {
-                    return Err(Error::FeatureNotSupported("IN with a subquery".into()));
+                    return Err(Error::FeatureNotSupported(format!("IN {target}")));
                 };
                 let (x, xt) = self.bind(expr)?;
                 let mut items = Vec::with_capacity(list.len());
@@ -506,8 +702,20 @@ impl<'a> Binder<'a> {
                 };
                 (Expr::Literal(parse_text(&s, &ty)?), ty)
             }
-            A::Subquery(_) | A::Exists { .. } => {
-                return Err(Error::FeatureNotSupported("subqueries".into()));
+            A::Subquery(q) => {
+                let (sq, cols) = self.subquery(q, SubqueryKind::Scalar)?;
+                let [col] = cols.as_slice() else {
+                    return Err(Error::Syntax("subquery must return only one column".into()));
+                };
+                (sq, col.ty.clone())
+            }
+            A::Exists { subquery, negated } => {
+                let (sq, _) = self.subquery(subquery, SubqueryKind::Exists)?;
+                if *negated {
+                    (Expr::Not(Box::new(sq)), DataType::Bool)
+                } else {
+                    (sq, DataType::Bool)
+                }
             }
             other => return Err(Error::FeatureNotSupported(format!("expression {other}"))),
         })
@@ -607,6 +815,10 @@ impl<'a> Binder<'a> {
                 arity(0)?;
                 (Func::CurrentDatabase, DataType::Text)
             }
+            "unique_rowid" => {
+                arity(0)?;
+                (Func::UniqueRowid, DataType::Int8)
+            }
             _ => return Err(Error::UndefinedFunction(format!("{name}()"))),
         };
         Ok((
@@ -677,9 +889,19 @@ fn bind_literal(v: &ast::Value) -> Result<(Expr, DataType)> {
         ast::Value::Boolean(b) => (Expr::Literal(Value::Bool(*b)), DataType::Bool),
         ast::Value::Null => (Expr::Literal(Value::Null), DataType::Unknown),
         ast::Value::Placeholder(p) => {
-            return Err(Error::FeatureNotSupported(format!(
-                "parameter {p} outside a prepared statement"
-            )))
+            let n = p
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| Error::Syntax(format!("bad parameter {p}")))?;
+            match params::current(n - 1) {
+                Some(ty) => (Expr::Param(n - 1), ty),
+                None => {
+                    return Err(Error::UndefinedParameter(format!(
+                        "there is no parameter {p}"
+                    )))
+                }
+            }
         }
         other => return Err(Error::FeatureNotSupported(format!("literal {other}"))),
     })
@@ -693,6 +915,10 @@ fn coerce_pair(
 ) -> Result<((Expr, DataType), (Expr, DataType))> {
     let fix = |(e, t): (Expr, DataType), other: &DataType| -> Result<(Expr, DataType)> {
         if t == DataType::Unknown && *other != DataType::Unknown {
+            if let Expr::Param(n) = &e {
+                params::infer(*n, other);
+                return Ok((e, other.clone()));
+            }
             if let Expr::Literal(v) = &e {
                 let v = match v {
                     Value::Text(s) => parse_text(s, other)?,
@@ -736,14 +962,7 @@ fn bind_binary(op: BinOp, l: (Expr, DataType), r: (Expr, DataType)) -> Result<(E
             DataType::Bool
         }
         _ if op.is_comparison() => {
-            let ok = lt == DataType::Unknown
-                || rt == DataType::Unknown
-                || (lt.is_numeric() && rt.is_numeric())
-                || (lt.is_string() && rt.is_string())
-                || lt == rt;
-            if !ok {
-                return Err(mismatch());
-            }
+            comparable(&lt, &rt, op)?;
             DataType::Bool
         }
         BinOp::Concat => {
@@ -787,6 +1006,23 @@ fn bind_binary(op: BinOp, l: (Expr, DataType), r: (Expr, DataType)) -> Result<(E
         }
     };
     Ok((fold(Expr::Binary(op, Box::new(le), Box::new(re)))?, ty))
+}
+
+/// Whether values of two types can be compared.
+fn comparable(lt: &DataType, rt: &DataType, op: BinOp) -> Result<()> {
+    let ok = *lt == DataType::Unknown
+        || *rt == DataType::Unknown
+        || (lt.is_numeric() && rt.is_numeric())
+        || (lt.is_string() && rt.is_string())
+        || lt == rt;
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::UndefinedOperator(format!(
+            "{lt} {} {rt}",
+            op.symbol()
+        )))
+    }
 }
 
 /// Evaluates constant expressions at plan time.
@@ -833,13 +1069,127 @@ pub fn bind_type(t: &ast::DataType) -> Result<DataType> {
     })
 }
 
+/// What planning a statement needs besides its text: the descriptors of
+/// the tables it names, read from KV in the statement's transaction before
+/// planning starts (so that binding, subqueries included, needs no I/O).
+pub struct PlanCtx {
+    tables: HashMap<String, Table>,
+    next_subquery: Cell<usize>,
+    /// The CTEs in scope while planning, innermost last. A reference plans
+    /// the CTE's query again where it is used (CTEs are inlined).
+    ctes: RefCell<Vec<Cte>>,
+}
+
+/// A CTE in scope.
+#[derive(Clone)]
+struct Cte {
+    name: String,
+    query: ast::Query,
+    alias: ast::TableAlias,
+    /// How many CTEs were in scope where it was defined: what its own
+    /// query may see.
+    visible: usize,
+}
+
+impl PlanCtx {
+    /// Reads the tables `stmt` names (those that exist: a missing one is
+    /// reported when the binder meets it).
+    pub async fn load(stmt: &Statement, txn: &mut Txn) -> Result<PlanCtx> {
+        let mut names: Vec<String> = Vec::new();
+        let _ = visit_relations(stmt, |n| {
+            if let Ok(t) = table_name(n) {
+                if !names.contains(&t) {
+                    names.push(t);
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        let found = catalog::get_tables(txn, &names).await?;
+        Ok(PlanCtx {
+            tables: names
+                .into_iter()
+                .zip(found)
+                .filter_map(|(n, t)| t.map(|t| (n, t)))
+                .collect(),
+            next_subquery: Cell::new(0),
+            ctes: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// Plans the query of the innermost CTE called `name`, if there is one:
+    /// its node and its scope (named after the CTE, with column aliases).
+    fn plan_cte(&self, name: &str) -> Result<Option<(Node, Scope)>> {
+        let found = self
+            .ctes
+            .borrow()
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, c)| c.name == name)
+            .map(|(i, c)| (i, c.clone()));
+        let Some((at, cte)) = found else {
+            return Ok(None);
+        };
+        // The CTE's query sees only the CTEs defined before it.
+        let hidden = self.ctes.borrow_mut().split_off(cte.visible);
+        let planned = plan_query(&cte.query, self, &[]);
+        let mut ctes = self.ctes.borrow_mut();
+        ctes.truncate(cte.visible);
+        ctes.extend(hidden);
+        debug_assert!(ctes.len() > at, "the CTE stack is restored");
+        drop(ctes);
+        let (node, columns) = planned?;
+        let scope = Scope {
+            columns: columns
+                .into_iter()
+                .map(|c| ScopeColumn::new(None, c.name, c.ty))
+                .collect(),
+        }
+        .aliased(Some(&cte.alias))
+        .map_err(|e| match e {
+            Error::InvalidColumnReference(m) => {
+                Error::InvalidColumnReference(m.replacen("table", "WITH query", 1))
+            }
+            e => e,
+        })?;
+        Ok(Some((node, scope)))
+    }
+
+    /// A table the statement names.
+    fn table(&self, name: &str) -> Result<Table> {
+        self.tables
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UndefinedTable(name.to_string()))
+    }
+
+    fn subquery_id(&self) -> usize {
+        let id = self.next_subquery.get();
+        self.next_subquery.set(id + 1);
+        id
+    }
+}
+
 /// Plans a statement. Reads the catalog through `txn`.
 pub async fn plan(stmt: &Statement, txn: &mut Txn) -> Result<Plan> {
+    let cx = PlanCtx::load(stmt, txn).await?;
+    plan_with(stmt, &cx)
+}
+
+/// Plans a statement against descriptors already read.
+pub fn plan_with(stmt: &Statement, cx: &PlanCtx) -> Result<Plan> {
     match stmt {
-        Statement::Query(q) => {
-            let (node, columns) = plan_query(q, txn).await?;
-            Ok(Plan::Query { node, columns })
-        }
+        Statement::Query(q) => match (q.with.as_ref(), q.body.as_ref()) {
+            // WITH … INSERT / UPDATE / DELETE.
+            (
+                Some(with),
+                SetExpr::Insert(inner) | SetExpr::Update(inner) | SetExpr::Delete(inner),
+            ) => with_ctes(with, cx, || plan_with(inner, cx)),
+            _ => {
+                let (node, columns) = plan_query(q, cx, &[])?;
+                Ok(Plan::Query { node, columns })
+            }
+        },
         Statement::CreateTable(ct) => plan_create_table(ct),
         Statement::Drop {
             object_type,
@@ -847,27 +1197,40 @@ pub async fn plan(stmt: &Statement, txn: &mut Txn) -> Result<Plan> {
             names,
             ..
         } => {
-            if *object_type != ast::ObjectType::Table {
-                return Err(Error::FeatureNotSupported(format!("DROP {object_type}")));
-            }
             let names = names.iter().map(table_name).collect::<Result<Vec<_>>>()?;
-            Ok(Plan::DropTable {
-                names,
-                if_exists: *if_exists,
-            })
+            match object_type {
+                ast::ObjectType::Table => Ok(Plan::DropTable {
+                    names,
+                    if_exists: *if_exists,
+                }),
+                ast::ObjectType::Index => Ok(Plan::DropIndex {
+                    names,
+                    if_exists: *if_exists,
+                }),
+                other => Err(Error::FeatureNotSupported(format!("DROP {other}"))),
+            }
         }
-        Statement::Insert(ins) => plan_insert(ins, txn).await,
-        Statement::Update(upd) => plan_update(upd, txn).await,
-        Statement::Delete(del) => plan_delete(del, txn).await,
+        Statement::CreateIndex(ci) => plan_create_index(ci),
+        Statement::Truncate(t) => Ok(Plan::Truncate {
+            names: t
+                .table_names
+                .iter()
+                .map(|t| table_name(&t.name))
+                .collect::<Result<_>>()?,
+        }),
+        Statement::Analyze(a) => Ok(Plan::Analyze {
+            names: a.table_name.iter().map(table_name).collect::<Result<_>>()?,
+        }),
+        Statement::Insert(ins) => plan_insert(ins, cx),
+        Statement::Update(upd) => plan_update(upd, cx),
+        Statement::Delete(del) => plan_delete(del, cx),
         Statement::Explain {
             statement, analyze, ..
         } => {
             if *analyze {
                 return Err(Error::FeatureNotSupported("EXPLAIN ANALYZE".into()));
             }
-            Ok(Plan::Explain(Box::new(
-                Box::pin(plan(statement, txn)).await?,
-            )))
+            Ok(Plan::Explain(Box::new(plan_with(statement, cx)?)))
         }
         Statement::StartTransaction { .. } => Ok(Plan::Begin),
         Statement::Commit { .. } => Ok(Plan::Commit),
@@ -895,6 +1258,9 @@ fn plan_create_table(ct: &ast::CreateTable) -> Result<Plan> {
     }
     let mut columns: Vec<Column> = Vec::new();
     let mut pk: Option<Vec<usize>> = None;
+    // (constraint name, columns) and (name, expression, its column).
+    let mut uniques: Vec<(Option<String>, Vec<String>)> = Vec::new();
+    let mut checks: Vec<(Option<String>, ast::Expr, Option<String>)> = Vec::new();
     let set_pk = |pk: &mut Option<Vec<usize>>, cols: Vec<usize>| -> Result<()> {
         if pk.is_some() {
             return Err(Error::InvalidTableDefinition(format!(
@@ -925,11 +1291,15 @@ fn plan_create_table(ct: &ast::CreateTable) -> Result<Plan> {
                     default = Some(e.to_string());
                 }
                 ast::ColumnOption::PrimaryKey(_) => set_pk(&mut pk, vec![i])?,
-                ast::ColumnOption::Unique(_) => {
-                    return Err(Error::FeatureNotSupported(
-                        "UNIQUE constraints (secondary indexes)".into(),
-                    ))
-                }
+                ast::ColumnOption::Unique(u) => uniques.push((
+                    opt.name.as_ref().or(u.name.as_ref()).map(ident_name),
+                    vec![col_name.clone()],
+                )),
+                ast::ColumnOption::Check(c) => checks.push((
+                    opt.name.as_ref().or(c.name.as_ref()).map(ident_name),
+                    (*c.expr).clone(),
+                    Some(col_name.clone()),
+                )),
                 other => return Err(Error::FeatureNotSupported(format!("column option {other}"))),
             }
         }
@@ -939,6 +1309,7 @@ fn plan_create_table(ct: &ast::CreateTable) -> Result<Plan> {
             ty,
             nullable,
             default,
+            hidden: false,
         });
     }
     for c in &ct.constraints {
@@ -962,6 +1333,23 @@ fn plan_create_table(ct: &ast::CreateTable) -> Result<Plan> {
                 }
                 set_pk(&mut pk, cols)?;
             }
+            ast::TableConstraint::Unique(u) => {
+                let mut cols = Vec::new();
+                for col in &u.columns {
+                    match &col.column.expr {
+                        ast::Expr::Identifier(id) => cols.push(ident_name(id)),
+                        other => {
+                            return Err(Error::FeatureNotSupported(format!(
+                                "unique constraint on expression {other}"
+                            )))
+                        }
+                    }
+                }
+                uniques.push((u.name.as_ref().map(ident_name), cols));
+            }
+            ast::TableConstraint::Check(c) => {
+                checks.push((c.name.as_ref().map(ident_name), (*c.expr).clone(), None))
+            }
             other => {
                 return Err(Error::FeatureNotSupported(format!(
                     "table constraint {other}"
@@ -969,10 +1357,26 @@ fn plan_create_table(ct: &ast::CreateTable) -> Result<Plan> {
             }
         }
     }
-    let Some(pk) = pk else {
-        return Err(Error::FeatureNotSupported(
-            "tables without a PRIMARY KEY (hidden row ids are not implemented yet)".into(),
-        ));
+    let pk = match pk {
+        Some(pk) => pk,
+        None => {
+            // No primary key: a hidden row id is the key (see `rowid`).
+            let mut name = "rowid".to_string();
+            let mut n = 0;
+            while columns.iter().any(|c| c.name == name) {
+                n += 1;
+                name = format!("rowid_{n}");
+            }
+            columns.push(Column {
+                id: columns.len() as u32 + 1,
+                name,
+                ty: DataType::Int8,
+                nullable: false,
+                default: Some("unique_rowid()".into()),
+                hidden: true,
+            });
+            vec![columns.len() - 1]
+        }
     };
     for &i in &pk {
         columns[i].nullable = false;
@@ -982,15 +1386,198 @@ fn plan_create_table(ct: &ast::CreateTable) -> Result<Plan> {
             "a table needs at least one column".into(),
         ));
     }
-    Ok(Plan::CreateTable {
-        table: Table {
-            id: 0,
+    let mut table = Table {
+        id: 0,
+        name,
+        columns,
+        pk,
+        indexes: vec![],
+        next_index_id: catalog::PRIMARY_INDEX_ID + 1,
+        checks: vec![],
+        fillfactor: storage_params(&ct.table_options)?,
+        version: 0,
+    };
+    // Constraint names follow PostgreSQL: t_col_key, t_col_check, with a
+    // number appended when taken.
+    let mut taken: Vec<String> = vec![format!("{}_pkey", table.name)];
+    let mut pick = |explicit: Option<String>, base: String| -> Result<String> {
+        let name = match explicit {
+            Some(n) => {
+                if taken.contains(&n) {
+                    return Err(Error::DuplicateTable(n));
+                }
+                n
+            }
+            None => {
+                let mut n = base.clone();
+                let mut k = 0;
+                while taken.contains(&n) {
+                    k += 1;
+                    n = format!("{base}{k}");
+                }
+                n
+            }
+        };
+        taken.push(name.clone());
+        Ok(name)
+    };
+    for (explicit, cols) in uniques {
+        let mut positions = Vec::new();
+        for c in &cols {
+            let i = table
+                .column_index(c)
+                .filter(|&i| !table.columns[i].hidden)
+                .ok_or_else(|| Error::UndefinedColumn(c.clone()))?;
+            positions.push(i);
+        }
+        let name = pick(explicit, format!("{}_{}_key", table.name, cols.join("_")))?;
+        table.indexes.push(catalog::Index {
+            id: table.next_index_id,
             name,
-            columns,
-            pk,
-            version: 0,
-        },
+            descending: vec![false; positions.len()],
+            columns: positions,
+            unique: true,
+        });
+        table.next_index_id += 1;
+    }
+    let scope = Scope::of_table(&table, None);
+    for (explicit, expr, column) in checks {
+        let (x, ty) = Binder::plain(&scope, "check constraints").bind(&expr)?;
+        expect_bool(&ty, "CHECK")?;
+        // Named after the column it is on, or the one column it reads.
+        let col = column.or_else(|| {
+            let mut refs = x.row_refs();
+            refs.sort_unstable();
+            refs.dedup();
+            match refs.as_slice() {
+                [i] => Some(table.columns[*i].name.clone()),
+                _ => None,
+            }
+        });
+        let base = match col {
+            Some(c) => format!("{}_{c}_check", table.name),
+            None => format!("{}_check", table.name),
+        };
+        let name = pick(explicit, base)?;
+        table.checks.push((name, expr.to_string()));
+    }
+    Ok(Plan::CreateTable {
+        table,
         if_not_exists: ct.if_not_exists,
+    })
+}
+
+/// `WITH (fillfactor = n)`: accepted and kept; other storage parameters
+/// are refused, as PostgreSQL refuses unknown ones.
+fn storage_params(opts: &ast::CreateTableOptions) -> Result<u32> {
+    let list = match opts {
+        ast::CreateTableOptions::None => return Ok(0),
+        ast::CreateTableOptions::With(l) => l,
+        other => return Err(Error::FeatureNotSupported(format!("table options {other}"))),
+    };
+    let mut fillfactor = 0;
+    for o in list {
+        match o {
+            ast::SqlOption::KeyValue { key, value }
+                if key.to_string().eq_ignore_ascii_case("fillfactor") =>
+            {
+                let v = match value {
+                    ast::Expr::Value(v) => match &v.value {
+                        ast::Value::Number(n, _) => n.parse::<u32>().ok(),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                match v {
+                    Some(n) if (10..=100).contains(&n) => fillfactor = n,
+                    _ => {
+                        return Err(Error::InvalidParameterValue(format!(
+                            "value {value} out of bounds for option \"fillfactor\""
+                        )))
+                    }
+                }
+            }
+            ast::SqlOption::KeyValue { key, .. } => {
+                return Err(Error::InvalidParameterValue(format!(
+                    "unrecognized parameter \"{key}\""
+                )))
+            }
+            other => {
+                return Err(Error::InvalidParameterValue(format!(
+                    "unrecognized parameter \"{other}\""
+                )))
+            }
+        }
+    }
+    Ok(fillfactor)
+}
+
+/// The CHECK constraints of a table, bound for a DML statement.
+fn bind_checks(table: &Table) -> Result<Vec<(String, Expr)>> {
+    let scope = Scope::of_table(table, None);
+    table
+        .checks
+        .iter()
+        .map(|(name, text)| {
+            let e = parse_expr(text)?;
+            let (x, _) = Binder::plain(&scope, "check constraints").bind(&e)?;
+            Ok((name.clone(), x))
+        })
+        .collect()
+}
+
+fn parse_expr(text: &str) -> Result<ast::Expr> {
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| Error::Internal(format!("stored expression {text:?} does not parse: {e}")))
+}
+
+fn plan_create_index(ci: &ast::CreateIndex) -> Result<Plan> {
+    if ci.predicate.is_some() {
+        return Err(Error::FeatureNotSupported("partial indexes (WHERE)".into()));
+    }
+    if !ci.include.is_empty() {
+        return Err(Error::FeatureNotSupported("INCLUDE columns".into()));
+    }
+    if let Some(u) = &ci.using {
+        if !u.to_string().eq_ignore_ascii_case("btree") {
+            return Err(Error::FeatureNotSupported(format!("index method {u}")));
+        }
+    }
+    let mut columns = Vec::new();
+    for c in &ci.columns {
+        let name = match &c.column.expr {
+            ast::Expr::Identifier(id) => ident_name(id),
+            other => {
+                return Err(Error::FeatureNotSupported(format!(
+                    "indexes on expressions ({other})"
+                )))
+            }
+        };
+        if c.column.options.nulls_first.is_some() {
+            return Err(Error::FeatureNotSupported(
+                "NULLS FIRST/LAST in an index".into(),
+            ));
+        }
+        let desc = match &c.column.options.sort {
+            None | Some(ast::OrderBySort::Asc) => false,
+            Some(ast::OrderBySort::Desc) => true,
+            Some(ast::OrderBySort::Using(_)) => {
+                return Err(Error::FeatureNotSupported(
+                    "USING in an index column".into(),
+                ))
+            }
+        };
+        columns.push((name, desc));
+    }
+    Ok(Plan::CreateIndex {
+        table: table_name(&ci.table_name)?,
+        name: ci.name.as_ref().map(table_name).transpose()?,
+        columns,
+        unique: ci.unique,
+        if_not_exists: ci.if_not_exists,
     })
 }
 
@@ -1088,17 +1675,22 @@ fn plan_table_function(tf: &TableFactor) -> Result<(Node, Scope)> {
         .or(alias_name.clone())
         .unwrap_or_else(|| "generate_series".to_string());
     let scope = Scope {
-        columns: vec![ScopeColumn {
-            table: Some(alias_name.unwrap_or_else(|| "generate_series".into())),
-            name: column,
-            ty: DataType::Int8,
-        }],
+        columns: vec![ScopeColumn::new(
+            Some(alias_name.unwrap_or_else(|| "generate_series".into())),
+            column,
+            DataType::Int8,
+        )],
     };
     Ok((Node::Values { rows }, scope))
 }
 
 fn constant_u64(e: &ast::Expr, what: &'static str) -> Result<u64> {
     let (x, _) = Binder::plain(&Scope::default(), what).bind(e)?;
+    if let Expr::Param(n) = x {
+        // Describing a prepared statement: the value comes at execution.
+        params::infer(n, &DataType::Int8);
+        return Ok(u64::MAX);
+    }
     if !x.is_constant() {
         return Err(Error::Syntax(format!(
             "argument of {what} must not contain variables"
@@ -1186,62 +1778,157 @@ fn output_name(item_expr: &ast::Expr) -> String {
     }
 }
 
-/// Plans a SELECT: the root node and its visible output columns.
-async fn plan_query(q: &ast::Query, txn: &mut Txn) -> Result<(Node, Vec<OutputColumn>)> {
-    if q.with.is_some() {
-        return Err(Error::FeatureNotSupported(
-            "WITH (common table expressions)".into(),
-        ));
+/// Plans a query: the root node and its visible output columns. `outer`
+/// holds the scopes of the queries around it (nearest first) when it is a
+/// subquery.
+fn plan_query(q: &ast::Query, cx: &PlanCtx, outer: &[&Scope]) -> Result<(Node, Vec<OutputColumn>)> {
+    if let Some(with) = &q.with {
+        let mut body = q.clone();
+        body.with = None;
+        return with_ctes(with, cx, || plan_query(&body, cx, outer));
     }
     if !q.locks.is_empty() {
         return Err(Error::FeatureNotSupported(
             "FOR UPDATE in a subquery or a statement other than SELECT".into(),
         ));
     }
-    let select = match q.body.as_ref() {
-        SetExpr::Select(s) => s,
-        SetExpr::Values(v) => {
-            let (node, columns) = plan_values(v)?;
-            return finish_query(q, node, columns, None, &Scope::default(), None);
+    match q.body.as_ref() {
+        SetExpr::Select(s) => plan_select(s, Some(q), cx, outer),
+        body => {
+            let (node, columns) = plan_set_expr(body, cx, outer)?;
+            finish_query(q, node, columns, None, None)
         }
-        SetExpr::Query(inner) => return Box::pin(plan_query(inner, txn)).await,
-        other => return Err(Error::FeatureNotSupported(format!("query {other}"))),
-    };
-    // FROM
-    let (mut node, scope, table) = match select.from.as_slice() {
-        [] => (Node::Values { rows: vec![vec![]] }, Scope::default(), None),
-        [twj] if twj.joins.is_empty() && is_table_function(&twj.relation) => {
-            let (node, scope) = plan_table_function(&twj.relation)?;
-            (node, scope, None)
-        }
-        [twj] if twj.joins.is_empty() => {
-            let (name, alias) = plain_table(&twj.relation)?;
-            let table = catalog::must_get_table(txn, &name).await?;
-            let scope = Scope::of_table(&table, alias.as_deref());
-            (
-                Node::Scan {
-                    table: table.clone(),
-                    spans: ScanSpans::Full,
-                    limit: None,
-                },
-                scope,
-                Some(table),
-            )
-        }
-        _ => return Err(Error::FeatureNotSupported("joins".into())),
-    };
-    // WHERE
-    if let Some(w) = &select.selection {
-        let (pred, ty) = Binder::plain(&scope, "WHERE").bind(w)?;
-        expect_bool(&ty, "WHERE")?;
-        if let (Some(t), Node::Scan { spans, .. }) = (&table, &mut node) {
-            *spans = select_spans(t, &pred);
-        }
-        node = Node::Filter {
-            input: Box::new(node),
-            predicate: pred,
-        };
     }
+}
+
+/// Runs `f` with the CTEs of `with` in scope.
+fn with_ctes<T>(with: &ast::With, cx: &PlanCtx, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if with.recursive {
+        return Err(Error::FeatureNotSupported("WITH RECURSIVE".into()));
+    }
+    let base = cx.ctes.borrow().len();
+    let mut names: Vec<String> = Vec::new();
+    for cte in &with.cte_tables {
+        let name = ident_name(&cte.alias.name);
+        if names.contains(&name) {
+            cx.ctes.borrow_mut().truncate(base);
+            return Err(Error::DuplicateCte(name));
+        }
+        names.push(name.clone());
+        let visible = cx.ctes.borrow().len();
+        cx.ctes.borrow_mut().push(Cte {
+            name,
+            query: (*cte.query).clone(),
+            alias: cte.alias.clone(),
+            visible,
+        });
+    }
+    let result = f();
+    cx.ctes.borrow_mut().truncate(base);
+    result
+}
+
+/// Plans one operand of a set operation (or a VALUES list or a
+/// parenthesized query).
+fn plan_set_expr(
+    body: &SetExpr,
+    cx: &PlanCtx,
+    outer: &[&Scope],
+) -> Result<(Node, Vec<OutputColumn>)> {
+    match body {
+        SetExpr::Select(s) => plan_select(s, None, cx, outer),
+        SetExpr::Values(v) => plan_values(v),
+        SetExpr::Query(inner) => plan_query(inner, cx, outer),
+        SetExpr::SetOperation {
+            left,
+            op,
+            set_quantifier,
+            right,
+        } => {
+            let (l, lc) = plan_set_expr(left, cx, outer)?;
+            let (r, rc) = plan_set_expr(right, cx, outer)?;
+            let name = op.to_string().to_uppercase();
+            if lc.len() != rc.len() {
+                return Err(Error::Syntax(format!(
+                    "each {name} query must have the same number of columns"
+                )));
+            }
+            let mut columns = Vec::with_capacity(lc.len());
+            for (a, b) in lc.iter().zip(&rc) {
+                let ty = match unify(&a.ty, &b.ty, &name)? {
+                    DataType::Unknown => DataType::Text,
+                    t => t,
+                };
+                columns.push(OutputColumn {
+                    name: a.name.clone(),
+                    ty,
+                });
+            }
+            let types: Vec<DataType> = columns.iter().map(|c| c.ty.clone()).collect();
+            let l = convert_columns(l, &lc, &types);
+            let r = convert_columns(r, &rc, &types);
+            let op = match op {
+                ast::SetOperator::Union => SetOpKind::Union,
+                ast::SetOperator::Intersect => SetOpKind::Intersect,
+                ast::SetOperator::Except | ast::SetOperator::Minus => SetOpKind::Except,
+            };
+            let all = match set_quantifier {
+                ast::SetQuantifier::All => true,
+                ast::SetQuantifier::Distinct | ast::SetQuantifier::None => false,
+                other => return Err(Error::FeatureNotSupported(format!("{name} {other}"))),
+            };
+            Ok((
+                Node::SetOp {
+                    left: Box::new(l),
+                    right: Box::new(r),
+                    op,
+                    all,
+                },
+                columns,
+            ))
+        }
+        other => Err(Error::FeatureNotSupported(format!("query {other}"))),
+    }
+}
+
+/// Casts the columns of a set operation's operand whose values change
+/// representation in the common type (integers becoming floats, untyped
+/// literals taking the other operand's type).
+fn convert_columns(node: Node, have: &[OutputColumn], want: &[DataType]) -> Node {
+    let convert = |h: &DataType, w: &DataType| {
+        (h.is_integer() && w.is_float()) || (*h == DataType::Unknown && !w.is_string())
+    };
+    if !have.iter().zip(want).any(|(h, w)| convert(&h.ty, w)) {
+        return node;
+    }
+    let exprs = have
+        .iter()
+        .zip(want)
+        .enumerate()
+        .map(|(i, (h, w))| {
+            if convert(&h.ty, w) {
+                Expr::Cast(Box::new(Expr::Column(i)), w.clone())
+            } else {
+                Expr::Column(i)
+            }
+        })
+        .collect();
+    Node::Project {
+        input: Box::new(node),
+        exprs,
+    }
+}
+
+/// Plans a SELECT. `q` is the query it is the body of, which gives ORDER
+/// BY and LIMIT (None for an operand of a set operation).
+fn plan_select(
+    select: &ast::Select,
+    q: Option<&ast::Query>,
+    cx: &PlanCtx,
+    outer: &[&Scope],
+) -> Result<(Node, Vec<OutputColumn>)> {
+    // FROM and WHERE
+    let (mut node, scope, table) = from::plan_from(select, cx, outer)?;
     // GROUP BY / aggregates
     let group_exprs: Vec<&ast::Expr> = match &select.group_by {
         ast::GroupByExpr::Expressions(exprs, mods) if mods.is_empty() => exprs.iter().collect(),
@@ -1257,7 +1944,8 @@ async fn plan_query(q: &ast::Query, txn: &mut Txn) -> Result<(Node, Vec<OutputCo
         }
         _ => false,
     });
-    let order_has_agg = q.order_by.as_ref().is_some_and(|ob| match &ob.kind {
+    let order_by = q.and_then(|q| q.order_by.as_ref());
+    let order_has_agg = order_by.is_some_and(|ob| match &ob.kind {
         ast::OrderByKind::Expressions(v) => v.iter().any(|o| contains_aggregate(&o.expr)),
         _ => false,
     });
@@ -1288,7 +1976,7 @@ async fn plan_query(q: &ast::Query, txn: &mut Txn) -> Result<(Node, Vec<OutputCo
                 },
                 _ => g,
             };
-            groups.push(Binder::plain(&scope, "GROUP BY").bind(g)?);
+            groups.push(Binder::new(&scope, outer, cx, "GROUP BY").bind(g)?);
         }
         agg_ctx = Some(AggContext {
             groups,
@@ -1305,12 +1993,15 @@ async fn plan_query(q: &ast::Query, txn: &mut Txn) -> Result<(Node, Vec<OutputCo
                 if aggregating {
                     return Err(Error::Grouping("SELECT * with aggregation".into()));
                 }
-                if table.is_none() {
+                if scope.columns.is_empty() {
                     return Err(Error::Syntax(
                         "SELECT * with no tables specified is not valid".into(),
                     ));
                 }
                 for (i, c) in scope.columns.iter().enumerate() {
+                    if c.hidden || c.merged {
+                        continue;
+                    }
                     exprs.push(Expr::Column(i));
                     columns.push(OutputColumn {
                         name: c.name.clone(),
@@ -1329,7 +2020,7 @@ async fn plan_query(q: &ast::Query, txn: &mut Txn) -> Result<(Node, Vec<OutputCo
                 }
                 let mut any = false;
                 for (i, c) in scope.columns.iter().enumerate() {
-                    if c.table.as_deref() == Some(q.as_str()) {
+                    if c.table.as_deref() == Some(q.as_str()) && !c.hidden {
                         exprs.push(Expr::Column(i));
                         columns.push(OutputColumn {
                             name: c.name.clone(),
@@ -1345,16 +2036,17 @@ async fn plan_query(q: &ast::Query, txn: &mut Txn) -> Result<(Node, Vec<OutputCo
             }
             ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
                 let mut b = Binder {
-                    scope: &scope,
                     agg: agg_ctx.as_mut(),
-                    clause: "SELECT",
+                    ..Binder::new(&scope, outer, cx, "SELECT")
                 };
                 let (x, ty) = b.bind(e)?;
                 let name = match item {
                     ast::SelectItem::ExprWithAlias { alias, .. } => ident_name(alias),
                     _ => output_name(e),
                 };
-                let ty = if ty == DataType::Unknown {
+                // An untyped literal is text, except in an operand of a set
+                // operation, where the other operands decide.
+                let ty = if ty == DataType::Unknown && q.is_some() {
                     DataType::Text
                 } else {
                     ty
@@ -1370,9 +2062,8 @@ async fn plan_query(q: &ast::Query, txn: &mut Txn) -> Result<(Node, Vec<OutputCo
     let having = match &select.having {
         Some(h) => {
             let mut b = Binder {
-                scope: &scope,
                 agg: agg_ctx.as_mut(),
-                clause: "HAVING",
+                ..Binder::new(&scope, outer, cx, "HAVING")
             };
             let (x, ty) = b.bind(h)?;
             expect_bool(&ty, "HAVING")?;
@@ -1380,7 +2071,18 @@ async fn plan_query(q: &ast::Query, txn: &mut Txn) -> Result<(Node, Vec<OutputCo
         }
         None => None,
     };
-    let order = plan_order_by(q, &scope, &mut agg_ctx, &columns, &select_asts, &mut exprs)?;
+    let order = plan_order_by(
+        order_by,
+        OrderScope {
+            scope: &scope,
+            outer,
+            cx: Some(cx),
+        },
+        &mut agg_ctx,
+        &columns,
+        &select_asts,
+        &mut exprs,
+    )?;
     if let Some(ctx) = agg_ctx {
         node = Node::Aggregate {
             input: Box::new(node),
@@ -1412,20 +2114,30 @@ async fn plan_query(q: &ast::Query, txn: &mut Txn) -> Result<(Node, Vec<OutputCo
             input: Box::new(node),
         };
     }
-    finish_query(q, node, columns, Some(order), &scope, table.as_ref())
+    match q {
+        Some(q) => finish_query(q, node, columns, Some(order), table.as_ref()),
+        None => Ok((node, columns)),
+    }
+}
+
+/// What ORDER BY expressions bind against.
+struct OrderScope<'a> {
+    scope: &'a Scope,
+    outer: &'a [&'a Scope],
+    cx: Option<&'a PlanCtx>,
 }
 
 /// Binds ORDER BY: each key becomes a column of the projection (an existing
 /// one, or a hidden one appended to `exprs`).
 fn plan_order_by(
-    q: &ast::Query,
-    scope: &Scope,
+    order_by: Option<&ast::OrderBy>,
+    os: OrderScope<'_>,
     agg_ctx: &mut Option<AggContext>,
     columns: &[OutputColumn],
     select_asts: &[Option<ast::Expr>],
     exprs: &mut Vec<Expr>,
 ) -> Result<Vec<SortKey>> {
-    let Some(ob) = &q.order_by else {
+    let Some(ob) = order_by else {
         return Ok(vec![]);
     };
     let items = match &ob.kind {
@@ -1472,7 +2184,9 @@ fn plan_order_by(
                     i
                 } else {
                     let mut b = Binder {
-                        scope,
+                        scope: os.scope,
+                        outer: os.outer,
+                        cx: os.cx,
                         agg: agg_ctx.as_mut(),
                         clause: "ORDER BY",
                     };
@@ -1503,15 +2217,18 @@ fn finish_query(
     mut node: Node,
     columns: Vec<OutputColumn>,
     order: Option<Vec<SortKey>>,
-    _scope: &Scope,
     table: Option<&Table>,
 ) -> Result<(Node, Vec<OutputColumn>)> {
     let visible = columns.len();
     let order = match order {
         Some(o) => o,
         None => plan_order_by(
-            q,
-            &Scope::default(),
+            q.order_by.as_ref(),
+            OrderScope {
+                scope: &Scope::default(),
+                outer: &[],
+                cx: None,
+            },
             &mut None,
             &columns,
             &vec![None; columns.len()],
@@ -1582,7 +2299,15 @@ fn sort_is_scan_order(node: &Node, order: &[SortKey], table: Option<&Table>) -> 
     if let Node::Filter { input, .. } = inner {
         inner = input;
     }
-    if !matches!(inner, Node::Scan { .. }) || order.len() > table.pk.len() {
+    if matches!(
+        inner,
+        Node::Scan {
+            spans: ScanSpans::Index { .. },
+            ..
+        }
+    ) || !matches!(inner, Node::Scan { .. })
+        || order.len() > table.pk.len()
+    {
         return false;
     }
     order
@@ -1645,8 +2370,112 @@ fn plan_values(v: &ast::Values) -> Result<(Node, Vec<OutputColumn>)> {
     Ok((Node::Values { rows }, columns))
 }
 
-/// Chooses the key spans a scan of `table` filtered by `pred` must read.
+/// Chooses the key spans a scan of `table` filtered by `pred` must read:
+/// primary key spans, else spans of the secondary index whose leading
+/// columns the predicate pins with the most equalities, else everything.
 pub fn select_spans(table: &Table, pred: &Expr) -> ScanSpans {
+    match primary_spans(table, pred) {
+        ScanSpans::Full => index_spans(table, pred).unwrap_or(ScanSpans::Full),
+        spans => spans,
+    }
+}
+
+/// `(column, op, constant)` facts of a predicate's conjuncts about columns
+/// whose key encoding the constant shares.
+fn column_facts(table: &Table, pred: &Expr) -> Vec<(usize, BinOp, Value)> {
+    let mut facts = Vec::new();
+    for c in pred.clone().conjuncts() {
+        if let Expr::Binary(op, l, r) = &c {
+            if op.is_comparison() && *op != BinOp::NotEq {
+                let (col, op, val) = match (l.as_ref(), r.as_ref()) {
+                    (Expr::Column(i), Expr::Literal(v)) => (*i, *op, v),
+                    (Expr::Literal(v), Expr::Column(i)) => (*i, op.flip(), v),
+                    _ => continue,
+                };
+                if !val.is_null() && key_compatible(&table.columns[col].ty, val) {
+                    facts.push((col, op, val.clone()));
+                }
+            }
+        }
+    }
+    facts
+}
+
+/// Spans of the best secondary index for `pred`, if one is pinned by an
+/// equality on its first column or bounded on both sides there.
+fn index_spans(table: &Table, pred: &Expr) -> Option<ScanSpans> {
+    let facts = column_facts(table, pred);
+    let mut best: Option<(usize, ScanSpans)> = None;
+    for idx in &table.indexes {
+        let mut prefix = Vec::new();
+        for &col in &idx.columns {
+            match facts
+                .iter()
+                .find(|(c, op, _)| *c == col && *op == BinOp::Eq)
+            {
+                Some((_, _, v)) => prefix.push(v.clone()),
+                None => break,
+            }
+        }
+        let mut lower = Bound::Unbounded;
+        let mut upper = Bound::Unbounded;
+        if let (Some(&col), Some(false)) = (
+            idx.columns.get(prefix.len()),
+            idx.descending.get(prefix.len()),
+        ) {
+            for (c, op, v) in &facts {
+                if *c != col {
+                    continue;
+                }
+                match op {
+                    BinOp::Gt | BinOp::GtEq => {
+                        let b = if *op == BinOp::Gt {
+                            Bound::Excluded(v.clone())
+                        } else {
+                            Bound::Included(v.clone())
+                        };
+                        if tighter(&b, &lower, std::cmp::Ordering::Greater) {
+                            lower = b;
+                        }
+                    }
+                    BinOp::Lt | BinOp::LtEq => {
+                        let b = if *op == BinOp::Lt {
+                            Bound::Excluded(v.clone())
+                        } else {
+                            Bound::Included(v.clone())
+                        };
+                        if tighter(&b, &upper, std::cmp::Ordering::Less) {
+                            upper = b;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let bounded = lower != Bound::Unbounded && upper != Bound::Unbounded;
+        if prefix.is_empty() && !bounded {
+            continue;
+        }
+        // More pinned columns first; a bounded column counts half.
+        let score =
+            prefix.len() * 2 + usize::from(lower != Bound::Unbounded || upper != Bound::Unbounded);
+        if best.as_ref().is_none_or(|(s, _)| score > *s) {
+            best = Some((
+                score,
+                ScanSpans::Index {
+                    index: idx.id,
+                    prefix,
+                    lower,
+                    upper,
+                },
+            ));
+        }
+    }
+    best.map(|(_, s)| s)
+}
+
+/// Primary key spans for `pred`.
+fn primary_spans(table: &Table, pred: &Expr) -> ScanSpans {
     let conjuncts = pred.clone().conjuncts();
     // (column, op, constant) facts about key columns.
     let mut facts: Vec<(usize, BinOp, Value)> = Vec::new();
@@ -1795,6 +2624,9 @@ fn plan_returning(
         match item {
             ast::SelectItem::Wildcard(_) => {
                 for (i, c) in table.columns.iter().enumerate() {
+                    if c.hidden {
+                        continue;
+                    }
                     exprs.push(Expr::Column(i));
                     columns.push(OutputColumn {
                         name: c.name.clone(),
@@ -1824,14 +2656,16 @@ fn plan_returning(
     Ok(Some(Returning { exprs, columns }))
 }
 
-async fn plan_insert(ins: &ast::Insert, txn: &mut Txn) -> Result<Plan> {
+fn plan_insert(ins: &ast::Insert, cx: &PlanCtx) -> Result<Plan> {
     let name = match &ins.table {
         ast::TableObject::TableName(n) => table_name(n)?,
         other => return Err(Error::FeatureNotSupported(format!("INSERT INTO {other}"))),
     };
-    let table = catalog::must_get_table(txn, &name).await?;
+    let table = cx.table(&name)?;
     let columns: Vec<usize> = if ins.columns.is_empty() {
-        (0..table.columns.len()).collect()
+        (0..table.columns.len())
+            .filter(|&i| !table.columns[i].hidden)
+            .collect()
     } else {
         let mut cols = Vec::new();
         for c in &ins.columns {
@@ -1878,6 +2712,9 @@ async fn plan_insert(ins: &ast::Insert, txn: &mut Txn) -> Result<Plan> {
                         }
                         let (x, ty) = Binder::plain(&Scope::default(), "VALUES").bind(e)?;
                         let col_ty = &table.columns[col].ty;
+                        if let Expr::Param(n) = x {
+                            params::infer(n, col_ty);
+                        }
                         // A string literal takes the column's type.
                         let x = match (&x, ty) {
                             (Expr::Literal(Value::Text(s)), DataType::Unknown)
@@ -1894,7 +2731,7 @@ async fn plan_insert(ins: &ast::Insert, txn: &mut Txn) -> Result<Plan> {
                 Node::Values { rows }
             }
             _ => {
-                let (node, cols) = Box::pin(plan_query(q, txn)).await?;
+                let (node, cols) = plan_query(q, cx, &[])?;
                 if cols.len() != columns.len() {
                     return Err(Error::Syntax(format!(
                         "INSERT has {} target columns but the query returns {}",
@@ -1924,6 +2761,7 @@ async fn plan_insert(ins: &ast::Insert, txn: &mut Txn) -> Result<Plan> {
     };
     let returning = plan_returning(&ins.returning, &table)?;
     Ok(Plan::Insert {
+        checks: bind_checks(&table)?,
         table,
         columns,
         defaults,
@@ -1934,25 +2772,26 @@ async fn plan_insert(ins: &ast::Insert, txn: &mut Txn) -> Result<Plan> {
 }
 
 fn bind_default(text: &str) -> Result<Expr> {
-    let dialect = sqlparser::dialect::PostgreSqlDialect {};
-    let e = sqlparser::parser::Parser::new(&dialect)
-        .try_with_sql(text)
-        .and_then(|mut p| p.parse_expr())
-        .map_err(|e| Error::Internal(format!("stored DEFAULT {text:?} does not parse: {e}")))?;
+    let e = parse_expr(text)?;
     Ok(Binder::plain(&Scope::default(), "DEFAULT expressions")
         .bind(&e)?
         .0)
 }
 
 /// The scan (with key selection) and filter of an UPDATE or DELETE.
-fn dml_source(table: &Table, selection: &Option<ast::Expr>, scope: &Scope) -> Result<Node> {
+fn dml_source(
+    table: &Table,
+    selection: &Option<ast::Expr>,
+    scope: &Scope,
+    cx: &PlanCtx,
+) -> Result<Node> {
     let mut node = Node::Scan {
         table: table.clone(),
         spans: ScanSpans::Full,
         limit: None,
     };
     if let Some(w) = selection {
-        let (pred, ty) = Binder::plain(scope, "WHERE").bind(w)?;
+        let (pred, ty) = Binder::new(scope, &[], cx, "WHERE").bind(w)?;
         expect_bool(&ty, "WHERE")?;
         if let Node::Scan { spans, .. } = &mut node {
             *spans = select_spans(table, &pred);
@@ -1965,12 +2804,12 @@ fn dml_source(table: &Table, selection: &Option<ast::Expr>, scope: &Scope) -> Re
     Ok(node)
 }
 
-async fn plan_update(upd: &ast::Update, txn: &mut Txn) -> Result<Plan> {
+fn plan_update(upd: &ast::Update, cx: &PlanCtx) -> Result<Plan> {
     if !upd.table.joins.is_empty() || upd.from.is_some() {
         return Err(Error::FeatureNotSupported("UPDATE ... FROM / joins".into()));
     }
     let (name, alias) = plain_table(&upd.table.relation)?;
-    let table = catalog::must_get_table(txn, &name).await?;
+    let table = cx.table(&name)?;
     let scope = Scope::of_table(&table, alias.as_deref());
     let mut assignments = Vec::new();
     for a in &upd.assignments {
@@ -1998,8 +2837,11 @@ async fn plan_update(upd: &ast::Update, txn: &mut Txn) -> Result<Plan> {
                 None => Expr::Literal(Value::Null),
             }
         } else {
-            let (x, ty) = Binder::plain(&scope, "UPDATE").bind(&a.value)?;
+            let (x, ty) = Binder::new(&scope, &[], cx, "UPDATE").bind(&a.value)?;
             let col_ty = &table.columns[i].ty;
+            if let Expr::Param(n) = x {
+                params::infer(n, col_ty);
+            }
             match (&x, ty) {
                 (Expr::Literal(Value::Text(s)), DataType::Unknown) if !col_ty.is_string() => {
                     Expr::Literal(parse_text(s, col_ty)?)
@@ -2009,9 +2851,10 @@ async fn plan_update(upd: &ast::Update, txn: &mut Txn) -> Result<Plan> {
         };
         assignments.push((i, x));
     }
-    let source = dml_source(&table, &upd.selection, &scope)?;
+    let source = dml_source(&table, &upd.selection, &scope, cx)?;
     let returning = plan_returning(&upd.returning, &table)?;
     Ok(Plan::Update {
+        checks: bind_checks(&table)?,
         table,
         source,
         assignments,
@@ -2019,7 +2862,7 @@ async fn plan_update(upd: &ast::Update, txn: &mut Txn) -> Result<Plan> {
     })
 }
 
-async fn plan_delete(del: &ast::Delete, txn: &mut Txn) -> Result<Plan> {
+fn plan_delete(del: &ast::Delete, cx: &PlanCtx) -> Result<Plan> {
     let from = match &del.from {
         ast::FromTable::WithFromKeyword(v) | ast::FromTable::WithoutKeyword(v) => v,
     };
@@ -2034,9 +2877,9 @@ async fn plan_delete(del: &ast::Delete, txn: &mut Txn) -> Result<Plan> {
         ));
     }
     let (name, alias) = plain_table(&twj.relation)?;
-    let table = catalog::must_get_table(txn, &name).await?;
+    let table = cx.table(&name)?;
     let scope = Scope::of_table(&table, alias.as_deref());
-    let source = dml_source(&table, &del.selection, &scope)?;
+    let source = dml_source(&table, &del.selection, &scope, cx)?;
     let returning = plan_returning(&del.returning, &table)?;
     Ok(Plan::Delete {
         table,

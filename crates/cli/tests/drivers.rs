@@ -1,0 +1,175 @@
+//! An ordinary driver (tokio-postgres) against a 3-node cluster through the
+//! extended query protocol: prepared statements with inferred parameter
+//! types, binary parameters and results, NULLs, transactions, errors with
+//! their SQLSTATE and recovery at Sync, portals fetched in batches.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_prepared_statements_binary_values_and_transactions() {
+    let c = start_cluster(3, &[]);
+    let a = connect(&c.nodes[0].sql_url()).await;
+    let b = connect(&c.nodes[1].sql_url()).await;
+    exec_retry(
+        &a,
+        "CREATE TABLE acct (id INT PRIMARY KEY, owner TEXT, balance BIGINT, rate FLOAT, small SMALLINT, active BOOL)",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+
+    // Parameter types come from context: a column compared or assigned.
+    let ins = a
+        .prepare("INSERT INTO acct VALUES ($1, $2, $3, $4, $5, $6)")
+        .await
+        .unwrap();
+    assert_eq!(
+        ins.params(),
+        &[
+            Type::INT4,
+            Type::TEXT,
+            Type::INT8,
+            Type::FLOAT8,
+            Type::INT2,
+            Type::BOOL
+        ]
+    );
+    for i in 1..=5i32 {
+        let owner = format!("o{i}");
+        let n = a
+            .execute(
+                &ins,
+                &[
+                    &i,
+                    &owner,
+                    &(i64::from(i) * 1_000_000_000_000),
+                    &(f64::from(i) / 3.0),
+                    &(i as i16),
+                    &(i % 2 == 0),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    // A NULL parameter.
+    a.execute(
+        &ins,
+        &[&6i32, &None::<String>, &0i64, &0.5f64, &0i16, &None::<bool>],
+    )
+    .await
+    .unwrap();
+
+    // Results come back in binary and decode to the column types, through
+    // another node.
+    let sel = b
+        .prepare("SELECT id, owner, balance, rate, small, active FROM acct WHERE id = $1")
+        .await
+        .unwrap();
+    assert_eq!(sel.params(), &[Type::INT4]);
+    let cols: Vec<Type> = sel.columns().iter().map(|c| c.type_().clone()).collect();
+    assert_eq!(
+        cols,
+        vec![
+            Type::INT4,
+            Type::TEXT,
+            Type::INT8,
+            Type::FLOAT8,
+            Type::INT2,
+            Type::BOOL
+        ]
+    );
+    let row = b.query_one(&sel, &[&3i32]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 3);
+    assert_eq!(row.get::<_, String>(1), "o3");
+    assert_eq!(row.get::<_, i64>(2), 3_000_000_000_000);
+    assert_eq!(row.get::<_, f64>(3), 1.0);
+    assert_eq!(row.get::<_, i16>(4), 3);
+    assert!(!row.get::<_, bool>(5));
+    let row = b.query_one(&sel, &[&6i32]).await.unwrap();
+    assert_eq!(row.get::<_, Option<String>>(1), None);
+    assert_eq!(row.get::<_, Option<bool>>(5), None);
+    assert!(b.query_opt(&sel, &[&99i32]).await.unwrap().is_none());
+
+    // Arithmetic with a parameter, LIMIT as a parameter, text parameters
+    // for a text column, and a statement executed many times.
+    let upd = a
+        .prepare("UPDATE acct SET balance = balance + $1 WHERE id = $2")
+        .await
+        .unwrap();
+    assert_eq!(upd.params(), &[Type::INT8, Type::INT4]);
+    for _ in 0..10 {
+        a.execute(&upd, &[&-7i64, &1i32]).await.unwrap();
+    }
+    let row = a
+        .query_one("SELECT balance FROM acct WHERE id = $1", &[&1i32])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1_000_000_000_000 - 70);
+    let rows = a
+        .query(
+            "SELECT id FROM acct WHERE owner >= $1 ORDER BY id LIMIT $2",
+            &[&"o2", &2i64],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, vec![2, 3]);
+
+    // Transactions through the extended protocol.
+    let mut conn = connect(&c.nodes[2].sql_url()).await;
+    let tx = conn.transaction().await.unwrap();
+    tx.execute("UPDATE acct SET balance = 0 WHERE id = $1", &[&2i32])
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let tx = conn.transaction().await.unwrap();
+    tx.execute("UPDATE acct SET balance = 1 WHERE id = $1", &[&4i32])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let row = a
+        .query_one("SELECT balance FROM acct WHERE id = 2", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 2_000_000_000_000);
+    let row = a
+        .query_one("SELECT balance FROM acct WHERE id = 4", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+
+    // Errors keep their SQLSTATE, at Parse and at Execute, and the
+    // connection carries on after them.
+    let e = a.prepare("SELECT * FROM nope").await.unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::UNDEFINED_TABLE));
+    let e = a
+        .execute(&ins, &[&1i32, &"dup", &0i64, &0.0f64, &0i16, &true])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::UNIQUE_VIOLATION));
+    let e = a.query_one("SELECT 1 / $1", &[&0i32]).await.unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::DIVISION_BY_ZERO), "{e:?}");
+    let e = a.prepare("SELECT 1; SELECT 2").await.unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::SYNTAX_ERROR));
+    assert_eq!(count(&a, "SELECT count(*) FROM acct").await.unwrap(), 6);
+
+    // A portal read in batches (Execute with a row limit).
+    let tx = conn.transaction().await.unwrap();
+    let portal = tx
+        .bind("SELECT id FROM acct ORDER BY id", &[])
+        .await
+        .unwrap();
+    let first = tx.query_portal(&portal, 4).await.unwrap();
+    let rest = tx.query_portal(&portal, 4).await.unwrap();
+    assert_eq!(first.len(), 4);
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest[1].get::<_, i32>(0), 6);
+    tx.commit().await.unwrap();
+}
