@@ -172,4 +172,27 @@ async fn tokio_postgres_prepared_statements_binary_values_and_transactions() {
     assert_eq!(rest.len(), 2);
     assert_eq!(rest[1].get::<_, i32>(0), 6);
     tx.commit().await.unwrap();
+
+    // Startup parameters become settings (`options=-c …` too); a bad one
+    // refuses the connection; statement_timeout cancels with 57014 and the
+    // connection stays usable.
+    let url = format!(
+        "{}?application_name=drv&options=-c%20statement_timeout%3D150",
+        c.nodes[0].sql_url()
+    );
+    let s = connect(&url).await;
+    let row = s.query_one("SHOW application_name", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "drv");
+    let e = s.query_one("SELECT pg_sleep(5)", &[]).await.unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED), "{e:?}");
+    assert_eq!(count(&s, "SELECT count(*) FROM acct").await.unwrap(), 6);
+    let bad = format!(
+        "{}?options=-c%20extra_float_digits%3D42",
+        c.nodes[0].sql_url()
+    );
+    let e = tokio_postgres::connect(&bad, tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("a bad startup setting refuses the connection");
+    assert_eq!(e.code(), Some(&SqlState::INVALID_PARAMETER_VALUE), "{e:?}");
 }

@@ -15,26 +15,35 @@
 //! [`Session::execute_prepared`], which substitutes the bound values.
 //! Parameters and results are text or binary per the client's format codes.
 //!
+//! At startup the client's parameters (`application_name`, `DateStyle`,
+//! `options=-c name=value`, …) become session settings, checked as SET
+//! checks them, and the client hears the session's reported settings in
+//! ParameterStatus, again after any SET that changes one.
+//!
 //! # Not done yet
-//! - COPY, cancel requests, ParameterStatus from the session's settings,
-//!   TLS and SCRAM authentication (the SQL issue). Any user name is
+//! - COPY, cancel requests, TLS and SCRAM authentication (the SQL issue). Any user name is
 //!   accepted without a password (insecure mode).
 
+use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
-use futures::{stream, Sink};
-use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::auth::StartupHandler;
+use futures::{stream, Sink, SinkExt};
+use pgwire::api::auth::{
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
+    ServerParameterProvider, StartupHandler,
+};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{PidSecretKeyGenerator, RandomPidSecretKeyGenerator};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::startup::ParameterStatus;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 
@@ -101,8 +110,79 @@ impl PgWireServerHandlers for ConnectionHandlers {
     }
 }
 
+/// Settings a client gets in ParameterStatus at startup: the session's.
+struct SessionParameters(Vec<(String, String)>);
+
+impl ServerParameterProvider for SessionParameters {
+    fn server_parameters<C>(&self, _client: &C) -> Option<HashMap<String, String>>
+    where
+        C: ClientInfo,
+    {
+        Some(self.0.iter().cloned().collect())
+    }
+}
+
+static PIDS: LazyLock<RandomPidSecretKeyGenerator> = LazyLock::new(Default::default);
+
+/// Startup parameters that are settings: `application_name`, …, and
+/// `options=-c name=value …` (as psql's PGOPTIONS sends them).
+fn startup_settings(params: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in params {
+        match k.as_str() {
+            "user" | "database" | "replication" => {}
+            "options" => {
+                let mut words = v.split_whitespace();
+                while let Some(w) = words.next() {
+                    let setting = match w {
+                        "-c" => words.next(),
+                        w => w.strip_prefix("-c").or_else(|| w.strip_prefix("--")),
+                    };
+                    if let Some((name, value)) = setting.and_then(|s| s.split_once('=')) {
+                        out.push((name.replace('-', "_"), value.to_string()));
+                    }
+                }
+            }
+            _ => out.push((k.clone(), v.clone())),
+        }
+    }
+    out
+}
+
 #[async_trait]
-impl NoopStartupHandler for ConnectionHandler {}
+impl StartupHandler for ConnectionHandler {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let PgWireFrontendMessage::Startup(ref startup) = message else {
+            return Ok(());
+        };
+        protocol_negotiation(client, startup).await?;
+        save_startup_parameters_to_metadata(client, startup);
+        let (pid, secret) = PIDS.generate(client);
+        client.set_pid_and_secret_key(pid, secret);
+        let mut session = self.session.lock().await;
+        for (name, value) in startup_settings(&startup.parameters) {
+            // PostgreSQL refuses a connection with a bad setting (FATAL).
+            if let Err(e) = session.set_var(&name, &value) {
+                let mut info = error_info(&e);
+                info.severity = "FATAL".into();
+                return Err(PgWireError::UserError(Box::new(info)));
+            }
+        }
+        session.take_reports();
+        let params = SessionParameters(session.reported_vars());
+        drop(session);
+        finish_authentication(client, &params).await
+    }
+}
 
 /// Our type for a parameter type the client named in Parse.
 fn data_type(ty: &Type) -> DataType {
@@ -235,6 +315,22 @@ fn decode_param(bytes: Option<&[u8]>, ty: &DataType, binary: bool) -> concord_sq
     })
 }
 
+/// ParameterStatus for the reported settings a statement changed.
+async fn send_reports<C>(client: &mut C, session: &mut Session) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    for (name, value) in session.take_reports() {
+        client
+            .send(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                name, value,
+            )))
+            .await?;
+    }
+    Ok(())
+}
+
 fn user_error(e: &concord_sql::Error) -> PgWireError {
     PgWireError::UserError(Box::new(error_info(e)))
 }
@@ -306,7 +402,7 @@ impl ExtendedQueryHandler for ConnectionHandler {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<Self::Statement>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
@@ -325,7 +421,9 @@ impl ExtendedQueryHandler for ConnectionHandler {
             params.push(v);
         }
         let mut session = self.session.lock().await;
-        match session.execute_prepared(prepared, &params).await {
+        let result = session.execute_prepared(prepared, &params).await;
+        send_reports(client, &mut session).await?;
+        match result {
             Ok(r) => response(r, Some(&portal.result_column_format)),
             Err(e) => {
                 if matches!(e, concord_sql::Error::Internal(_)) {
@@ -352,7 +450,7 @@ fn command_tag(tag: &str) -> Tag {
 
 #[async_trait]
 impl SimpleQueryHandler for ConnectionHandler {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -360,6 +458,7 @@ impl SimpleQueryHandler for ConnectionHandler {
     {
         let mut session = self.session.lock().await;
         let results = session.execute(query).await;
+        send_reports(client, &mut session).await?;
         let mut responses = Vec::with_capacity(results.len());
         for r in results {
             responses.push(match r {

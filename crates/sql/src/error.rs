@@ -39,6 +39,12 @@ pub enum Error {
     /// Unknown index (42704).
     #[error("index \"{0}\" does not exist")]
     UndefinedIndex(String),
+    /// The statement was canceled: a timeout or a cancel request (57014).
+    #[error("{0}")]
+    QueryCanceled(String),
+    /// A setting that cannot change (55P02).
+    #[error("parameter \"{0}\" cannot be changed")]
+    CantChangeRuntimeParam(String),
     /// The client broke the protocol (08P01).
     #[error("{0}")]
     ProtocolViolation(String),
@@ -158,6 +164,8 @@ impl Error {
             Error::CheckViolation { .. } => "23514",
             Error::UndefinedParameter(_) => "42P02",
             Error::ProtocolViolation(_) => "08P01",
+            Error::QueryCanceled(_) => "57014",
+            Error::CantChangeRuntimeParam(_) => "55P02",
             Error::UndefinedIndex(_) => "42704",
             Error::UndefinedTable(_)
             | Error::UndefinedTableToDrop(_)

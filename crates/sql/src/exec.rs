@@ -19,7 +19,7 @@ use concord_kv::Txn;
 use crate::catalog::{self, Index, Table};
 use crate::encoding::{encode_key_value, index_prefix, prefix_end};
 use crate::error::{Error, Result};
-use crate::expr::{binary_values, BinOp, Expr, Subquery, SubqueryKind};
+use crate::expr::{binary_values, BinOp, Expr, Func, Subquery, SubqueryKind};
 use crate::plan::{
     AggCall, AggFunc, JoinKind, Node, Plan, Returning, ScanSpans, SetOpKind, SortKey,
 };
@@ -61,7 +61,7 @@ impl<'e> Evaluator<'e> {
     fn new(exprs: &'e [Expr]) -> Self {
         Evaluator {
             exprs,
-            with_subqueries: exprs.iter().any(Expr::has_subquery),
+            with_subqueries: exprs.iter().any(Expr::needs_executor),
         }
     }
 
@@ -74,7 +74,7 @@ impl<'e> Evaluator<'e> {
         ctx: &mut ExecContext,
     ) -> Result<Value> {
         let e = &self.exprs[i];
-        if !self.with_subqueries || !e.has_subquery() {
+        if !self.with_subqueries || !e.needs_executor() {
             return e.eval(row);
         }
         resolve_subqueries(e, row, txn, ctx).await?.eval(row)
@@ -137,10 +137,34 @@ async fn resolve_subqueries(
         };
         *x = replacement;
     });
-    match err {
-        Some(e) => Err(e),
-        None => Ok(out),
+    if let Some(e) = err {
+        return Err(e);
     }
+    // pg_sleep: wait here, where the statement can be cut short.
+    let mut sleeps = Vec::new();
+    out.walk(&mut |x| {
+        if let Expr::Func(Func::PgSleep, args) = x {
+            sleeps.push(args.first().cloned());
+        }
+    });
+    for arg in sleeps.into_iter().flatten() {
+        let secs = match arg.eval(row)? {
+            Value::Int(i) => i as f64,
+            Value::Float(f) => f,
+            Value::Text(t) => t
+                .trim()
+                .parse()
+                .map_err(|_| Error::InvalidTextRepresentation {
+                    ty: "double precision".into(),
+                    value: t.clone(),
+                })?,
+            _ => 0.0,
+        };
+        if secs > 0.0 && secs.is_finite() {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(secs.min(86_400.0))).await;
+        }
+    }
+    Ok(out)
 }
 
 /// The rows of a subquery for the enclosing row `row`.

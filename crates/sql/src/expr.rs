@@ -86,6 +86,8 @@ pub enum Func {
     CurrentDatabase,
     /// A new row id for a table without a primary key ([`crate::rowid`]).
     UniqueRowid,
+    /// `pg_sleep(seconds)`: the executor sleeps (see `exec`); NULL.
+    PgSleep,
 }
 
 /// What a subquery computes for its enclosing row.
@@ -277,7 +279,7 @@ impl Expr {
             if matches!(
                 e,
                 Expr::Column(_) | Expr::Outer { .. } | Expr::Subquery(_) | Expr::Param(_)
-            ) || matches!(e, Expr::Func(Func::UniqueRowid, _))
+            ) || matches!(e, Expr::Func(Func::UniqueRowid | Func::PgSleep, _))
             {
                 constant = false;
             }
@@ -297,6 +299,14 @@ impl Expr {
     pub fn has_subquery(&self) -> bool {
         let mut found = false;
         self.walk(&mut |e| found |= matches!(e, Expr::Subquery(_)));
+        found
+    }
+
+    /// Whether evaluating the expression must wait: a subquery to run or
+    /// a `pg_sleep`.
+    pub fn needs_executor(&self) -> bool {
+        let mut found = false;
+        self.walk(&mut |e| found |= matches!(e, Expr::Subquery(_) | Expr::Func(Func::PgSleep, _)));
         found
     }
 
@@ -587,6 +597,8 @@ fn eval_func(f: Func, args: &[Expr], row: &[Value]) -> Result<Value> {
         Func::Version => Value::Text(crate::version_string()),
         Func::CurrentDatabase => Value::Text(crate::catalog::DEFAULT_DATABASE.into()),
         Func::UniqueRowid => Value::Int(crate::rowid::unique_rowid()),
+        // The executor sleeps before evaluating (`exec::resolve_subqueries`).
+        Func::PgSleep => Value::Null,
         _ => match (f, arg(0)) {
             (_, Value::Null) => Value::Null,
             (Func::Abs, Value::Int(i)) => Value::Int(

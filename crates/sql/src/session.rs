@@ -73,6 +73,42 @@ pub struct Session {
     db: Db,
     state: TxnState,
     vars: BTreeMap<String, String>,
+    /// Reported settings changed by SET, not yet sent to the client.
+    reports: Vec<(String, String)>,
+}
+
+/// Settings a client is told about (PostgreSQL's GUC_REPORT set).
+const REPORTED: [&str; 13] = [
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "default_transaction_read_only",
+    "in_hot_standby",
+    "integer_datetimes",
+    "IntervalStyle",
+    "is_superuser",
+    "server_encoding",
+    "server_version",
+    "session_authorization",
+    "standard_conforming_strings",
+    "TimeZone",
+];
+
+/// `statement_timeout` as a duration: milliseconds, or a number with a
+/// unit (`ms`, `s`, `min`, `h`); 0 is none.
+fn parse_timeout(v: &str) -> Option<Duration> {
+    let v = v.trim().trim_matches('\'').to_lowercase();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit.trim() {
+        "" | "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "min" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
 }
 
 /// Session variables and their defaults: what drivers ask about.
@@ -82,6 +118,10 @@ pub fn default_vars() -> BTreeMap<String, String> {
         ("client_encoding", "UTF8"),
         ("datestyle", "ISO, MDY"),
         ("default_transaction_isolation", "serializable"),
+        ("default_transaction_read_only", "off"),
+        ("in_hot_standby", "off"),
+        ("is_superuser", "on"),
+        ("session_authorization", "root"),
         ("extra_float_digits", "1"),
         ("integer_datetimes", "on"),
         ("intervalstyle", "postgres"),
@@ -105,6 +145,7 @@ impl Session {
             db,
             state: TxnState::Idle,
             vars: default_vars(),
+            reports: Vec::new(),
         }
     }
 
@@ -149,6 +190,25 @@ impl Session {
 
     /// Runs one parsed statement (of Concord's or sqlparser's).
     pub async fn execute_stmt(&mut self, stmt: &Stmt) -> Result<StatementResult> {
+        let limit = self
+            .vars
+            .get("statement_timeout")
+            .and_then(|v| parse_timeout(v))
+            .filter(|d| !d.is_zero());
+        match limit {
+            None => self.execute_stmt_inner(stmt).await,
+            // A statement cut short leaves an open transaction block
+            // aborted (see `execute_statement`), as PostgreSQL does.
+            Some(d) => match tokio::time::timeout(d, self.execute_stmt_inner(stmt)).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::QueryCanceled(
+                    "canceling statement due to statement timeout".into(),
+                )),
+            },
+        }
+    }
+
+    async fn execute_stmt_inner(&mut self, stmt: &Stmt) -> Result<StatementResult> {
         let r = match stmt {
             Stmt::Sql(s) => self.execute_statement(s).await,
             Stmt::SplitAt { table, rows } => {
@@ -466,21 +526,27 @@ impl Session {
         let is_commit = matches!(stmt, Statement::Commit { .. });
         let is_rollback = matches!(stmt, Statement::Rollback { .. });
         let is_begin = matches!(stmt, Statement::StartTransaction { .. });
-        match std::mem::replace(&mut self.state, TxnState::Idle) {
+        // While a statement of an open block runs, the session says
+        // Aborted: if the statement is cut short (a timeout, a cancel, a
+        // dropped connection) the block stays aborted rather than vanishing.
+        match std::mem::replace(&mut self.state, TxnState::Aborted) {
             TxnState::Aborted => {
                 if is_commit || is_rollback {
+                    self.state = TxnState::Idle;
                     return Ok(tag("ROLLBACK"));
                 }
-                self.state = TxnState::Aborted;
                 Err(Error::InFailedTransaction)
             }
             TxnState::Open(mut txn) => {
                 if is_commit {
-                    txn.commit().await?;
+                    let r = txn.commit().await;
+                    self.state = TxnState::Idle;
+                    r?;
                     return Ok(tag("COMMIT"));
                 }
                 if is_rollback {
                     txn.rollback();
+                    self.state = TxnState::Idle;
                     return Ok(tag("ROLLBACK"));
                 }
                 if is_begin {
@@ -488,23 +554,24 @@ impl Session {
                     self.state = TxnState::Open(txn);
                     return Ok(tag("BEGIN"));
                 }
-                if let Some(r) = self.session_statement(stmt)? {
-                    self.state = TxnState::Open(txn);
-                    return Ok(r);
-                }
-                match run(stmt, &mut txn).await {
+                let r = match self.session_statement(stmt) {
+                    Ok(Some(r)) => Ok(r),
+                    Ok(None) => run(stmt, &mut txn).await,
+                    Err(e) => Err(e),
+                };
+                match r {
                     Ok(r) => {
                         self.state = TxnState::Open(txn);
                         Ok(r)
                     }
                     Err(e) => {
                         txn.rollback();
-                        self.state = TxnState::Aborted;
                         Err(e)
                     }
                 }
             }
             TxnState::Idle => {
+                self.state = TxnState::Idle;
                 if is_begin {
                     self.state = TxnState::Open(Box::new(self.db.begin()));
                     return Ok(tag("BEGIN"));
@@ -550,6 +617,92 @@ impl Session {
         }
     }
 
+    /// Sets a session variable (SET, or a startup parameter), checking the
+    /// value as PostgreSQL does for the variables drivers send. Variables
+    /// the client must hear about are queued for [`Session::take_reports`].
+    pub fn set_var(&mut self, name: &str, value: &str) -> Result<()> {
+        let name = name.to_lowercase();
+        let invalid = || {
+            Error::InvalidParameterValue(format!(
+                "invalid value for parameter \"{name}\": \"{value}\""
+            ))
+        };
+        let value = match name.as_str() {
+            "statement_timeout" => {
+                parse_timeout(value).ok_or_else(invalid)?;
+                value.to_string()
+            }
+            "extra_float_digits" => match value.trim().parse::<i32>() {
+                Ok(n) if (-15..=3).contains(&n) => n.to_string(),
+                _ => return Err(invalid()),
+            },
+            "client_encoding" => match value.to_uppercase().replace(['-', '_'], "").as_str() {
+                "UTF8" | "UNICODE" => "UTF8".to_string(),
+                _ => return Err(invalid()),
+            },
+            "datestyle" => {
+                if !value.to_uppercase().contains("ISO") && !value.eq_ignore_ascii_case("default") {
+                    return Err(Error::FeatureNotSupported(format!(
+                        "DateStyle {value}: only ISO output is supported"
+                    )));
+                }
+                "ISO, MDY".to_string()
+            }
+            "timezone" => match value.to_uppercase().as_str() {
+                "UTC" | "GMT" | "ETC/UTC" | "Z" | "ZULU" | "UCT" | "DEFAULT" | "LOCAL" => {
+                    "UTC".to_string()
+                }
+                _ => return Err(invalid()),
+            },
+            "transaction_isolation" | "default_transaction_isolation" => {
+                if !value.eq_ignore_ascii_case("serializable") {
+                    return Err(Error::FeatureNotSupported(format!(
+                        "isolation level {value}: Concord runs every transaction SERIALIZABLE"
+                    )));
+                }
+                "serializable".to_string()
+            }
+            // Read-only settings.
+            "server_version" | "server_encoding" | "integer_datetimes" => {
+                return Err(Error::CantChangeRuntimeParam(name));
+            }
+            // Custom settings (`myapp.x`) are free, as in PostgreSQL.
+            n if self.vars.contains_key(n) || n.contains('.') => value.to_string(),
+            _ => return Err(Error::UndefinedObject(name)),
+        };
+        if let Some(reported) = REPORTED.iter().find(|r| r.eq_ignore_ascii_case(&name)) {
+            self.reports.push((reported.to_string(), value.clone()));
+        }
+        self.vars.insert(name, value);
+        Ok(())
+    }
+
+    /// The settings PostgreSQL reports to a client at startup
+    /// (ParameterStatus), with their names as PostgreSQL spells them.
+    pub fn reported_vars(&self) -> Vec<(String, String)> {
+        REPORTED
+            .iter()
+            .map(|r| {
+                let v = self
+                    .vars
+                    .get(&r.to_lowercase())
+                    .cloned()
+                    .unwrap_or_else(|| match *r {
+                        "is_superuser" => "on".into(),
+                        "session_authorization" => "root".into(),
+                        _ => "off".into(),
+                    });
+                (r.to_string(), v)
+            })
+            .collect()
+    }
+
+    /// Reported settings changed since the last call (for ParameterStatus
+    /// after SET).
+    pub fn take_reports(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.reports)
+    }
+
     /// SET and SHOW, which touch only the session.
     fn session_statement(&mut self, stmt: &Statement) -> Result<Option<StatementResult>> {
         if !matches!(stmt, Statement::Set(_) | Statement::ShowVariable { .. }) {
@@ -570,12 +723,14 @@ impl Session {
                         )));
                     }
                 }
-                self.vars.insert(name, value);
+                self.set_var(&name, &value)?;
                 tag("SET")
             }
             Plan::ShowVariable { name } => {
                 let key = match name.as_str() {
                     "transaction isolation level" => "transaction_isolation".to_string(),
+                    // `SHOW myapp.x` arrives as the words myapp x.
+                    n if n.contains(' ') && !self.vars.contains_key(n) => n.replace(' ', "."),
                     n => n.to_string(),
                 };
                 let value = match key.as_str() {

@@ -126,5 +126,6 @@ slt!(
     rowid,
     indexes,
     cte,
-    constraints
+    constraints,
+    session
 );

@@ -819,6 +819,16 @@ impl<'a> Binder<'a> {
                 arity(0)?;
                 (Func::UniqueRowid, DataType::Int8)
             }
+            "pg_sleep" => {
+                arity(1)?;
+                if !bound[0].1.is_numeric() && bound[0].1 != DataType::Unknown {
+                    return Err(Error::UndefinedFunction(format!(
+                        "pg_sleep({})",
+                        bound[0].1
+                    )));
+                }
+                (Func::PgSleep, DataType::Text)
+            }
             _ => return Err(Error::UndefinedFunction(format!("{name}()"))),
         };
         Ok((
