@@ -160,6 +160,26 @@ async fn tokio_postgres_prepared_statements_binary_values_and_transactions() {
     assert_eq!(e.code(), Some(&SqlState::SYNTAX_ERROR));
     assert_eq!(count(&a, "SELECT count(*) FROM acct").await.unwrap(), 6);
 
+    // An aborted block is left through the extended protocol too, and an
+    // error at Parse aborts the block it happens in.
+    a.execute("BEGIN", &[]).await.unwrap();
+    a.execute("UPDATE acct SET balance = 5 WHERE id = 5", &[])
+        .await
+        .unwrap();
+    assert!(a.prepare("SELECT * FROM nope").await.is_err());
+    let e = a.execute("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&SqlState::IN_FAILED_SQL_TRANSACTION),
+        "{e:?}"
+    );
+    a.execute("ROLLBACK", &[]).await.unwrap();
+    let row = a
+        .query_one("SELECT balance FROM acct WHERE id = 5", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 5_000_000_000_000);
+
     // A portal read in batches (Execute with a row limit).
     let tx = conn.transaction().await.unwrap();
     let portal = tx

@@ -21,7 +21,7 @@ use crate::encoding::{encode_key_value, index_prefix, prefix_end};
 use crate::error::{Error, Result};
 use crate::expr::{binary_values, BinOp, Expr, Func, Subquery, SubqueryKind};
 use crate::plan::{
-    AggCall, AggFunc, JoinKind, Node, Plan, Returning, ScanSpans, SetOpKind, SortKey,
+    AggCall, AggFunc, JoinKind, Node, OnConflict, Plan, Returning, ScanSpans, SetOpKind, SortKey,
 };
 use crate::types::Value;
 
@@ -842,7 +842,7 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
             columns,
             defaults,
             source,
-            on_conflict_do_nothing,
+            on_conflict,
             returning,
             checks,
         } => {
@@ -870,29 +870,41 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
                 .map(|r| table.row_key(r))
                 .collect::<Result<Vec<_>>>()?;
             let existing = txn.get_many(&keys).await?;
+            let probes = unique_probes(table, rows.iter(), txn).await?;
+            // Row by row, as PostgreSQL checks: a row claims its keys only
+            // if it is written, so a row skipped by DO NOTHING blocks no
+            // later row.
             let mut written = HashSet::new();
-            let mut kept = Vec::with_capacity(rows.len());
-            for ((row, key), old) in rows.into_iter().zip(keys).zip(existing) {
-                if old.is_some() || !written.insert(key.clone()) {
-                    if *on_conflict_do_nothing {
+            let mut taken = HashSet::new();
+            let mut inserted = Vec::with_capacity(rows.len());
+            for (((row, key), old), probes) in rows.into_iter().zip(keys).zip(existing).zip(probes)
+            {
+                let pk_clash = old.is_some() || written.contains(&key);
+                let unique_clash = probes
+                    .iter()
+                    .find(|p| p.held_by_other || taken.contains(&p.key));
+                if pk_clash || unique_clash.is_some() {
+                    let skip = match on_conflict {
+                        OnConflict::Error => false,
+                        OnConflict::DoNothing => true,
+                        OnConflict::DoNothingOnPrimaryKey => unique_clash.is_none(),
+                    };
+                    if skip {
                         continue;
                     }
-                    return Err(Error::UniqueViolation {
-                        constraint: format!("{}_pkey", table.name),
-                        detail: table.describe_pk(&row),
+                    return Err(match unique_clash {
+                        Some(p) if !pk_clash => Error::UniqueViolation {
+                            constraint: p.index.name.clone(),
+                            detail: table.describe_index_key(p.index, &row),
+                        },
+                        _ => Error::UniqueViolation {
+                            constraint: format!("{}_pkey", table.name),
+                            detail: table.describe_pk(&row),
+                        },
                     });
                 }
-                kept.push((key, row));
-            }
-            let clashes = unique_clashes(table, kept.iter().map(|(_, r)| r), txn).await?;
-            let mut inserted = Vec::with_capacity(kept.len());
-            for ((key, row), clash) in kept.into_iter().zip(clashes) {
-                if let Some(err) = clash {
-                    if *on_conflict_do_nothing {
-                        continue;
-                    }
-                    return Err(err);
-                }
+                written.insert(key.clone());
+                taken.extend(probes.into_iter().map(|p| p.key));
                 txn.put(key, table.row_value(&row))?;
                 for idx in &table.indexes {
                     let e = table.index_entry(idx, &row)?;
@@ -976,9 +988,17 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
                 }
             }
             if !changed_rows.is_empty() {
-                let clashes = unique_clashes(table, changed_rows.into_iter(), txn).await?;
-                if let Some(err) = clashes.into_iter().flatten().next() {
-                    return Err(err);
+                let probes = unique_probes(table, changed_rows.iter().copied(), txn).await?;
+                let mut taken = HashSet::new();
+                for (row, probes) in changed_rows.iter().zip(probes) {
+                    for p in probes {
+                        if p.held_by_other || !taken.insert(p.key) {
+                            return Err(Error::UniqueViolation {
+                                constraint: p.index.name.clone(),
+                                detail: table.describe_index_key(p.index, row),
+                            });
+                        }
+                    }
                 }
             }
             for new in &new_rows {
@@ -1013,43 +1033,45 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
     }
 }
 
-/// For each row about to be written, the unique violation its entries in
-/// the table's unique indexes would cause, if any: a key another row
-/// holds (as the transaction sees it, own writes included), or one that an
-/// earlier row of the same batch takes.
-async fn unique_clashes<'r>(
-    table: &Table,
+/// One row's key in a unique index, and whether another row holds it
+/// already (as the transaction sees it, own writes included).
+struct UniqueProbe<'t> {
+    index: &'t Index,
+    key: Vec<u8>,
+    held_by_other: bool,
+}
+
+/// For each row about to be written, its keys in the table's unique
+/// indexes (none for a key with a NULL), probed in one batched read.
+async fn unique_probes<'t, 'r>(
+    table: &'t Table,
     rows: impl Iterator<Item = &'r Row>,
     txn: &mut Txn,
-) -> Result<Vec<Option<Error>>> {
+) -> Result<Vec<Vec<UniqueProbe<'t>>>> {
     let rows: Vec<&Row> = rows.collect();
-    let mut out: Vec<Option<Error>> = vec![None; rows.len()];
+    let mut out: Vec<Vec<UniqueProbe<'t>>> = (0..rows.len()).map(|_| Vec::new()).collect();
     if !table.indexes.iter().any(|i| i.unique) {
         return Ok(out);
     }
-    // (row, index, key) of every unique entry.
-    let mut probes: Vec<(usize, &Index, Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut flat: Vec<(usize, &'t Index, Vec<u8>, Vec<u8>)> = Vec::new();
     for (r, row) in rows.iter().enumerate() {
         for idx in table.indexes.iter().filter(|i| i.unique) {
             let e = table.index_entry(idx, row)?;
             if e.unique {
-                probes.push((r, idx, e.key, e.value));
+                flat.push((r, idx, e.key, e.value));
             }
         }
     }
-    let keys: Vec<Vec<u8>> = probes.iter().map(|(_, _, k, _)| k.clone()).collect();
+    let keys: Vec<Vec<u8>> = flat.iter().map(|(_, _, k, _)| k.clone()).collect();
     let existing = txn.get_many(&keys).await?;
-    let mut taken = HashSet::new();
-    for ((r, idx, key, value), old) in probes.into_iter().zip(existing) {
+    for ((r, index, key, value), old) in flat.into_iter().zip(existing) {
         // An entry that already points at this very row is no clash (an
         // UPDATE that leaves the indexed columns alone).
-        let held_by_other = old.is_some_and(|v| v != value);
-        if (held_by_other || !taken.insert(key)) && out[r].is_none() {
-            out[r] = Some(Error::UniqueViolation {
-                constraint: idx.name.clone(),
-                detail: table.describe_index_key(idx, rows[r]),
-            });
-        }
+        out[r].push(UniqueProbe {
+            index,
+            key,
+            held_by_other: old.is_some_and(|v| v != value),
+        });
     }
     Ok(out)
 }

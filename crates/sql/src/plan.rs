@@ -64,7 +64,7 @@ pub enum Plan {
         /// Evaluated DEFAULT of every table column (None: NULL).
         defaults: Vec<Option<Expr>>,
         source: Node,
-        on_conflict_do_nothing: bool,
+        on_conflict: OnConflict,
         returning: Option<Returning>,
         /// CHECK constraints: name and predicate over the table's row.
         checks: Vec<(String, Expr)>,
@@ -97,6 +97,18 @@ pub enum Plan {
         name: String,
     },
     ShowTables,
+}
+
+/// What an INSERT does with a row whose key is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Fail with 23505.
+    Error,
+    /// `ON CONFLICT DO NOTHING`: skip it, whichever key clashes.
+    DoNothing,
+    /// `ON CONFLICT (pk columns) DO NOTHING`: skip a primary key clash,
+    /// fail on another unique index.
+    DoNothingOnPrimaryKey,
 }
 
 /// Which primary keys a scan reads.
@@ -508,17 +520,17 @@ impl Plan {
             Plan::Insert {
                 table,
                 source,
-                on_conflict_do_nothing,
+                on_conflict,
                 ..
             } => {
                 let _ = writeln!(
                     out,
                     "insert into {}{}",
                     table.name,
-                    if *on_conflict_do_nothing {
-                        " (on conflict do nothing)"
-                    } else {
+                    if *on_conflict == OnConflict::Error {
                         ""
+                    } else {
+                        " (on conflict do nothing)"
                     }
                 );
                 source.explain_into(&mut out, 1);

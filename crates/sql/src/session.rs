@@ -190,11 +190,14 @@ impl Session {
 
     /// Runs one parsed statement (of Concord's or sqlparser's).
     pub async fn execute_stmt(&mut self, stmt: &Stmt) -> Result<StatementResult> {
+        // A COMMIT is not timed: cutting it short would leave its outcome
+        // unknown.
+        let is_commit = matches!(stmt, Stmt::Sql(s) if matches!(**s, Statement::Commit { .. }));
         let limit = self
             .vars
             .get("statement_timeout")
             .and_then(|v| parse_timeout(v))
-            .filter(|d| !d.is_zero());
+            .filter(|d| !d.is_zero() && !is_commit);
         match limit {
             None => self.execute_stmt_inner(stmt).await,
             // A statement cut short leaves an open transaction block
@@ -240,6 +243,17 @@ impl Session {
     /// client gave, Unknown elsewhere) and its result columns. Errors a
     /// plan finds (an unknown table, …) come out here, as in PostgreSQL.
     pub async fn prepare(&mut self, sql: &str, hints: &[DataType]) -> Result<Prepared> {
+        let r = self.prepare_inner(sql, hints).await;
+        // Any error inside a block aborts it, as in PostgreSQL.
+        if r.is_err() && matches!(self.state, TxnState::Open(_)) {
+            if let TxnState::Open(mut txn) = std::mem::replace(&mut self.state, TxnState::Aborted) {
+                txn.rollback();
+            }
+        }
+        r
+    }
+
+    async fn prepare_inner(&mut self, sql: &str, hints: &[DataType]) -> Result<Prepared> {
         let mut stmts = crate::parse(sql)?;
         if stmts.len() > 1 {
             return Err(Error::Syntax(
@@ -262,6 +276,19 @@ impl Session {
                 columns: None,
             });
         };
+        if let Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Set(_) = sql_stmt.as_ref()
+        {
+            // Nothing to describe, and they must prepare even in an aborted
+            // block (ROLLBACK is how a client leaves it).
+            return Ok(Prepared {
+                stmt: Some(stmt),
+                param_types: vec![],
+                columns: None,
+            });
+        }
         let count = crate::prepared::parameter_count(sql_stmt).max(hints.len());
         let mut types = hints.to_vec();
         types.resize(count, DataType::Unknown);
@@ -539,9 +566,10 @@ impl Session {
             }
             TxnState::Open(mut txn) => {
                 if is_commit {
-                    let r = txn.commit().await;
+                    // COMMIT ends the block whatever happens, even if it is
+                    // cut short (its outcome is then unknown to us too).
                     self.state = TxnState::Idle;
-                    r?;
+                    txn.commit().await?;
                     return Ok(tag("COMMIT"));
                 }
                 if is_rollback {

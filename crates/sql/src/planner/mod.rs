@@ -50,7 +50,8 @@ use crate::catalog::{self, Column, Table};
 use crate::error::{Error, Result};
 use crate::expr::{BinOp, Expr, Func, Subquery, SubqueryKind};
 use crate::plan::{
-    AggCall, AggFunc, Node, OutputColumn, Plan, Returning, ScanSpans, SetOpKind, SortKey,
+    AggCall, AggFunc, Node, OnConflict, OutputColumn, Plan, Returning, ScanSpans, SetOpKind,
+    SortKey,
 };
 use crate::types::{parse_text, DataType, Value};
 
@@ -2759,10 +2760,31 @@ fn plan_insert(ins: &ast::Insert, cx: &PlanCtx) -> Result<Plan> {
         .iter()
         .map(|c| c.default.as_deref().map(bind_default).transpose())
         .collect::<Result<Vec<_>>>()?;
-    let on_conflict_do_nothing = match &ins.on {
-        None => false,
+    let on_conflict = match &ins.on {
+        None => OnConflict::Error,
         Some(ast::OnInsert::OnConflict(oc)) => match &oc.action {
-            ast::OnConflictAction::DoNothing => true,
+            ast::OnConflictAction::DoNothing => match &oc.conflict_target {
+                None => OnConflict::DoNothing,
+                Some(ast::ConflictTarget::Columns { columns: cols, .. }) => {
+                    let mut names: Vec<String> = cols.iter().map(ident_name).collect();
+                    let mut pk: Vec<String> = table
+                        .pk
+                        .iter()
+                        .map(|&i| table.columns[i].name.clone())
+                        .collect();
+                    names.sort();
+                    pk.sort();
+                    if names != pk {
+                        return Err(Error::FeatureNotSupported(
+                            "ON CONFLICT with a target other than the primary key".into(),
+                        ));
+                    }
+                    OnConflict::DoNothingOnPrimaryKey
+                }
+                Some(other) => {
+                    return Err(Error::FeatureNotSupported(format!("ON CONFLICT {other}")))
+                }
+            },
             ast::OnConflictAction::DoUpdate(_) => {
                 return Err(Error::FeatureNotSupported("ON CONFLICT DO UPDATE".into()))
             }
@@ -2776,7 +2798,7 @@ fn plan_insert(ins: &ast::Insert, cx: &PlanCtx) -> Result<Plan> {
         columns,
         defaults,
         source,
-        on_conflict_do_nothing,
+        on_conflict,
         returning,
     })
 }
