@@ -2428,41 +2428,13 @@ fn index_spans(table: &Table, pred: &Expr) -> Option<ScanSpans> {
                 None => break,
             }
         }
-        let mut lower = Bound::Unbounded;
-        let mut upper = Bound::Unbounded;
-        if let (Some(&col), Some(false)) = (
+        let (lower, upper) = match (
             idx.columns.get(prefix.len()),
             idx.descending.get(prefix.len()),
         ) {
-            for (c, op, v) in &facts {
-                if *c != col {
-                    continue;
-                }
-                match op {
-                    BinOp::Gt | BinOp::GtEq => {
-                        let b = if *op == BinOp::Gt {
-                            Bound::Excluded(v.clone())
-                        } else {
-                            Bound::Included(v.clone())
-                        };
-                        if tighter(&b, &lower, std::cmp::Ordering::Greater) {
-                            lower = b;
-                        }
-                    }
-                    BinOp::Lt | BinOp::LtEq => {
-                        let b = if *op == BinOp::Lt {
-                            Bound::Excluded(v.clone())
-                        } else {
-                            Bound::Included(v.clone())
-                        };
-                        if tighter(&b, &upper, std::cmp::Ordering::Less) {
-                            upper = b;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
+            (Some(&col), Some(false)) => column_bounds(&facts, col),
+            _ => (Bound::Unbounded, Bound::Unbounded),
+        };
         let bounded = lower != Bound::Unbounded && upper != Bound::Unbounded;
         if prefix.is_empty() && !bounded {
             continue;
@@ -2483,6 +2455,41 @@ fn index_spans(table: &Table, pred: &Expr) -> Option<ScanSpans> {
         }
     }
     best.map(|(_, s)| s)
+}
+
+/// The tightest bounds `facts` put on column `col`.
+fn column_bounds(facts: &[(usize, BinOp, Value)], col: usize) -> (Bound<Value>, Bound<Value>) {
+    let mut lower = Bound::Unbounded;
+    let mut upper = Bound::Unbounded;
+    for (c, op, v) in facts {
+        if *c != col {
+            continue;
+        }
+        match op {
+            BinOp::Gt | BinOp::GtEq => {
+                let b = if *op == BinOp::Gt {
+                    Bound::Excluded(v.clone())
+                } else {
+                    Bound::Included(v.clone())
+                };
+                if tighter(&b, &lower, std::cmp::Ordering::Greater) {
+                    lower = b;
+                }
+            }
+            BinOp::Lt | BinOp::LtEq => {
+                let b = if *op == BinOp::Lt {
+                    Bound::Excluded(v.clone())
+                } else {
+                    Bound::Included(v.clone())
+                };
+                if tighter(&b, &upper, std::cmp::Ordering::Less) {
+                    upper = b;
+                }
+            }
+            _ => {}
+        }
+    }
+    (lower, upper)
 }
 
 /// Primary key spans for `pred`.
@@ -2552,36 +2559,7 @@ fn primary_spans(table: &Table, pred: &Expr) -> ScanSpans {
                 );
             }
         }
-        let mut lower = Bound::Unbounded;
-        let mut upper = Bound::Unbounded;
-        for (c, op, v) in &facts {
-            if *c != col {
-                continue;
-            }
-            match op {
-                BinOp::Gt | BinOp::GtEq => {
-                    let b = if *op == BinOp::Gt {
-                        Bound::Excluded(v.clone())
-                    } else {
-                        Bound::Included(v.clone())
-                    };
-                    if tighter(&b, &lower, std::cmp::Ordering::Greater) {
-                        lower = b;
-                    }
-                }
-                BinOp::Lt | BinOp::LtEq => {
-                    let b = if *op == BinOp::Lt {
-                        Bound::Excluded(v.clone())
-                    } else {
-                        Bound::Included(v.clone())
-                    };
-                    if tighter(&b, &upper, std::cmp::Ordering::Less) {
-                        upper = b;
-                    }
-                }
-                _ => {}
-            }
-        }
+        let (lower, upper) = column_bounds(&facts, col);
         if prefix.is_empty() && lower == Bound::Unbounded && upper == Bound::Unbounded {
             return ScanSpans::Full;
         }
