@@ -39,6 +39,16 @@
 //! `SELECT … FOR UPDATE` locks keys early ([`Txn::lock_keys`]): lock-only
 //! intents through the transaction's record, which then commits through it.
 //!
+//! Large transactions (a bulk load of a million rows in one transaction)
+//! never become one huge Raft command or gRPC message: above
+//! [`txn::ONE_PHASE_MAX_WRITES`] writes or [`txn::ONE_PHASE_MAX_BYTES`]
+//! they commit in two phases even within one range, each range's intents
+//! are written in chunks of at most [`txn::CHUNK_MAX_WRITES`] writes and
+//! [`txn::CHUNK_MAX_BYTES`] (several PrepareRequests per range, a few in
+//! flight at once), and they are resolved in spans holding at most as much.
+//! The write buffer itself is capped at [`txn::MAX_BUFFER_BYTES`]
+//! ([`Error::OutOfMemory`]). The limits are fields of [`TxnLimits`].
+//!
 //! # Not done yet
 //! - Writes are laid down as intents only at commit (they are buffered
 //!   until then).
@@ -51,7 +61,7 @@ pub mod txn;
 
 pub use admin::RangeInfo;
 pub use sender::DistSender;
-pub use txn::{failpoints, Db, Txn};
+pub use txn::{failpoints, Db, Txn, TxnLimits};
 
 /// Errors of the KV client, as the SQL layer sees them.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -109,6 +119,12 @@ pub enum Error {
     /// The disk is full.
     #[error("disk full: {0}")]
     DiskFull(String),
+    /// The transaction's buffered writes passed
+    /// [`txn::MAX_BUFFER_BYTES`] (SQLSTATE 53200 at the SQL layer): the
+    /// write was refused, and the transaction should be rolled back and its
+    /// work split into smaller transactions.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
     /// A storage failure on a node.
     #[error("storage error: {0}")]
     Storage(String),

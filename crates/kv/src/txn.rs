@@ -18,8 +18,22 @@
 //!  commit, writes in one range ─► CommitRequest{writes, read spans} to its
 //!            leader, which picks commit ts ≥ read_ts, refreshes if it moved
 //!            up, replicates the writes as one Raft command (1PC)
-//!  commit, writes in several ranges ─► two-phase commit (see `twopc`)
+//!  commit, writes in several ranges, or more than ONE_PHASE_MAX_WRITES
+//!  writes / ONE_PHASE_MAX_BYTES ─► two-phase commit (see `twopc`), each
+//!            range's intents written in chunks
 //! ```
+//!
+//! # Large transactions
+//! A one-phase commit is one Raft command holding every write, so it is
+//! used only for transactions below [`ONE_PHASE_MAX_WRITES`] writes and
+//! [`ONE_PHASE_MAX_BYTES`]. Larger ones go through the transaction record
+//! even when they touch one range: their intents are written by several
+//! PrepareRequests per range, each at most [`CHUNK_MAX_WRITES`] writes and
+//! [`CHUNK_MAX_BYTES`] (so each Raft command, gRPC message and RocksDB
+//! write batch stays a few MiB), a few in flight at once. The write buffer
+//! is capped at [`MAX_BUFFER_BYTES`]: past it, writes fail with
+//! [`Error::OutOfMemory`]. The limits are the fields of [`TxnLimits`]
+//! (tests make them small).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -48,6 +62,83 @@ const MAX_COMMIT_REFRESHES: usize = 16;
 /// Rows fetched per scan request.
 const SCAN_PAGE: u64 = 1024;
 
+/// A transaction with more buffered writes than this commits in two phases
+/// even if every write falls in one range: a one-phase commit is a single
+/// Raft command (and gRPC message, and RocksDB write batch) holding every
+/// write. Equal to [`CHUNK_MAX_WRITES`]: what fits in one chunk commits in
+/// one phase.
+pub const ONE_PHASE_MAX_WRITES: usize = CHUNK_MAX_WRITES;
+/// Likewise for the bytes of the keys and values of the buffered writes.
+pub const ONE_PHASE_MAX_BYTES: usize = 4 << 20;
+/// At most this many writes go into one PrepareRequest: a range's intents
+/// are written by as many requests (Raft commands) as it takes. Intents are
+/// resolved in spans holding at most this many of the transaction's keys.
+pub const CHUNK_MAX_WRITES: usize = 8192;
+/// At most this many bytes go into one PrepareRequest, counting each
+/// write's key and value and the transaction meta its intent carries; a
+/// resolution span likewise holds at most about this many bytes of intents
+/// (a single write larger than this is a chunk of its own). Raft entries of
+/// a few MiB replicate fine: see `replication::ready_loop` (max 1 MiB per
+/// append message, but always at least one entry; 64 MiB uncommitted).
+pub const CHUNK_MAX_BYTES: usize = 4 << 20;
+/// PrepareRequests of one transaction in flight at once, over all ranges.
+pub const PREPARE_MAX_IN_FLIGHT: usize = 8;
+/// PrepareRequests of one transaction in flight at once on one range. One:
+/// a range's latch manager compares every latch of a request with every
+/// latch of each earlier one that is still held, so two chunks of thousands
+/// of keys side by side on one range cost each other seconds (measured: a
+/// 50,000-write commit took 86 s with two 8192-write chunks in flight per
+/// range, 0.5 s with one). Ranges are still prepared in parallel.
+pub const PREPARE_MAX_IN_FLIGHT_PER_RANGE: usize = 1;
+/// ResolveIntents requests of one transaction in flight at once.
+pub const RESOLVE_MAX_IN_FLIGHT: usize = 4;
+/// The most a transaction may buffer: keys and values plus
+/// [`BUFFERED_WRITE_OVERHEAD`] per write. A write that would pass it fails
+/// with [`Error::OutOfMemory`] (SQLSTATE 53200).
+pub const MAX_BUFFER_BYTES: usize = 4 << 30;
+/// What one buffered write costs beyond its key and value bytes (the map
+/// entry, the two vectors), for [`MAX_BUFFER_BYTES`].
+pub const BUFFERED_WRITE_OVERHEAD: usize = 64;
+
+/// Size limits of transactions begun from a [`Db`]: when a commit skips the
+/// one-phase path, how its intents are chunked, how many requests are in
+/// flight, and how much may be buffered. The defaults are the constants of
+/// this module; tests lower them to exercise chunking on little data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnLimits {
+    /// See [`ONE_PHASE_MAX_WRITES`].
+    pub one_phase_max_writes: usize,
+    /// See [`ONE_PHASE_MAX_BYTES`].
+    pub one_phase_max_bytes: usize,
+    /// See [`CHUNK_MAX_WRITES`].
+    pub chunk_max_writes: usize,
+    /// See [`CHUNK_MAX_BYTES`].
+    pub chunk_max_bytes: usize,
+    /// See [`PREPARE_MAX_IN_FLIGHT`].
+    pub prepare_in_flight: usize,
+    /// See [`PREPARE_MAX_IN_FLIGHT_PER_RANGE`].
+    pub prepare_in_flight_per_range: usize,
+    /// See [`RESOLVE_MAX_IN_FLIGHT`].
+    pub resolve_in_flight: usize,
+    /// See [`MAX_BUFFER_BYTES`].
+    pub max_buffer_bytes: usize,
+}
+
+impl Default for TxnLimits {
+    fn default() -> Self {
+        TxnLimits {
+            one_phase_max_writes: ONE_PHASE_MAX_WRITES,
+            one_phase_max_bytes: ONE_PHASE_MAX_BYTES,
+            chunk_max_writes: CHUNK_MAX_WRITES,
+            chunk_max_bytes: CHUNK_MAX_BYTES,
+            prepare_in_flight: PREPARE_MAX_IN_FLIGHT,
+            prepare_in_flight_per_range: PREPARE_MAX_IN_FLIGHT_PER_RANGE,
+            resolve_in_flight: RESOLVE_MAX_IN_FLIGHT,
+            max_buffer_bytes: MAX_BUFFER_BYTES,
+        }
+    }
+}
+
 /// Priorities are drawn below this; each retry of a statement adds it once
 /// more, so that a transaction that keeps losing conflicts ends up winning.
 const PRIORITY_STEP: i32 = 1 << 20;
@@ -64,6 +155,8 @@ pub struct Db {
     /// Open transactions on this node, by read timestamp: MVCC GC must not
     /// collect versions they may still read.
     active: ActiveTxns,
+    /// Size limits of the transactions begun from now on.
+    limits: TxnLimits,
 }
 
 impl Db {
@@ -73,7 +166,19 @@ impl Db {
             sender,
             failpoints: Arc::default(),
             active: Arc::default(),
+            limits: TxnLimits::default(),
         }
+    }
+
+    /// The size limits of the transactions this handle begins.
+    pub fn limits(&self) -> TxnLimits {
+        self.limits
+    }
+
+    /// Sets the size limits of the transactions this handle (and clones
+    /// made from it afterwards) begins.
+    pub fn set_limits(&mut self, limits: TxnLimits) {
+        self.limits = limits;
     }
 
     /// The read timestamp of the oldest transaction open on this node.
@@ -148,6 +253,8 @@ impl Db {
             read_ts,
             uncertainty_limit,
             writes: BTreeMap::new(),
+            buffered_bytes: 0,
+            limits: self.limits,
             read_spans: Vec::new(),
             finished: None,
             priority,
@@ -167,6 +274,10 @@ pub struct Txn {
     uncertainty_limit: Timestamp,
     /// Buffered writes: `None` is a deletion.
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// What `writes` costs, as [`MAX_BUFFER_BYTES`] counts it.
+    buffered_bytes: usize,
+    /// Size limits (from the [`Db`]).
+    limits: TxnLimits,
     read_spans: Vec<Span>,
     finished: Option<&'static str>,
     /// Who wins a write-write conflict: the higher priority.
@@ -207,6 +318,11 @@ impl Txn {
     /// Whether the transaction has buffered writes.
     pub fn has_writes(&self) -> bool {
         !self.writes.is_empty()
+    }
+
+    /// What the buffered writes cost, as [`MAX_BUFFER_BYTES`] counts it.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
     }
 
     /// Leaves the registry of open transactions (at commit, rollback or
@@ -608,17 +724,36 @@ impl Txn {
 
     /// Buffers a write.
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
-        self.check_open()?;
-        self.check_writable()?;
-        self.writes.insert(key, Some(value));
-        Ok(())
+        self.buffer(key, Some(value))
     }
 
     /// Buffers a deletion.
     pub fn delete(&mut self, key: Vec<u8>) -> Result<()> {
+        self.buffer(key, None)
+    }
+
+    /// Buffers a put (`Some`) or a deletion, unless the buffer would pass
+    /// its limit.
+    fn buffer(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<()> {
         self.check_open()?;
         self.check_writable()?;
-        self.writes.insert(key, None);
+        let cost = |v: &Option<Vec<u8>>| {
+            key.len() + v.as_ref().map_or(0, |v| v.len()) + BUFFERED_WRITE_OVERHEAD
+        };
+        let replaced = self.writes.get(&key).map_or(0, cost);
+        let total = self.buffered_bytes - replaced + cost(&value);
+        if total > self.limits.max_buffer_bytes {
+            return Err(Error::OutOfMemory(format!(
+                "transaction {} buffers {} writes in {} bytes, and this write would pass the \
+                 limit of {} bytes; split the work into smaller transactions",
+                concord_storage::fmt_txn_id(&self.id),
+                self.writes.len(),
+                self.buffered_bytes,
+                self.limits.max_buffer_bytes
+            )));
+        }
+        self.writes.insert(key, value);
+        self.buffered_bytes = total;
         Ok(())
     }
 
@@ -638,6 +773,7 @@ impl Txn {
         }
         let first = self.writes.keys().next().cloned().unwrap_or_default();
         let last = self.writes.keys().next_back().cloned().unwrap_or_default();
+        self.buffered_bytes = 0;
         let writes: Vec<kv::Write> = std::mem::take(&mut self.writes)
             .into_iter()
             .map(|(key, v)| kv::Write {
@@ -648,8 +784,12 @@ impl Txn {
             })
             .collect();
         // A transaction that holds locks ends through its record, whatever
-        // its writes (none, only locks: the record ends and they go).
-        let result = if self.locks.is_some() {
+        // its writes (none, only locks: the record ends and they go). So
+        // does a large one, whose intents are written in chunks.
+        let bytes: usize = writes.iter().map(|w| w.key.len() + w.value.len()).sum();
+        let large = writes.len() > self.limits.one_phase_max_writes
+            || bytes > self.limits.one_phase_max_bytes;
+        let result = if self.locks.is_some() || large {
             self.commit_two_phase(writes).await
         } else {
             self.commit_writes(&first, &last, writes).await
@@ -734,6 +874,7 @@ impl Txn {
         self.deregister();
         self.release_locks();
         self.writes.clear();
+        self.buffered_bytes = 0;
         self.finished = Some("aborted");
     }
 }

@@ -6,7 +6,7 @@
 //!  ─────────────────────────────────────
 //!  BeginTxn(anchor = first key)     record PENDING              ── crash: nothing written
 //!  heartbeat task, every second     record.heartbeat = now
-//!  Prepare, one batch per range     intents at ts_i ≥ read_ts   ── crash: record expires,
+//!  Prepare, chunks of each range    intents at ts_i ≥ read_ts   ── crash: record expires,
 //!                                                                  pushers abort it and
 //!                                                                  remove the intents
 //!  commit_ts = max(ts_i); if > read_ts: refresh reads or abort (40001)
@@ -29,17 +29,50 @@
 //! is created when the first lock is taken, locks are lock-only intents
 //! (readers pass them; they leave no version), and the transaction then
 //! commits or aborts through its record whatever its writes.
+//!
+//! # Chunks
+//! A range's intents are written by as many PrepareRequests as it takes to
+//! keep each under [`TxnLimits::chunk_max_writes`] writes and
+//! [`TxnLimits::chunk_max_bytes`], a bounded number in flight. Nothing in
+//! the protocol needs one request per range: chunks are evaluated like
+//! prepares on different ranges (each under its own latches, checked
+//! against other intents, newer versions and the timestamp cache, at its
+//! own timestamp ts_i), and the commit timestamp is the maximum over all of
+//! them. Until the commit point the record is PENDING, so a reader or
+//! pusher meeting any intent, of a chunk written or not, sees a pending
+//! transaction, exactly as for a half-prepared transaction on several
+//! ranges.
+//!
+//! The spans where intents may be (the record's `intent_spans`, what
+//! cleanup resolves) are computed from every key the transaction sent, cut
+//! the same way: each span holds at most a chunk's worth of the
+//! transaction's intents, so each ResolveIntents command is bounded too. A
+//! transaction that meets the intent of a finished transaction resolves the
+//! whole span holding it (one request instead of one per key).
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use concord_proto::meta::{KeySpan, TxnMeta, TxnRecord, TxnStatus};
+use futures::stream::{FuturesUnordered, StreamExt, TryStreamExt};
+use prost::Message as _;
 
-/// A transaction's record once it exists before commit (it locked keys):
-/// the record's meta, its heartbeat task, and where its locks are.
+/// A transaction's record once it exists (it locked keys, or it is
+/// committing in two phases): the record's meta, its heartbeat task, the
+/// keys it locked, and whether the record was found finished.
 pub(super) struct Locks {
     pub(super) meta: TxnMeta,
     pub(super) heartbeat: tokio::task::JoinHandle<()>,
-    pub(super) spans: Vec<KeySpan>,
+    /// Every key a lock was sent for (intents may be there).
+    pub(super) keys: BTreeSet<Vec<u8>>,
+    /// Once a commit has started: where its intents may be (covering
+    /// `keys` too), for a rollback if the commit is abandoned midway (its
+    /// future dropped).
+    pub(super) commit_spans: Vec<KeySpan>,
+    /// Set by the heartbeat once the record is no longer PENDING (a pusher
+    /// aborted it): the transaction stops writing intents.
+    pub(super) stopped: Arc<AtomicBool>,
 }
 
 use super::*;
@@ -105,11 +138,18 @@ impl Txn {
                 },
             };
             if let Some((status, commit_ts)) = finished {
-                let span = KeySpan {
-                    start: key.to_vec(),
-                    end: vec![],
-                };
-                return resolve_spans(&self.sender, &intent.id, status, commit_ts, &[span]).await;
+                // The whole span of the record holding the key (at most a
+                // chunk of intents), else the key alone.
+                let span = record
+                    .as_ref()
+                    .and_then(|r| r.intent_spans.iter().find(|s| span_holds(s, key)))
+                    .cloned()
+                    .unwrap_or_else(|| KeySpan {
+                        start: key.to_vec(),
+                        end: vec![],
+                    });
+                return resolve_spans(&self.sender, &intent.id, status, commit_ts, &[span], 1)
+                    .await;
             }
             if started.elapsed() > MAX_INTENT_WAIT {
                 return Err(Error::TransactionRetry {
@@ -141,11 +181,18 @@ impl Txn {
             })]),
         )
         .await?;
-        let heartbeat = tokio::spawn(heartbeat_loop(self.sender.clone(), meta.clone()));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            self.sender.clone(),
+            meta.clone(),
+            stopped.clone(),
+        ));
         self.locks = Some(Locks {
             meta: meta.clone(),
             heartbeat,
-            spans: Vec::new(),
+            keys: BTreeSet::new(),
+            commit_spans: Vec::new(),
+            stopped,
         });
         Ok(meta)
     }
@@ -159,6 +206,10 @@ impl Txn {
             return Ok(());
         };
         let meta = self.ensure_record(first).await?;
+        // Intents may be on every key from now on, whatever happens next.
+        if let Some(l) = self.locks.as_mut() {
+            l.keys.extend(keys.iter().cloned());
+        }
         let writes: Vec<kv::Write> = keys
             .iter()
             .map(|k| kv::Write {
@@ -168,11 +219,7 @@ impl Txn {
                 lock_only: true,
             })
             .collect();
-        let (result, spans) = self.prepare_all(&meta, writes).await;
-        if let Some(l) = self.locks.as_mut() {
-            l.spans.extend(spans);
-        }
-        result.map(|_| ())
+        self.prepare_all(&meta, writes).await.map(|_| ())
     }
 
     /// Commits through the transaction record: writes that span several
@@ -184,17 +231,21 @@ impl Txn {
             .or_else(|| self.locks.as_ref().map(|l| l.meta.anchor_key.clone()))
             .ok_or_else(|| Error::Internal("two-phase commit without writes".into()))?;
         let meta = self.ensure_record(&anchor).await?;
-        let result = self.prepare_and_commit(&meta, writes).await;
-        let locks = self.locks.take();
-        if let Some(l) = &locks {
+        // Where intents may be: every key sent, now or for a lock.
+        let spans = self.intent_spans(&writes);
+        if let Some(l) = self.locks.as_mut() {
+            l.commit_spans = spans.clone();
+        }
+        let result = self.prepare_and_commit(&meta, writes, &spans).await;
+        if let Some(l) = self.locks.take() {
             l.heartbeat.abort();
         }
-        let lock_spans = locks.map(|l| l.spans).unwrap_or_default();
+        let in_flight = self.limits.resolve_in_flight;
         match result {
             Ok(_) if self.failpoint(failpoints::AFTER_COMMIT) => Err(Error::Internal(
                 "failpoint: coordinator stopped after the commit point".into(),
             )),
-            Ok((commit_ts, mut spans)) => {
+            Ok(commit_ts) => {
                 // Commit wait, as for one-phase commits: a commit timestamp
                 // ahead of this node's clock is acknowledged only once that
                 // time has passed here.
@@ -204,20 +255,24 @@ impl Txn {
                     tokio::time::sleep(Duration::from_nanos(ahead)).await;
                 }
                 let _ = clock.update(commit_ts);
-                spans.extend(lock_spans);
                 tokio::spawn(cleanup(
                     self.sender.clone(),
                     meta,
                     TxnStatus::Committed,
                     commit_ts,
                     spans,
+                    in_flight,
                 ));
                 Ok(commit_ts)
             }
-            Err((e, mut spans)) => {
+            Err(e) => {
                 if !matches!(e, Error::Internal(ref m) if m.starts_with("failpoint")) {
-                    spans.extend(lock_spans);
-                    tokio::spawn(abort_and_clean_up(self.sender.clone(), meta, spans));
+                    tokio::spawn(abort_and_clean_up(
+                        self.sender.clone(),
+                        meta,
+                        spans,
+                        in_flight,
+                    ));
                 }
                 Err(e)
             }
@@ -228,89 +283,169 @@ impl Txn {
     pub(super) fn release_locks(&mut self) {
         if let Some(l) = self.locks.take() {
             l.heartbeat.abort();
+            let spans = if l.commit_spans.is_empty() {
+                chunk_spans(
+                    l.keys
+                        .iter()
+                        .map(|k| (k.as_slice(), resolve_cost(k.len(), 0))),
+                    &self.limits,
+                )
+            } else {
+                l.commit_spans
+            };
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(abort_and_clean_up(self.sender.clone(), l.meta, l.spans));
+                rt.spawn(abort_and_clean_up(
+                    self.sender.clone(),
+                    l.meta,
+                    spans,
+                    self.limits.resolve_in_flight,
+                ));
             }
         }
     }
 
-    /// Writes intents for `writes` on every range they touch; returns the
-    /// highest intent timestamp, and the spans where intents may now be.
-    async fn prepare_all(
-        &self,
-        meta: &TxnMeta,
-        writes: Vec<kv::Write>,
-    ) -> (Result<Timestamp>, Vec<KeySpan>) {
-        let mut spans: Vec<KeySpan> = Vec::new();
+    /// The spans where this transaction's intents may be once `writes`
+    /// (sorted by key, as the buffer keeps them) and its locks are
+    /// prepared, each holding at most a chunk of them.
+    fn intent_spans(&self, writes: &[kv::Write]) -> Vec<KeySpan> {
+        debug_assert!(writes.windows(2).all(|w| w[0].key < w[1].key));
+        let cost = |w: &kv::Write| resolve_cost(w.key.len(), w.value.len());
+        match self.locks.as_ref().filter(|l| !l.keys.is_empty()) {
+            None => chunk_spans(
+                writes.iter().map(|w| (w.key.as_slice(), cost(w))),
+                &self.limits,
+            ),
+            Some(l) => {
+                let mut all: BTreeMap<&[u8], usize> = l
+                    .keys
+                    .iter()
+                    .map(|k| (k.as_slice(), resolve_cost(k.len(), 0)))
+                    .collect();
+                for w in writes {
+                    all.insert(w.key.as_slice(), cost(w));
+                }
+                chunk_spans(all.into_iter(), &self.limits)
+            }
+        }
+    }
+
+    /// Writes intents for `writes` on every range they touch, in chunks;
+    /// returns the highest intent timestamp.
+    ///
+    /// The writes are grouped by range and each group cut into chunks
+    /// (consecutive keys, at most `chunk_max_writes` writes and
+    /// `chunk_max_bytes`). At most `prepare_in_flight` chunks are in flight,
+    /// `prepare_in_flight_per_range` on one range, taken from the ranges in
+    /// turn. Chunks whose range split under them are grouped again. After a
+    /// failure no new chunk is sent, the ones in flight are waited for, and
+    /// the first error is returned (intents may then be on any key of
+    /// `writes`).
+    async fn prepare_all(&self, meta: &TxnMeta, writes: Vec<kv::Write>) -> Result<Timestamp> {
+        let limits = self.limits;
+        let stopped = self.locks.as_ref().map(|l| l.stopped.clone());
+        let meta_len = meta.encoded_len();
+        let cost = |w: &kv::Write| w.key.len() + w.value.len() + meta_len + INTENT_OVERHEAD;
         let mut max_ts = Timestamp::ZERO;
         let mut pending = writes;
         let mut regroups = 0;
         while !pending.is_empty() {
-            // Group by range with the current cache.
-            let mut groups: BTreeMap<u64, (Vec<u8>, Vec<kv::Write>)> = BTreeMap::new();
+            // Sorted, a range's writes are consecutive. (They are sorted
+            // from the buffer; after a regroup they may not be.)
+            pending.sort_by(|a, b| a.key.cmp(&b.key));
+            let mut queues: Vec<(u64, VecDeque<Vec<kv::Write>>)> = Vec::new();
+            let mut range_end: Option<Vec<u8>> = None;
+            let mut cutter = Cutter::new(&limits);
             for w in pending.drain(..) {
-                let d = match self.sender.range_for_key(&w.key).await {
-                    Ok(d) => d,
-                    Err(e) => return (Err(e), spans),
-                };
-                groups
-                    .entry(d.range_id)
-                    .or_insert_with(|| (w.key.clone(), Vec::new()))
-                    .1
-                    .push(w);
+                let same_range = range_end
+                    .as_ref()
+                    .is_some_and(|end| end.is_empty() || w.key < *end);
+                if !same_range {
+                    let d = self.sender.range_for_key(&w.key).await?;
+                    range_end = Some(d.end_key.clone());
+                    queues.push((d.range_id, VecDeque::new()));
+                    cutter = Cutter::new(&limits);
+                }
+                let chunks = &mut queues.last_mut().expect("pushed above").1;
+                if cutter.starts_new(cost(&w)) || chunks.is_empty() {
+                    chunks.push_back(Vec::new());
+                }
+                chunks.back_mut().expect("pushed above").push(w);
             }
-            let sends = groups.into_values().map(|(route, ws)| async move {
-                let r = self.prepare_group(meta, &route, ws.clone()).await;
-                (r, ws)
-            });
-            for (r, ws) in futures::future::join_all(sends).await {
-                // Intents may exist wherever a prepare was sent.
-                if let (Some(first), Some(last)) = (ws.first(), ws.last()) {
-                    spans.push(KeySpan {
-                        start: first.key.clone(),
-                        end: [last.key.as_slice(), &[0u8]].concat(),
+            let mut in_flight = FuturesUnordered::new();
+            let mut per_range: HashMap<u64, usize> = HashMap::new();
+            let mut failed: Option<Error> = None;
+            let mut turn = 0;
+            loop {
+                while failed.is_none() && in_flight.len() < limits.prepare_in_flight.max(1) {
+                    if stopped.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                        failed = Some(Error::TxnAborted(format!(
+                            "transaction {} was aborted by a conflicting transaction while \
+                             writing its intents",
+                            concord_storage::fmt_txn_id(&meta.id)
+                        )));
+                        break;
+                    }
+                    let n = queues.len();
+                    let next = (0..n).map(|j| (turn + j) % n).find(|&i| {
+                        !queues[i].1.is_empty()
+                            && per_range.get(&queues[i].0).copied().unwrap_or(0)
+                                < limits.prepare_in_flight_per_range.max(1)
                     });
+                    let Some(i) = next else { break };
+                    turn = (i + 1) % n;
+                    let range_id = queues[i].0;
+                    let chunk = queues[i].1.pop_front().expect("checked non-empty");
+                    *per_range.entry(range_id).or_default() += 1;
+                    in_flight.push(async move {
+                        let r = self.prepare_chunk(meta, &chunk).await;
+                        (range_id, r, chunk)
+                    });
+                }
+                let Some((range_id, r, chunk)) = in_flight.next().await else {
+                    break;
+                };
+                if let Some(c) = per_range.get_mut(&range_id) {
+                    *c -= 1;
                 }
                 match r {
                     Ok(ts) => max_ts = max_ts.max(ts),
-                    Err(Error::RangeChanged) if regroups < MAX_REGROUPS => pending.extend(ws),
-                    Err(e) => return (Err(e), spans),
+                    Err(Error::RangeChanged) if regroups < MAX_REGROUPS => pending.extend(chunk),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
                 }
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
             regroups += 1;
         }
-        (Ok(max_ts), spans)
+        Ok(max_ts)
     }
 
     /// Prepares every range, moves the commit timestamp (refreshing reads),
-    /// and switches the record to COMMITTED. On failure, returns the spans
-    /// where intents may have been written.
+    /// and switches the record to COMMITTED, with `spans` as the places
+    /// where its intents are.
     async fn prepare_and_commit(
         &mut self,
         meta: &TxnMeta,
         writes: Vec<kv::Write>,
-    ) -> std::result::Result<(Timestamp, Vec<KeySpan>), (Error, Vec<KeySpan>)> {
-        let (prepared, spans) = self.prepare_all(meta, writes).await;
-        let commit_ts = match prepared {
-            Ok(ts) => ts.max(self.read_ts),
-            Err(e) => return Err((e, spans)),
-        };
+        spans: &[KeySpan],
+    ) -> Result<Timestamp> {
+        let commit_ts = self.prepare_all(meta, writes).await?.max(self.read_ts);
         if self.failpoint(failpoints::AFTER_PREPARE) {
-            return Err((
-                Error::Internal("failpoint: coordinator stopped after prepare".into()),
-                spans,
+            return Err(Error::Internal(
+                "failpoint: coordinator stopped after prepare".into(),
             ));
         }
         if commit_ts > self.read_ts {
-            if let Err(e) = self.refresh_to(commit_ts).await {
-                return Err((e, spans));
-            }
+            self.refresh_to(commit_ts).await?;
         }
         let end = Req::EndTxn(kv::EndTxnRequest {
             txn: Some(meta.clone()),
             commit: true,
             commit_ts: Some(commit_ts.into()),
-            intent_spans: spans.clone(),
+            intent_spans: spans.to_vec(),
         });
         let batch = plain_batch(meta, end);
         let mut last_err = None;
@@ -318,10 +453,7 @@ impl Txn {
         for _ in 0..5 {
             match send_one(&self.sender, &meta.anchor_key, batch.clone()).await {
                 Ok(resp) => {
-                    let record = match record_of(resp) {
-                        Ok(r) => r,
-                        Err(e) => return Err((e, spans)),
-                    };
+                    let record = record_of(resp)?;
                     let status = record
                         .as_ref()
                         .map(|r| TxnStatus::try_from(r.status).unwrap_or(TxnStatus::Pending));
@@ -331,47 +463,41 @@ impl Txn {
                                 .and_then(|r| r.commit_ts)
                                 .map(|t| concord_proto::ts(Some(t)))
                                 .unwrap_or(commit_ts);
-                            Ok((ts, spans))
+                            Ok(ts)
                         }
-                        _ => Err((
-                            Error::TxnAborted(format!(
-                                "transaction {} could not commit",
-                                concord_storage::fmt_txn_id(&meta.id)
-                            )),
-                            spans,
-                        )),
+                        _ => Err(Error::TxnAborted(format!(
+                            "transaction {} could not commit",
+                            concord_storage::fmt_txn_id(&meta.id)
+                        ))),
                     };
                 }
                 Err(e @ (Error::AmbiguousResult(_) | Error::Unavailable(_))) => last_err = Some(e),
-                Err(e) => return Err((e, spans)),
+                Err(e) => return Err(e),
             }
         }
-        Err((
-            last_err.unwrap_or_else(|| Error::AmbiguousResult("commit record".into())),
-            spans,
-        ))
+        Err(last_err.unwrap_or_else(|| Error::AmbiguousResult("commit record".into())))
     }
 
-    /// Writes the intents of one range's writes; returns their timestamp.
-    async fn prepare_group(
-        &self,
-        meta: &TxnMeta,
-        route: &[u8],
-        writes: Vec<kv::Write>,
-    ) -> Result<Timestamp> {
+    /// Writes the intents of one chunk (consecutive writes of one range);
+    /// returns their timestamp. `RangeChanged` if the range split: the
+    /// caller groups the writes again.
+    async fn prepare_chunk(&self, meta: &TxnMeta, writes: &[kv::Write]) -> Result<Timestamp> {
+        let Some(route) = writes.first().map(|w| w.key.as_slice()) else {
+            return Ok(Timestamp::ZERO);
+        };
         loop {
             let req = Req::Prepare(kv::PrepareRequest {
                 txn: Some(meta.clone()),
-                writes: writes.clone(),
+                writes: writes.to_vec(),
             });
-            match send_one(&self.sender, route, plain_batch(meta, req)).await {
-                Ok(kv::Response {
-                    response: Some(Resp::Prepare(p)),
-                }) => return Ok(concord_proto::ts(p.write_ts)),
-                Ok(other) => {
-                    return Err(Error::Internal(format!(
-                        "unexpected response to prepare: {other:?}"
-                    )))
+            match self.sender.send(route, plain_batch(meta, req), false).await {
+                Ok(resps) => {
+                    return match resps.into_iter().next().and_then(|r| r.response) {
+                        Some(Resp::Prepare(p)) => Ok(concord_proto::ts(p.write_ts)),
+                        other => Err(Error::Internal(format!(
+                            "unexpected response to prepare: {other:?}"
+                        ))),
+                    }
                 }
                 Err(Error::WriteIntent { key, intent }) => {
                     self.handle_intent(&key, &intent, true).await?
@@ -379,6 +505,86 @@ impl Txn {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// What an intent costs in a PrepareRequest beyond its key, value and
+/// transaction meta (field tags and lengths, flags).
+const INTENT_OVERHEAD: usize = 16;
+
+/// What resolving an intent costs in a ResolveIntents command: a version
+/// (key, timestamp, value) and the deletion of the intent (key).
+fn resolve_cost(key_len: usize, value_len: usize) -> usize {
+    2 * key_len + value_len + 32
+}
+
+/// Cuts a sequence of items into consecutive chunks of at most
+/// `chunk_max_writes` items and `chunk_max_bytes` bytes; an item larger
+/// than `chunk_max_bytes` is a chunk of its own.
+struct Cutter {
+    max_items: usize,
+    max_bytes: usize,
+    items: usize,
+    bytes: usize,
+}
+
+impl Cutter {
+    fn new(limits: &TxnLimits) -> Self {
+        Cutter {
+            max_items: limits.chunk_max_writes.max(1),
+            max_bytes: limits.chunk_max_bytes,
+            items: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Counts an item of `size` bytes; true if it must start a new chunk
+    /// (the current one is full without it).
+    fn starts_new(&mut self, size: usize) -> bool {
+        let cut = self.items > 0
+            && (self.items >= self.max_items || self.bytes.saturating_add(size) > self.max_bytes);
+        if cut {
+            self.items = 0;
+            self.bytes = 0;
+        }
+        self.items += 1;
+        self.bytes = self.bytes.saturating_add(size);
+        cut
+    }
+}
+
+/// Spans covering `keys` (sorted, distinct, with their resolution cost),
+/// each holding a chunk of them: `[first, last ++ 0x00)`.
+fn chunk_spans<'a>(
+    keys: impl Iterator<Item = (&'a [u8], usize)>,
+    limits: &TxnLimits,
+) -> Vec<KeySpan> {
+    let mut out = Vec::new();
+    let mut cutter = Cutter::new(limits);
+    let mut current: Option<(&[u8], &[u8])> = None;
+    let close = |(first, last): (&[u8], &[u8])| KeySpan {
+        start: first.to_vec(),
+        end: [last, &[0u8]].concat(),
+    };
+    for (key, cost) in keys {
+        if cutter.starts_new(cost) {
+            out.extend(current.take().map(close));
+        }
+        current = Some(match current {
+            Some((first, _)) => (first, key),
+            None => (key, key),
+        });
+    }
+    out.extend(current.map(close));
+    out
+}
+
+/// Whether `span` (`end` empty: the single key `start`) holds `key`.
+fn span_holds(span: &KeySpan, key: &[u8]) -> bool {
+    if span.end.is_empty() {
+        span.start.as_slice() == key
+    } else {
+        span.start.as_slice() <= key && key < span.end.as_slice()
     }
 }
 
@@ -424,64 +630,85 @@ fn record_of(resp: kv::Response) -> Result<Option<TxnRecord>> {
     }
 }
 
-/// Resolves a finished transaction's intents in `spans` (any ranges).
+/// Resolves a finished transaction's intents in `spans` (any ranges), at
+/// most `in_flight` spans at a time.
 async fn resolve_spans(
     sender: &DistSender,
     txn_id: &[u8],
     status: TxnStatus,
     commit_ts: Timestamp,
     spans: &[KeySpan],
+    in_flight: usize,
 ) -> Result<()> {
-    for sp in spans {
-        let mut regroups = 0;
-        'again: loop {
-            let descs = if sp.end.is_empty() {
-                vec![sender.range_for_key(&sp.start).await?]
-            } else {
-                sender.ranges_for_span(&sp.start, &sp.end).await?
+    futures::stream::iter(spans.iter().map(Ok))
+        .try_for_each_concurrent(in_flight.max(1), |sp| {
+            resolve_span(sender, txn_id, status, commit_ts, sp)
+        })
+        .await
+}
+
+/// Resolves a finished transaction's intents in one span: one request per
+/// range it overlaps.
+async fn resolve_span(
+    sender: &DistSender,
+    txn_id: &[u8],
+    status: TxnStatus,
+    commit_ts: Timestamp,
+    sp: &KeySpan,
+) -> Result<()> {
+    let mut regroups = 0;
+    'again: loop {
+        let descs = if sp.end.is_empty() {
+            vec![sender.range_for_key(&sp.start).await?]
+        } else {
+            sender.ranges_for_span(&sp.start, &sp.end).await?
+        };
+        for d in descs {
+            let clipped = clip(
+                &Span {
+                    start: sp.start.clone(),
+                    end: sp.end.clone(),
+                },
+                &d.start_key,
+                &d.end_key,
+            );
+            let req = Req::ResolveIntents(kv::ResolveIntentsRequest {
+                txn_id: txn_id.to_vec(),
+                status: status as i32,
+                commit_ts: Some(commit_ts.into()),
+                spans: vec![KeySpan {
+                    start: clipped.start.clone(),
+                    end: clipped.end,
+                }],
+            });
+            let batch = BatchRequest {
+                range_id: 0,
+                now: None,
+                txn: None,
+                requests: vec![kv::Request { request: Some(req) }],
             };
-            for d in descs {
-                let clipped = clip(
-                    &Span {
-                        start: sp.start.clone(),
-                        end: sp.end.clone(),
-                    },
-                    &d.start_key,
-                    &d.end_key,
-                );
-                let req = Req::ResolveIntents(kv::ResolveIntentsRequest {
-                    txn_id: txn_id.to_vec(),
-                    status: status as i32,
-                    commit_ts: Some(commit_ts.into()),
-                    spans: vec![KeySpan {
-                        start: clipped.start.clone(),
-                        end: clipped.end,
-                    }],
-                });
-                let batch = BatchRequest {
-                    range_id: 0,
-                    now: None,
-                    txn: None,
-                    requests: vec![kv::Request { request: Some(req) }],
-                };
-                match sender.send(&clipped.start, batch, false).await {
-                    Ok(_) => {}
-                    Err(Error::RangeChanged) if regroups < MAX_REGROUPS => {
-                        regroups += 1;
-                        continue 'again;
-                    }
-                    Err(e) => return Err(e),
+            match sender.send(&clipped.start, batch, false).await {
+                Ok(_) => {}
+                Err(Error::RangeChanged) if regroups < MAX_REGROUPS => {
+                    regroups += 1;
+                    continue 'again;
                 }
+                Err(e) => return Err(e),
             }
-            break;
         }
+        break;
     }
     Ok(())
 }
 
 /// Aborts a transaction's record (so nobody can commit it), then removes its
 /// intents and the record.
-async fn abort_and_clean_up(sender: Arc<DistSender>, meta: TxnMeta, spans: Vec<KeySpan>) {
+async fn abort_and_clean_up(
+    sender: Arc<DistSender>,
+    meta: TxnMeta,
+    spans: Vec<KeySpan>,
+    in_flight: usize,
+) {
     let end = Req::EndTxn(kv::EndTxnRequest {
         txn: Some(meta.clone()),
         commit: false,
@@ -491,7 +718,15 @@ async fn abort_and_clean_up(sender: Arc<DistSender>, meta: TxnMeta, spans: Vec<K
     let batch = plain_batch(&meta, end);
     match send_one(&sender, &meta.anchor_key, batch).await {
         Ok(_) | Err(Error::TxnAborted(_)) => {
-            cleanup(sender, meta, TxnStatus::Aborted, Timestamp::ZERO, spans).await
+            cleanup(
+                sender,
+                meta,
+                TxnStatus::Aborted,
+                Timestamp::ZERO,
+                spans,
+                in_flight,
+            )
+            .await
         }
         Err(e) => tracing::debug!(
             "aborting transaction {}: {e}; its intents wait for a pusher",
@@ -500,8 +735,9 @@ async fn abort_and_clean_up(sender: Arc<DistSender>, meta: TxnMeta, spans: Vec<K
     }
 }
 
-/// Keeps a transaction record alive while its coordinator works.
-async fn heartbeat_loop(sender: Arc<DistSender>, meta: TxnMeta) {
+/// Keeps a transaction record alive while its coordinator works; sets
+/// `stopped` if it finds the record finished (aborted by a pusher) or gone.
+async fn heartbeat_loop(sender: Arc<DistSender>, meta: TxnMeta, stopped: Arc<AtomicBool>) {
     loop {
         tokio::time::sleep(HEARTBEAT_INTERVAL).await;
         let req = Req::HeartbeatTxn(kv::HeartbeatTxnRequest {
@@ -510,7 +746,11 @@ async fn heartbeat_loop(sender: Arc<DistSender>, meta: TxnMeta) {
         match send_one(&sender, &meta.anchor_key, plain_batch(&meta, req)).await {
             Ok(resp) => match record_of(resp) {
                 Ok(Some(r)) if r.status == TxnStatus::Pending as i32 => {}
-                _ => return,
+                Ok(_) => {
+                    stopped.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(_) => return,
             },
             Err(e) => tracing::debug!(
                 "heartbeat of {}: {e}",
@@ -528,8 +768,9 @@ async fn cleanup(
     status: TxnStatus,
     commit_ts: Timestamp,
     spans: Vec<KeySpan>,
+    in_flight: usize,
 ) {
-    if let Err(e) = resolve_spans(&sender, &meta.id, status, commit_ts, &spans).await {
+    if let Err(e) = resolve_spans(&sender, &meta.id, status, commit_ts, &spans, in_flight).await {
         tracing::debug!(
             "resolving the intents of {}: {e}; readers will resolve them",
             concord_storage::fmt_txn_id(&meta.id)
@@ -544,5 +785,52 @@ async fn cleanup(
             "forgetting record {}: {e}",
             concord_storage::fmt_txn_id(&meta.id)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(items: usize, bytes: usize) -> TxnLimits {
+        TxnLimits {
+            chunk_max_writes: items,
+            chunk_max_bytes: bytes,
+            ..TxnLimits::default()
+        }
+    }
+
+    #[test]
+    fn chunks_are_cut_by_count_and_by_bytes() {
+        let mut c = Cutter::new(&limits(3, 100));
+        let starts: Vec<bool> = [10, 10, 10, 10, 90, 20, 200, 1]
+            .iter()
+            .map(|&s| c.starts_new(s))
+            .collect();
+        // [10 10 10] full by count; [10 90] exactly 100 bytes; [20]; the
+        // oversized 200 alone; [1].
+        assert_eq!(starts, [false, false, false, true, false, true, true, true]);
+    }
+
+    #[test]
+    fn spans_hold_a_chunk_each_and_never_overlap() {
+        let keys: Vec<Vec<u8>> = (0..10u8).map(|i| vec![b'k', i]).collect();
+        let spans = chunk_spans(keys.iter().map(|k| (k.as_slice(), 1)), &limits(4, 1000));
+        assert_eq!(spans.len(), 3);
+        for (i, k) in keys.iter().enumerate() {
+            let holding: Vec<usize> = (0..spans.len())
+                .filter(|&s| span_holds(&spans[s], k))
+                .collect();
+            assert_eq!(holding, vec![i / 4], "key {i}");
+        }
+        assert!(!span_holds(&spans[0], b"j"));
+        assert!(!span_holds(&spans[2], b"l"));
+        assert!(chunk_spans(std::iter::empty(), &limits(4, 1000)).is_empty());
+        // A point span holds its key only.
+        let point = KeySpan {
+            start: b"a".to_vec(),
+            end: vec![],
+        };
+        assert!(span_holds(&point, b"a") && !span_holds(&point, b"a\0"));
     }
 }
