@@ -216,3 +216,112 @@ async fn tokio_postgres_prepared_statements_binary_values_and_transactions() {
         .expect("a bad startup setting refuses the connection");
     assert_eq!(e.code(), Some(&SqlState::INVALID_PARAMETER_VALUE), "{e:?}");
 }
+
+/// COPY through tokio-postgres's copy_in/copy_out (the extended protocol's
+/// COPY), with lines split across CopyData messages, NULLs and escapes; a
+/// COPY rolled back with its block; a bad row failing the whole COPY;
+/// ADD PRIMARY KEY on the loaded table; timestamps as binary parameters
+/// and results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_copy_and_timestamps() {
+    use futures::SinkExt;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    let c = start_cluster(3, &[]);
+    let a = connect(&c.nodes[0].sql_url()).await;
+    exec_retry(
+        &a,
+        "CREATE TABLE ev (id INT NOT NULL, at TIMESTAMPTZ, d DATE, note CHAR(4))",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+
+    let sink = a.copy_in("COPY ev FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(
+        b"1\t2024-03-01 10:00:00+00\t2024-03-01\tab\n2\t\\N\t\\N\t\\N\n3\t2024-03",
+    ))
+    .await
+    .unwrap();
+    sink.send(bytes::Bytes::from_static(
+        b"-02 00:00:00Z\t2024-03-02\tx\\ty\n",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 3);
+
+    // A COPY inside a block goes with it.
+    a.batch_execute("BEGIN").await.unwrap();
+    let sink = a
+        .copy_in("COPY ev (id) FROM STDIN WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"10\n11\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    assert_eq!(count(&a, "SELECT count(*) FROM ev").await.unwrap(), 5);
+    a.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(count(&a, "SELECT count(*) FROM ev").await.unwrap(), 3);
+
+    // A row that does not convert fails the COPY: nothing is inserted.
+    let sink = a.copy_in("COPY ev (id) FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"20\nx\n"))
+        .await
+        .unwrap();
+    let e = sink.finish().await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&SqlState::INVALID_TEXT_REPRESENTATION),
+        "{e:?}"
+    );
+    assert_eq!(count(&a, "SELECT count(*) FROM ev").await.unwrap(), 3);
+
+    // The loaded table gets its primary key afterwards (as pgbench -i does).
+    a.batch_execute("ALTER TABLE ev ADD PRIMARY KEY (id)")
+        .await
+        .unwrap();
+    let e = a
+        .batch_execute("INSERT INTO ev (id) VALUES (2)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::UNIQUE_VIOLATION), "{e:?}");
+
+    // COPY TO STDOUT prints as PostgreSQL does: CHAR(4) padded, escapes.
+    let out = a.copy_out("COPY ev TO STDOUT").await.unwrap();
+    futures::pin_mut!(out);
+    let mut text = Vec::new();
+    while let Some(chunk) = futures::StreamExt::next(&mut out).await {
+        text.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(
+        String::from_utf8(text).unwrap(),
+        "1\t2024-03-01 10:00:00+00\t2024-03-01\tab  \n\
+         2\t\\N\t\\N\t\\N\n\
+         3\t2024-03-02 00:00:00+00\t2024-03-02\tx\\ty \n"
+    );
+
+    // Timestamps travel in binary both ways.
+    let at: SystemTime = a
+        .query_one("SELECT at FROM ev WHERE id = $1", &[&1i32])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        at.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+        1_709_287_200
+    );
+    let t = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+    a.execute("INSERT INTO ev (id, at) VALUES ($1, $2)", &[&4i32, &t])
+        .await
+        .unwrap();
+    let row = a
+        .query_one("SELECT at, at::text FROM ev WHERE id = 4", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, SystemTime>(0), t);
+    assert_eq!(row.get::<_, String>(1), "2023-11-14 22:13:20.123456+00");
+}

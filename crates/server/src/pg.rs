@@ -20,8 +20,13 @@
 //! checks them, and the client hears the session's reported settings in
 //! ParameterStatus, again after any SET that changes one.
 //!
+//! `COPY … FROM STDIN` answers CopyInResponse and feeds the CopyData to the
+//! session ([`Session::copy_data`]); CopyDone commits and sends `COPY n`
+//! (pgwire then sends ReadyForQuery, or waits for Sync in the extended
+//! protocol). `COPY … TO STDOUT` streams one CopyData per row.
+//!
 //! # Not done yet
-//! - COPY, cancel requests, TLS and SCRAM authentication (the SQL issue). Any user name is
+//! - cancel requests, TLS and SCRAM authentication (the SQL issue). Any user name is
 //!   accepted without a password (insecure mode).
 
 use std::collections::HashMap;
@@ -34,14 +39,19 @@ use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     ServerParameterProvider, StartupHandler,
 };
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{
+    CopyResponse, DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
+};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::api::{PidSecretKeyGenerator, RandomPidSecretKeyGenerator};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
@@ -106,6 +116,10 @@ impl PgWireServerHandlers for ConnectionHandlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.handler.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
         self.handler.clone()
     }
 }
@@ -195,6 +209,11 @@ fn data_type(ty: &Type) -> DataType {
         Type::FLOAT8 => DataType::Float8,
         Type::TEXT => DataType::Text,
         Type::VARCHAR => DataType::Varchar(None),
+        Type::BPCHAR => DataType::Char(None),
+        Type::DATE => DataType::Date,
+        Type::TIMESTAMP => DataType::Timestamp,
+        Type::TIMESTAMPTZ => DataType::TimestampTz,
+        Type::INTERVAL => DataType::Interval,
         _ => DataType::Unknown,
     }
 }
@@ -210,6 +229,11 @@ pub fn pg_type(ty: &DataType) -> Type {
         DataType::Float8 => Type::FLOAT8,
         DataType::Text | DataType::Unknown => Type::TEXT,
         DataType::Varchar(_) => Type::VARCHAR,
+        DataType::Char(_) => Type::BPCHAR,
+        DataType::Date => Type::DATE,
+        DataType::Timestamp => Type::TIMESTAMP,
+        DataType::TimestampTz => Type::TIMESTAMPTZ,
+        DataType::Interval => Type::INTERVAL,
     }
 }
 
@@ -244,7 +268,7 @@ fn encode_value(
     binary: bool,
 ) -> PgWireResult<()> {
     if !binary {
-        return enc.encode_field(&v.to_text());
+        return enc.encode_field(&v.to_text_as(ty));
     }
     match (v, ty) {
         (Value::Null, _) => enc.encode_field(&None::<i32>),
@@ -256,7 +280,18 @@ fn encode_value(
         (Value::Int(i), _) => enc.encode_field(i),
         (Value::Float(f), DataType::Float4) => enc.encode_field(&(*f as f32)),
         (Value::Float(f), _) => enc.encode_field(f),
+        (Value::Text(_), DataType::Char(_)) => enc.encode_field(&v.to_text_as(ty)),
         (Value::Text(t), _) => enc.encode_field(t),
+        // PostgreSQL's binary forms are our representations, big-endian.
+        (Value::Date(d), _) => enc.encode_field(d),
+        (Value::Timestamp(t) | Value::TimestampTz(t), _) => enc.encode_field(t),
+        (Value::Interval(iv), _) => {
+            let mut b = Vec::with_capacity(16);
+            b.extend_from_slice(&iv.micros.to_be_bytes());
+            b.extend_from_slice(&iv.days.to_be_bytes());
+            b.extend_from_slice(&iv.months.to_be_bytes());
+            enc.encode_field(&b.as_slice())
+        }
     }
 }
 
@@ -312,6 +347,29 @@ fn decode_param(bytes: Option<&[u8]>, ty: &DataType, binary: bool) -> concord_sq
         DataType::Text | DataType::Varchar(_) | DataType::Unknown => {
             Value::Text(String::from_utf8(b.to_vec()).map_err(|_| bad())?)
         }
+        DataType::Char(_) => {
+            Value::Text(String::from_utf8(b.to_vec()).map_err(|_| bad())?).assign(ty)?
+        }
+        DataType::Date => Value::Date(i32::from_be_bytes(b.try_into().map_err(|_| bad())?)),
+        DataType::Timestamp => {
+            Value::Timestamp(i64::from_be_bytes(b.try_into().map_err(|_| bad())?))
+        }
+        DataType::TimestampTz => {
+            Value::TimestampTz(i64::from_be_bytes(b.try_into().map_err(|_| bad())?))
+        }
+        DataType::Interval => {
+            if b.len() != 16 {
+                return Err(bad());
+            }
+            let micros = i64::from_be_bytes(b[0..8].try_into().map_err(|_| bad())?);
+            let days = i32::from_be_bytes(b[8..12].try_into().map_err(|_| bad())?);
+            let months = i32::from_be_bytes(b[12..16].try_into().map_err(|_| bad())?);
+            Value::Interval(concord_sql::datetime::Interval {
+                months,
+                days,
+                micros,
+            })
+        }
     })
 }
 
@@ -344,7 +402,70 @@ fn response(r: StatementResult, format: Option<&Format>) -> PgWireResult<Respons
             "COMMIT" | "ROLLBACK" => Response::TransactionEnd(Tag::new(&tag)),
             _ => Response::Execution(command_tag(&tag)),
         },
+        StatementResult::CopyIn { columns } => {
+            Response::CopyIn(CopyResponse::new(0, columns, stream::empty()))
+        }
+        StatementResult::CopyOut { columns, data } => Response::CopyOut(CopyResponse::new(
+            0,
+            columns,
+            stream::iter(
+                data.into_iter()
+                    .map(|d| Ok(CopyData::new(bytes::Bytes::from(d)))),
+            ),
+        )),
     })
+}
+
+#[async_trait]
+impl CopyHandler for ConnectionHandler {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.session.lock().await.copy_data(&copy_data.data).await;
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut session = self.session.lock().await;
+        match session.copy_done().await {
+            Ok(n) => {
+                client
+                    .send(PgWireBackendMessage::CommandComplete(
+                        Tag::new("COPY").with_rows(n as usize).into(),
+                    ))
+                    .await?;
+                Ok(())
+            }
+            Err(e) => {
+                if session.txn_status() == concord_sql::TxnStatus::Failed {
+                    client.set_transaction_status(TransactionStatus::Error);
+                }
+                Err(user_error(&e))
+            }
+        }
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut session = self.session.lock().await;
+        let e = session.copy_fail(&fail.message);
+        if session.txn_status() == concord_sql::TxnStatus::Failed {
+            client.set_transaction_status(TransactionStatus::Error);
+        }
+        user_error(&e)
+    }
 }
 
 #[async_trait]

@@ -19,6 +19,8 @@
 //!   the space is not freed yet).
 //! - Databases and schemas other than `defaultdb` / `public`.
 
+use std::collections::HashMap;
+
 use concord_kv::Txn;
 use concord_proto::catalog::{CheckConstraint, ColumnDescriptor, IndexDescriptor, TableDescriptor};
 use prost::Message;
@@ -89,8 +91,14 @@ pub struct Table {
     pub columns: Vec<Column>,
     /// Positions (in `columns`) of the primary key columns, in key order.
     pub pk: Vec<usize>,
+    /// The id of the primary index (1 until `ALTER TABLE … ADD PRIMARY
+    /// KEY` replaces a hidden row id key with a new index).
+    pub primary_id: u32,
     pub indexes: Vec<Index>,
     pub next_index_id: u32,
+    /// Column ids are never reused: a dropped column's values may still
+    /// sit in stored rows.
+    pub next_column_id: u32,
     /// CHECK constraints: (name, SQL text of the expression).
     pub checks: Vec<(String, String)>,
     /// `WITH (fillfactor = n)`, kept for display (storage is an LSM tree).
@@ -156,8 +164,16 @@ impl Table {
             name: desc.name.clone(),
             columns,
             pk,
+            primary_id: desc
+                .primary_index
+                .as_ref()
+                .map(|i| i.id)
+                .unwrap_or(PRIMARY_INDEX_ID),
             indexes,
             next_index_id: desc.next_index_id.max(PRIMARY_INDEX_ID + 1),
+            next_column_id: desc
+                .next_column_id
+                .max(desc.columns.iter().map(|c| c.id + 1).max().unwrap_or(1)),
             checks: desc
                 .checks
                 .iter()
@@ -188,7 +204,7 @@ impl Table {
                 })
                 .collect(),
             primary_index: Some(IndexDescriptor {
-                id: PRIMARY_INDEX_ID,
+                id: self.primary_id,
                 name: format!("{}_pkey", self.name),
                 unique: true,
                 column_ids: self.pk.iter().map(|&i| self.columns[i].id).collect(),
@@ -205,7 +221,9 @@ impl Table {
                     descending: i.descending.clone(),
                 })
                 .collect(),
-            next_column_id: self.columns.iter().map(|c| c.id).max().unwrap_or(0) + 1,
+            next_column_id: self
+                .next_column_id
+                .max(self.columns.iter().map(|c| c.id + 1).max().unwrap_or(1)),
             next_index_id: self.next_index_id,
             version: self.version,
             checks: self
@@ -227,7 +245,7 @@ impl Table {
 
     /// The key span of the primary index: `[start, end)`.
     pub fn span(&self) -> (Vec<u8>, Vec<u8>) {
-        let start = index_prefix(self.id, PRIMARY_INDEX_ID);
+        let start = index_prefix(self.id, self.primary_id);
         let end = prefix_end(&start);
         (start, end)
     }
@@ -235,12 +253,12 @@ impl Table {
     /// The primary key of a full row.
     pub fn row_key(&self, row: &[Value]) -> Result<Vec<u8>> {
         let vals: Vec<&Value> = self.pk.iter().map(|&i| &row[i]).collect();
-        encoding::encode_index_key(self.id, PRIMARY_INDEX_ID, &vals)
+        encoding::encode_index_key(self.id, self.primary_id, &vals)
     }
 
     /// The primary key from primary key values.
     pub fn key_from_pk_values(&self, pk: &[Value]) -> Result<Vec<u8>> {
-        let mut k = index_prefix(self.id, PRIMARY_INDEX_ID);
+        let mut k = index_prefix(self.id, self.primary_id);
         for v in pk {
             encode_key_value(&mut k, v)?;
         }
@@ -260,7 +278,7 @@ impl Table {
 
     /// A full row from its stored key and value.
     pub fn decode_row(&self, key: &[u8], value: &[u8]) -> Result<Vec<Value>> {
-        let prefix_len = index_prefix(self.id, PRIMARY_INDEX_ID).len();
+        let prefix_len = index_prefix(self.id, self.primary_id).len();
         if key.len() < prefix_len {
             return Err(Error::Internal(
                 "row key shorter than its table prefix".into(),
@@ -323,7 +341,7 @@ impl Table {
 
     /// The primary key of a row from the value of one of its index entries.
     pub fn key_from_index_value(&self, value: &[u8]) -> Vec<u8> {
-        let mut k = index_prefix(self.id, PRIMARY_INDEX_ID);
+        let mut k = index_prefix(self.id, self.primary_id);
         k.extend_from_slice(value);
         k
     }
@@ -412,40 +430,80 @@ pub async fn get_table(txn: &mut Txn, name: &str) -> Result<Option<Table>> {
     Ok(Some(Table::from_descriptor(&decode_descriptor(&raw)?)?))
 }
 
-/// Looks several tables up by name, in two batched reads (names, then
-/// descriptors).
+/// The descriptor id last seen for each table name in this process: a
+/// guess that lets [`get_tables`] read a name and its descriptor in one
+/// batch. Only a hint: the name's entry is always read too, and a wrong
+/// guess costs a second read, never a wrong answer.
+static ID_HINTS: std::sync::LazyLock<std::sync::RwLock<HashMap<String, u32>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Looks several tables up by name: the name entries and the descriptors
+/// they are expected to point to in one batched read, then the
+/// descriptors whose id was not the expected one.
 pub async fn get_tables(txn: &mut Txn, names: &[String]) -> Result<Vec<Option<Table>>> {
     if names.is_empty() {
         return Ok(vec![]);
     }
-    let keys = names
+    let hints: Vec<Option<u32>> = {
+        let h = ID_HINTS.read().unwrap_or_else(|p| p.into_inner());
+        names.iter().map(|n| h.get(n).copied()).collect()
+    };
+    let mut keys = names
         .iter()
         .map(|n| namespace_key(n))
         .collect::<Result<Vec<_>>>()?;
-    let ids = txn.get_many(&keys).await?;
-    let mut desc_keys = Vec::new();
-    for (name, id) in names.iter().zip(&ids) {
-        if let Some(id) = id {
-            let id = u32::from_be_bytes(
-                id.as_slice()
-                    .try_into()
-                    .map_err(|_| Error::Internal(format!("corrupt namespace entry for {name}")))?,
-            );
-            desc_keys.push(descriptor_key(id)?);
+    for id in hints.iter().flatten() {
+        keys.push(descriptor_key(*id)?);
+    }
+    let mut got = txn.get_many(&keys).await?;
+    let guessed = got.split_off(names.len());
+    let mut guessed_by_id: HashMap<u32, Option<Vec<u8>>> =
+        hints.iter().flatten().copied().zip(guessed).collect();
+    let mut ids = Vec::with_capacity(names.len());
+    for (name, entry) in names.iter().zip(&got) {
+        ids.push(match entry {
+            Some(raw) => Some(u32::from_be_bytes(raw.as_slice().try_into().map_err(
+                |_| Error::Internal(format!("corrupt namespace entry for {name}")),
+            )?)),
+            None => None,
+        });
+    }
+    let missing: Vec<u32> = ids
+        .iter()
+        .flatten()
+        .filter(|id| !guessed_by_id.contains_key(id))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        let keys = missing
+            .iter()
+            .map(|id| descriptor_key(*id))
+            .collect::<Result<Vec<_>>>()?;
+        for (id, raw) in missing.into_iter().zip(txn.get_many(&keys).await?) {
+            guessed_by_id.insert(id, raw);
         }
     }
-    let mut descs = txn.get_many(&desc_keys).await?.into_iter();
     let mut out = Vec::with_capacity(names.len());
-    for (name, id) in names.iter().zip(&ids) {
-        if id.is_none() {
+    let mut learned = Vec::new();
+    for ((name, id), hint) in names.iter().zip(&ids).zip(&hints) {
+        let Some(id) = id else {
             out.push(None);
             continue;
+        };
+        if *hint != Some(*id) {
+            learned.push((name.clone(), *id));
         }
-        let raw = descs
-            .next()
-            .flatten()
-            .ok_or_else(|| Error::Internal(format!("table {name} has a name but no descriptor")))?;
+        let raw =
+            guessed_by_id.get(id).cloned().flatten().ok_or_else(|| {
+                Error::Internal(format!("table {name} has a name but no descriptor"))
+            })?;
         out.push(Some(Table::from_descriptor(&decode_descriptor(&raw)?)?));
+    }
+    if !learned.is_empty() {
+        let mut h = ID_HINTS.write().unwrap_or_else(|p| p.into_inner());
+        for (name, id) in learned {
+            h.insert(name, id);
+        }
     }
     Ok(out)
 }

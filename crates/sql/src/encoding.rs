@@ -4,7 +4,11 @@
 //! key   = 0x88 ++ table id (u32 BE) ++ index id (u32 BE) ++ key columns
 //!         key column = 0x00 (NULL) | 0x01 ++ memcomparable(value)
 //! value = for each non-key column that is not NULL:
-//!         column id (varint) ++ tag (1 bool, 2 int, 3 float, 4 text) ++ payload
+//!         column id (varint) ++ tag ++ payload
+//!         tags: 1 bool, 2 int (zigzag varint), 3 float (f64 LE), 4 text (len ++ UTF-8),
+//!               7 date, 8 timestamp, 9 timestamptz (zigzag varint),
+//!               10 interval (months, days, micros as zigzag varints);
+//!               5 and 6 are kept for numeric and bytea
 //! ```
 //!
 //! Tables are clustered on their primary key (index 1): the row lives under
@@ -122,6 +126,19 @@ pub fn encode_key_value(out: &mut Vec<u8>, v: &Value) -> Result<()> {
             out.push(0x01);
             out.extend(memcomparable::to_vec(s).map_err(mc_err)?);
         }
+        Value::Date(d) => {
+            out.push(0x01);
+            out.extend(memcomparable::to_vec(d).map_err(mc_err)?);
+        }
+        Value::Timestamp(t) | Value::TimestampTz(t) => {
+            out.push(0x01);
+            out.extend(memcomparable::to_vec(t).map_err(mc_err)?);
+        }
+        Value::Interval(_) => {
+            return Err(Error::FeatureNotSupported(
+                "interval columns in a primary key or index".into(),
+            ))
+        }
     }
     Ok(())
 }
@@ -132,7 +149,8 @@ fn encoded_len(bytes: &[u8], ty: &DataType) -> Result<usize> {
     let truncated = || Error::Internal("truncated key".into());
     let fixed = match ty {
         DataType::Bool => Some(1),
-        t if t.is_integer() || t.is_float() => Some(8),
+        DataType::Date => Some(4),
+        t if t.is_integer() || t.is_float() || t.is_datetime() => Some(8),
         _ => None,
     };
     if let Some(n) = fixed {
@@ -179,6 +197,13 @@ pub fn decode_key_values(mut bytes: &[u8], types: &[DataType]) -> Result<Vec<Val
             DataType::Bool => Value::Bool(memcomparable::from_slice(field).map_err(mc_err)?),
             t if t.is_integer() => Value::Int(memcomparable::from_slice(field).map_err(mc_err)?),
             t if t.is_float() => Value::Float(memcomparable::from_slice(field).map_err(mc_err)?),
+            DataType::Date => Value::Date(memcomparable::from_slice(field).map_err(mc_err)?),
+            DataType::Timestamp => {
+                Value::Timestamp(memcomparable::from_slice(field).map_err(mc_err)?)
+            }
+            DataType::TimestampTz => {
+                Value::TimestampTz(memcomparable::from_slice(field).map_err(mc_err)?)
+            }
             _ => Value::Text(memcomparable::from_slice::<String>(field).map_err(mc_err)?),
         };
         bytes = rest;
@@ -223,6 +248,15 @@ fn get_varint(bytes: &mut &[u8]) -> Result<u64> {
     }
 }
 
+fn put_zigzag(out: &mut Vec<u8>, i: i64) {
+    put_varint(out, ((i << 1) ^ (i >> 63)) as u64);
+}
+
+fn get_zigzag(bytes: &mut &[u8]) -> Result<i64> {
+    let z = get_varint(bytes)?;
+    Ok(((z >> 1) as i64) ^ -((z & 1) as i64))
+}
+
 /// Encodes the non-key columns of a row: `(column id, value)` pairs.
 pub fn encode_row_value<'a>(columns: impl IntoIterator<Item = (u32, &'a Value)>) -> Vec<u8> {
     let mut out = Vec::new();
@@ -237,8 +271,7 @@ pub fn encode_row_value<'a>(columns: impl IntoIterator<Item = (u32, &'a Value)>)
             Value::Int(i) => {
                 put_varint(&mut out, u64::from(id));
                 out.push(2);
-                // zigzag
-                put_varint(&mut out, ((*i << 1) ^ (*i >> 63)) as u64);
+                put_zigzag(&mut out, *i);
             }
             Value::Float(f) => {
                 put_varint(&mut out, u64::from(id));
@@ -250,6 +283,28 @@ pub fn encode_row_value<'a>(columns: impl IntoIterator<Item = (u32, &'a Value)>)
                 out.push(4);
                 put_varint(&mut out, s.len() as u64);
                 out.extend_from_slice(s.as_bytes());
+            }
+            Value::Date(d) => {
+                put_varint(&mut out, u64::from(id));
+                out.push(7);
+                put_zigzag(&mut out, i64::from(*d));
+            }
+            Value::Timestamp(t) => {
+                put_varint(&mut out, u64::from(id));
+                out.push(8);
+                put_zigzag(&mut out, *t);
+            }
+            Value::TimestampTz(t) => {
+                put_varint(&mut out, u64::from(id));
+                out.push(9);
+                put_zigzag(&mut out, *t);
+            }
+            Value::Interval(iv) => {
+                put_varint(&mut out, u64::from(id));
+                out.push(10);
+                put_zigzag(&mut out, i64::from(iv.months));
+                put_zigzag(&mut out, i64::from(iv.days));
+                put_zigzag(&mut out, iv.micros);
             }
         }
     }
@@ -270,9 +325,23 @@ pub fn decode_row_value(mut bytes: &[u8]) -> Result<Vec<(u32, Value)>> {
                 bytes = rest;
                 Value::Bool(b != 0)
             }
-            2 => {
-                let z = get_varint(&mut bytes)?;
-                Value::Int(((z >> 1) as i64) ^ -((z & 1) as i64))
+            2 => Value::Int(get_zigzag(&mut bytes)?),
+            7 => Value::Date(
+                i32::try_from(get_zigzag(&mut bytes)?)
+                    .map_err(|_| Error::Internal("date out of range in row value".into()))?,
+            ),
+            8 => Value::Timestamp(get_zigzag(&mut bytes)?),
+            9 => Value::TimestampTz(get_zigzag(&mut bytes)?),
+            10 => {
+                let bad = || Error::Internal("interval out of range in row value".into());
+                let months = i32::try_from(get_zigzag(&mut bytes)?).map_err(|_| bad())?;
+                let days = i32::try_from(get_zigzag(&mut bytes)?).map_err(|_| bad())?;
+                let micros = get_zigzag(&mut bytes)?;
+                Value::Interval(crate::datetime::Interval {
+                    months,
+                    days,
+                    micros,
+                })
             }
             3 => {
                 if bytes.len() < 8 {
@@ -348,6 +417,45 @@ mod tests {
         let row = encode_row_value(vals.iter().enumerate().map(|(i, v)| (i as u32 + 1, v)));
         let back = decode_row_value(&row).unwrap();
         assert_eq!(back.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), vals);
+    }
+
+    #[test]
+    fn dates_and_times_round_trip_and_order_as_keys() {
+        let iv = crate::datetime::Interval {
+            months: 1,
+            days: -2,
+            micros: 3,
+        };
+        let vals = vec![
+            Value::Date(-1),
+            Value::Timestamp(i64::MIN),
+            Value::TimestampTz(1_234_567),
+            Value::Interval(iv),
+        ];
+        // Intervals compare by their normalized value: check every field
+        // survives by comparing the debug form.
+        let row = encode_row_value(vals.iter().enumerate().map(|(i, v)| (i as u32 + 1, v)));
+        let back: Vec<Value> = decode_row_value(&row)
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(format!("{back:?}"), format!("{vals:?}"));
+        let types = [DataType::Date, DataType::Timestamp, DataType::TimestampTz];
+        let mut k = Vec::new();
+        for v in &vals[..3] {
+            encode_key_value(&mut k, v).unwrap();
+        }
+        assert_eq!(
+            format!("{:?}", decode_key_values(&k, &types).unwrap()),
+            format!("{:?}", &vals[..3])
+        );
+        let keys: Vec<Vec<u8>> = [-5i32, -1, 0, 7]
+            .iter()
+            .map(|d| encode_index_key(100, 1, &[&Value::Date(*d)]).unwrap())
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert!(encode_key_value(&mut Vec::new(), &Value::Interval(iv)).is_err());
     }
 
     #[test]

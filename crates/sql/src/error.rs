@@ -63,6 +63,12 @@ pub enum Error {
     /// A column is defined twice (42701).
     #[error("column \"{0}\" specified more than once")]
     DuplicateColumn(String),
+    /// ADD COLUMN of a name the table has (42701).
+    #[error("column \"{column}\" of relation \"{table}\" already exists")]
+    ColumnExists { column: String, table: String },
+    /// DROP COLUMN of a name the table lacks (42703).
+    #[error("column \"{column}\" of relation \"{table}\" does not exist")]
+    UndefinedColumnOf { column: String, table: String },
     /// Invalid table definition (42P16).
     #[error("invalid table definition: {0}")]
     InvalidTableDefinition(String),
@@ -86,6 +92,9 @@ pub enum Error {
     /// A value does not parse as its type (22P02).
     #[error("invalid input syntax for type {ty}: \"{value}\"")]
     InvalidTextRepresentation { ty: String, value: String },
+    /// Malformed COPY data (22P04), with its line as context.
+    #[error("{0}")]
+    BadCopyFileFormat(String),
     /// Out of range for the type (22003).
     #[error("{0} out of range")]
     NumericOutOfRange(String),
@@ -98,6 +107,15 @@ pub enum Error {
     /// Aggregates and GROUP BY misuse (42803).
     #[error("{0}")]
     Grouping(String),
+    /// A transaction grew past what the node holds in memory (53200).
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+    /// A date/time value that does not parse (22007).
+    #[error("{0}")]
+    InvalidDatetimeFormat(String),
+    /// A date/time value out of its type's range (22008).
+    #[error("{0}")]
+    DatetimeFieldOverflow(String),
     /// A scalar subquery returned several rows (21000).
     #[error("more than one row returned by a subquery used as an expression")]
     CardinalityViolation,
@@ -174,16 +192,21 @@ impl Error {
             Error::AmbiguousColumn(_) => "42702",
             Error::UndefinedFunction(_) | Error::UndefinedOperator(_) => "42883",
             Error::DuplicateTable(_) => "42P07",
-            Error::DuplicateColumn(_) => "42701",
+            Error::DuplicateColumn(_) | Error::ColumnExists { .. } => "42701",
+            Error::UndefinedColumnOf { .. } => "42703",
             Error::InvalidTableDefinition(_) => "42P16",
             Error::UniqueViolation { .. } => "23505",
             Error::NotNullViolation { .. } => "23502",
             Error::DatatypeMismatch(_) => "42804",
             Error::InvalidTextRepresentation { .. } => "22P02",
+            Error::BadCopyFileFormat(_) => "22P04",
             Error::NumericOutOfRange(_) => "22003",
             Error::DivisionByZero => "22012",
             Error::StringDataRightTruncation(_) => "22001",
             Error::Grouping(_) => "42803",
+            Error::InvalidDatetimeFormat(_) => "22007",
+            Error::OutOfMemory(_) => "53200",
+            Error::DatetimeFieldOverflow(_) => "22008",
             Error::CardinalityViolation => "21000",
             Error::InvalidParameterValue(_) => "22023",
             Error::ReadOnlyTransaction(_) => "25006",
@@ -242,6 +265,7 @@ impl From<concord_kv::Error> for Error {
             K::AmbiguousResult(m) => Error::StatementCompletionUnknown(m),
             K::Unavailable(m) => Error::Unavailable(m),
             K::DiskFull(m) => Error::DiskFull(m),
+            K::OutOfMemory(m) => Error::OutOfMemory(m),
             K::Storage(m) => Error::Io(m),
             K::ClockOffset(m) => Error::Unavailable(format!("clock offset: {m}")),
             K::TxnFinished(s) => Error::Internal(format!("transaction already {s}")),

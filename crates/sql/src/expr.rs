@@ -10,6 +10,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
+use crate::datetime;
 use crate::error::{Error, Result};
 use crate::types::{DataType, Value};
 
@@ -88,6 +89,13 @@ pub enum Func {
     UniqueRowid,
     /// `pg_sleep(seconds)`: the executor sleeps (see `exec`); NULL.
     PgSleep,
+    /// `clock_timestamp()`: the time now (volatile; `now()` and
+    /// `CURRENT_TIMESTAMP` are bound to the transaction's time instead).
+    ClockTimestamp,
+    /// `date_trunc(field, timestamp)`.
+    DateTrunc,
+    /// `extract(field FROM x)` / `date_part(field, x)` (double precision).
+    DatePart,
 }
 
 /// What a subquery computes for its enclosing row.
@@ -191,6 +199,7 @@ impl Expr {
                         .ok_or_else(|| Error::NumericOutOfRange("bigint".into()))?,
                 ),
                 Value::Float(f) => Value::Float(-f),
+                Value::Interval(iv) => Value::Interval(iv.negate()?),
                 v => return Err(Error::UndefinedOperator(format!("- {}", v.type_name()))),
             },
             Expr::Binary(op, l, r) => eval_binary(*op, l, r, row)?,
@@ -279,8 +288,10 @@ impl Expr {
             if matches!(
                 e,
                 Expr::Column(_) | Expr::Outer { .. } | Expr::Subquery(_) | Expr::Param(_)
-            ) || matches!(e, Expr::Func(Func::UniqueRowid | Func::PgSleep, _))
-            {
+            ) || matches!(
+                e,
+                Expr::Func(Func::UniqueRowid | Func::PgSleep | Func::ClockTimestamp, _)
+            ) {
                 constant = false;
             }
         });
@@ -530,6 +541,10 @@ pub fn binary_values(op: BinOp, lv: Value, rv: Value) -> Result<Value> {
             }
             Int(a.checked_rem(b).unwrap_or(0))
         }
+        (op, a @ (Date(_) | Timestamp(_) | TimestampTz(_) | Interval(_)), b)
+        | (op, a, b @ (Date(_) | Timestamp(_) | TimestampTz(_) | Interval(_))) => {
+            datetime_arith(op, a, b)?
+        }
         (op, a @ (Int(_) | Float(_)), b @ (Int(_) | Float(_))) => {
             let x = to_f64(&a);
             let y = to_f64(&b);
@@ -555,6 +570,66 @@ pub fn binary_values(op: BinOp, lv: Value, rv: Value) -> Result<Value> {
                 return Err(Error::NumericOutOfRange("double precision".into()));
             }
             Float(v)
+        }
+        (op, a, b) => {
+            return Err(Error::UndefinedOperator(format!(
+                "{} {} {}",
+                a.type_name(),
+                op.symbol(),
+                b.type_name()
+            )))
+        }
+    })
+}
+
+/// Arithmetic on dates, timestamps and intervals (PostgreSQL's operators:
+/// `date ± int`, `date − date`, `date/timestamp ± interval`,
+/// `timestamp − timestamp`, `interval ± interval`, `interval * / number`).
+fn datetime_arith(op: BinOp, a: Value, b: Value) -> Result<Value> {
+    use Value::*;
+    let ts_plus = |t: i64, iv: &datetime::Interval, neg: bool| -> Result<i64> {
+        let iv = if neg { iv.negate()? } else { *iv };
+        datetime::ts_add_interval(t, &iv)
+    };
+    Ok(match (op, a, b) {
+        (BinOp::Add, Date(d), Int(n)) | (BinOp::Add, Int(n), Date(d)) => {
+            Date(datetime::date_add_days(d, n)?)
+        }
+        (BinOp::Sub, Date(d), Int(n)) => Date(datetime::date_add_days(d, -n)?),
+        (BinOp::Sub, Date(a), Date(b)) => Int(i64::from(a) - i64::from(b)),
+        (BinOp::Add, Date(d), Interval(iv)) | (BinOp::Add, Interval(iv), Date(d)) => {
+            Timestamp(ts_plus(datetime::date_to_ts(d)?, &iv, false)?)
+        }
+        (BinOp::Sub, Date(d), Interval(iv)) => {
+            Timestamp(ts_plus(datetime::date_to_ts(d)?, &iv, true)?)
+        }
+        (BinOp::Add, Timestamp(t), Interval(iv)) | (BinOp::Add, Interval(iv), Timestamp(t)) => {
+            Timestamp(ts_plus(t, &iv, false)?)
+        }
+        (BinOp::Add, TimestampTz(t), Interval(iv)) | (BinOp::Add, Interval(iv), TimestampTz(t)) => {
+            TimestampTz(ts_plus(t, &iv, false)?)
+        }
+        (BinOp::Sub, Timestamp(t), Interval(iv)) => Timestamp(ts_plus(t, &iv, true)?),
+        (BinOp::Sub, TimestampTz(t), Interval(iv)) => TimestampTz(ts_plus(t, &iv, true)?),
+        (BinOp::Sub, Timestamp(a) | TimestampTz(a), Timestamp(b) | TimestampTz(b)) => {
+            Interval(datetime::ts_diff(a, b)?)
+        }
+        (BinOp::Sub, Timestamp(a) | TimestampTz(a), Date(b)) => {
+            Interval(datetime::ts_diff(a, datetime::date_to_ts(b)?)?)
+        }
+        (BinOp::Sub, Date(a), Timestamp(b) | TimestampTz(b)) => {
+            Interval(datetime::ts_diff(datetime::date_to_ts(a)?, b)?)
+        }
+        (BinOp::Add, Interval(a), Interval(b)) => Interval(a.add(&b)?),
+        (BinOp::Sub, Interval(a), Interval(b)) => Interval(a.add(&b.negate()?)?),
+        (BinOp::Mul, Interval(iv), n @ (Int(_) | Float(_)))
+        | (BinOp::Mul, n @ (Int(_) | Float(_)), Interval(iv)) => Interval(iv.mul(to_f64(&n))?),
+        (BinOp::Div, Interval(iv), n @ (Int(_) | Float(_))) => {
+            let n = to_f64(&n);
+            if n == 0.0 {
+                return Err(Error::DivisionByZero);
+            }
+            Interval(iv.mul(1.0 / n)?)
         }
         (op, a, b) => {
             return Err(Error::UndefinedOperator(format!(
@@ -599,6 +674,37 @@ fn eval_func(f: Func, args: &[Expr], row: &[Value]) -> Result<Value> {
         Func::UniqueRowid => Value::Int(crate::rowid::unique_rowid()),
         // The executor sleeps before evaluating (`exec::resolve_subqueries`).
         Func::PgSleep => Value::Null,
+        Func::ClockTimestamp => Value::TimestampTz(datetime::now_micros()),
+        Func::DateTrunc | Func::DatePart => match (arg(0), arg(1)) {
+            (Value::Null, _) | (_, Value::Null) => Value::Null,
+            (Value::Text(field), v) => {
+                let field = datetime::Field::parse(&field)?;
+                let (us, tz) = match v {
+                    Value::Timestamp(t) => (t, false),
+                    Value::TimestampTz(t) => (t, true),
+                    Value::Date(d) => (datetime::date_to_ts(d)?, false),
+                    v => {
+                        return Err(Error::UndefinedFunction(format!(
+                            "{f:?}(text, {})",
+                            v.type_name()
+                        )))
+                    }
+                };
+                if f == Func::DatePart {
+                    Value::Float(datetime::extract(field, us)?)
+                } else if tz {
+                    Value::TimestampTz(datetime::trunc(field, us)?)
+                } else {
+                    Value::Timestamp(datetime::trunc(field, us)?)
+                }
+            }
+            (a, _) => {
+                return Err(Error::UndefinedFunction(format!(
+                    "{f:?}({}, …)",
+                    a.type_name()
+                )))
+            }
+        },
         _ => match (f, arg(0)) {
             (_, Value::Null) => Value::Null,
             (Func::Abs, Value::Int(i)) => Value::Int(

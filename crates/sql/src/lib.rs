@@ -38,6 +38,8 @@
 //! `docs/plans/sql-engine.md`.
 
 pub mod catalog;
+pub mod copy;
+pub mod datetime;
 pub mod encoding;
 pub mod error;
 pub mod exec;

@@ -37,6 +37,8 @@ pub enum Stmt {
     /// `VACUUM [FULL | FREEZE | VERBOSE | ANALYZE | (options)] [t [(cols)], …]`
     /// (sqlparser knows Redshift's VACUUM, not PostgreSQL's).
     Vacuum { tables: Vec<ObjectName> },
+    /// `COPY … FROM STDIN | TO STDOUT` (see [`crate::copy`]).
+    Copy(Box<crate::copy::CopyStmt>),
 }
 
 /// When an `AS OF SYSTEM TIME` statement reads.
@@ -267,9 +269,15 @@ fn parse_plain(sql: &str) -> Result<Vec<Stmt>> {
         if p.peek_token().token == Token::EOF {
             return Ok(out);
         }
-        let stmt = match p.maybe_parse(concord_statement).map_err(syntax)? {
-            Some(s) => s,
-            None => Stmt::Sql(Box::new(p.parse_statement().map_err(syntax)?)),
+        // COPY is parsed here rather than in `concord_statement`: its errors
+        // carry their own SQLSTATEs and must not fall back to sqlparser.
+        let stmt = if crate::copy::at_copy(&p) {
+            Stmt::Copy(Box::new(crate::copy::parse_copy(&mut p)?))
+        } else {
+            match p.maybe_parse(concord_statement).map_err(syntax)? {
+                Some(s) => s,
+                None => Stmt::Sql(Box::new(p.parse_statement().map_err(syntax)?)),
+            }
         };
         out.push(stmt);
         let next = p.peek_token().token;

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::ops::Bound;
 
-use crate::catalog::Table;
+use crate::catalog::{Column, Table};
 use crate::expr::Expr;
 use crate::types::{DataType, Value};
 
@@ -23,6 +23,25 @@ pub struct OutputColumn {
 pub struct Returning {
     pub exprs: Vec<Expr>,
     pub columns: Vec<OutputColumn>,
+}
+
+/// One change of an `ALTER TABLE`.
+#[derive(Clone, Debug)]
+pub enum AlterOp {
+    /// Replaces the hidden row id key with these columns (rewriting the
+    /// rows and secondary indexes in the transaction).
+    AddPrimaryKey {
+        columns: Vec<String>,
+    },
+    /// The column's id is assigned when it is added.
+    AddColumn {
+        column: Column,
+        if_not_exists: bool,
+    },
+    DropColumns {
+        names: Vec<String>,
+        if_exists: bool,
+    },
 }
 
 /// A planned statement.
@@ -48,6 +67,11 @@ pub enum Plan {
     DropIndex {
         names: Vec<String>,
         if_exists: bool,
+    },
+    AlterTable {
+        table: String,
+        if_exists: bool,
+        ops: Vec<AlterOp>,
     },
     /// Deletes every row (and index entry) in the transaction.
     Truncate {

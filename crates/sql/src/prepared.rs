@@ -63,6 +63,27 @@ fn literal(v: &Value) -> ast::Expr {
             format: None,
         },
         Value::Text(s) => ast::Expr::value(ast::Value::SingleQuotedString(s.clone())),
+        Value::Date(_) | Value::Timestamp(_) | Value::TimestampTz(_) | Value::Interval(_) => {
+            let data_type = match v {
+                Value::Date(_) => ast::DataType::Date,
+                Value::Timestamp(_) => ast::DataType::Timestamp(None, ast::TimezoneInfo::None),
+                Value::TimestampTz(_) => {
+                    ast::DataType::Timestamp(None, ast::TimezoneInfo::WithTimeZone)
+                }
+                _ => ast::DataType::Interval {
+                    fields: None,
+                    precision: None,
+                },
+            };
+            ast::Expr::Cast {
+                kind: ast::CastKind::DoubleColon,
+                expr: Box::new(ast::Expr::value(ast::Value::SingleQuotedString(
+                    v.to_text().unwrap_or_default(),
+                ))),
+                data_type,
+                format: None,
+            }
+        }
     }
 }
 

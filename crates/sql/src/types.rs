@@ -13,6 +13,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
+use crate::datetime::{self, Interval};
 use crate::error::{Error, Result};
 
 /// A SQL data type.
@@ -27,6 +28,14 @@ pub enum DataType {
     Text,
     /// `VARCHAR(n)`; `None` = unbounded.
     Varchar(Option<u32>),
+    /// `CHAR(n)` (PostgreSQL's `bpchar`): blank-padded to `n` on output;
+    /// values are kept with trailing blanks stripped, which is how they
+    /// compare. `None` = unbounded (`bpchar`).
+    Char(Option<u32>),
+    Date,
+    Timestamp,
+    TimestampTz,
+    Interval,
     /// The type of a bare NULL literal, before context gives it one.
     Unknown,
 }
@@ -44,6 +53,12 @@ impl DataType {
             DataType::Text => "text".into(),
             DataType::Varchar(None) => "character varying".into(),
             DataType::Varchar(Some(n)) => format!("character varying({n})"),
+            DataType::Char(None) => "bpchar".into(),
+            DataType::Char(Some(n)) => format!("character({n})"),
+            DataType::Date => "date".into(),
+            DataType::Timestamp => "timestamp without time zone".into(),
+            DataType::TimestampTz => "timestamp with time zone".into(),
+            DataType::Interval => "interval".into(),
             DataType::Unknown => "unknown".into(),
         }
     }
@@ -59,6 +74,11 @@ impl DataType {
             DataType::Float8 => "float8",
             DataType::Text => "text",
             DataType::Varchar(_) => "varchar",
+            DataType::Char(_) => "bpchar",
+            DataType::Date => "date",
+            DataType::Timestamp => "timestamp",
+            DataType::TimestampTz => "timestamptz",
+            DataType::Interval => "interval",
             DataType::Unknown => "unknown",
         }
     }
@@ -74,6 +94,11 @@ impl DataType {
             "float8" => DataType::Float8,
             "text" => DataType::Text,
             "varchar" => DataType::Varchar((width > 0).then_some(width)),
+            "bpchar" => DataType::Char((width > 0).then_some(width)),
+            "date" => DataType::Date,
+            "timestamp" => DataType::Timestamp,
+            "timestamptz" => DataType::TimestampTz,
+            "interval" => DataType::Interval,
             other => return Err(Error::Internal(format!("unknown type {other} in catalog"))),
         })
     }
@@ -81,7 +106,7 @@ impl DataType {
     /// Width stored in the catalog (VARCHAR length; 0 otherwise).
     pub fn catalog_width(&self) -> u32 {
         match self {
-            DataType::Varchar(Some(n)) => *n,
+            DataType::Varchar(Some(n)) | DataType::Char(Some(n)) => *n,
             _ => 0,
         }
     }
@@ -103,7 +128,18 @@ impl DataType {
 
     /// Whether values are strings.
     pub fn is_string(&self) -> bool {
-        matches!(self, DataType::Text | DataType::Varchar(_))
+        matches!(
+            self,
+            DataType::Text | DataType::Varchar(_) | DataType::Char(_)
+        )
+    }
+
+    /// Whether values are dates or timestamps.
+    pub fn is_datetime(&self) -> bool {
+        matches!(
+            self,
+            DataType::Date | DataType::Timestamp | DataType::TimestampTz
+        )
     }
 
     /// The range of an integer type.
@@ -131,6 +167,13 @@ pub enum Value {
     Int(i64),
     Float(f64),
     Text(String),
+    /// Days since 2000-01-01 ([`crate::datetime`]).
+    Date(i32),
+    /// Microseconds since 2000-01-01 00:00:00.
+    Timestamp(i64),
+    /// Microseconds since 2000-01-01 00:00:00 UTC.
+    TimestampTz(i64),
+    Interval(Interval),
 }
 
 impl PartialEq for Value {
@@ -157,6 +200,18 @@ impl Hash for Value {
                 }
             }
             Value::Text(s) => s.hash(state),
+            // Dates and timestamps that compare equal must hash equally.
+            Value::Date(d) => {
+                2u8.hash(state);
+                datetime::date_to_ts(*d)
+                    .unwrap_or(i64::from(*d))
+                    .hash(state)
+            }
+            Value::Timestamp(t) | Value::TimestampTz(t) => {
+                2u8.hash(state);
+                t.hash(state)
+            }
+            Value::Interval(iv) => iv.normalized().hash(state),
         }
     }
 }
@@ -190,6 +245,15 @@ impl Value {
             (Int(a), Float(b)) => float_cmp(*a as f64, *b),
             (Float(a), Int(b)) => float_cmp(*a, *b as f64),
             (Text(a), Text(b)) => a.cmp(b),
+            (Date(a), Date(b)) => a.cmp(b),
+            (Timestamp(a) | TimestampTz(a), Timestamp(b) | TimestampTz(b)) => a.cmp(b),
+            (Date(a), Timestamp(b) | TimestampTz(b)) => {
+                datetime::date_to_ts(*a).unwrap_or(i64::MAX).cmp(b)
+            }
+            (Timestamp(a) | TimestampTz(a), Date(b)) => {
+                a.cmp(&datetime::date_to_ts(*b).unwrap_or(i64::MAX))
+            }
+            (Interval(a), Interval(b)) => a.cmp(b),
             // Values of different types never meet in a well-typed plan; order
             // them by type so that sorting stays total.
             (a, b) => a.type_rank().cmp(&b.type_rank()),
@@ -201,7 +265,9 @@ impl Value {
             Value::Bool(_) => 1,
             Value::Int(_) | Value::Float(_) => 2,
             Value::Text(_) => 3,
-            Value::Null => 4,
+            Value::Date(_) | Value::Timestamp(_) | Value::TimestampTz(_) => 4,
+            Value::Interval(_) => 5,
+            Value::Null => 6,
         }
     }
 
@@ -250,7 +316,20 @@ impl Value {
                 Float(g as f64)
             }
             (Float(f), DataType::Float8) => Float(*f),
-            (Int(_) | Float(_), t) if t.is_string() => Text(self.to_text().unwrap_or_default()),
+            (Text(s), DataType::Char(n)) => Text(fit_char(s, *n, explicit)?),
+            (v, DataType::Char(n)) => Text(fit_char(&v.to_text().unwrap_or_default(), *n, true)?),
+            (Int(_) | Float(_) | Date(_) | Timestamp(_) | TimestampTz(_) | Interval(_), t)
+                if t.is_string() =>
+            {
+                Text(self.to_text().unwrap_or_default())
+            }
+            (Date(d), DataType::Date) => Date(*d),
+            (Date(d), DataType::Timestamp) => Timestamp(datetime::date_to_ts(*d)?),
+            (Date(d), DataType::TimestampTz) => TimestampTz(datetime::date_to_ts(*d)?),
+            (Timestamp(t) | TimestampTz(t), DataType::Date) => Date(datetime::ts_to_date(*t)?),
+            (Timestamp(t) | TimestampTz(t), DataType::Timestamp) => Timestamp(*t),
+            (Timestamp(t) | TimestampTz(t), DataType::TimestampTz) => TimestampTz(*t),
+            (Interval(iv), DataType::Interval) => Interval(*iv),
             (Text(s), t) if t.is_string() => {
                 if let DataType::Varchar(Some(n)) = t {
                     let len = s.chars().count();
@@ -287,6 +366,10 @@ impl Value {
             Value::Int(_) => "bigint",
             Value::Float(_) => "double precision",
             Value::Text(_) => "text",
+            Value::Date(_) => "date",
+            Value::Timestamp(_) => "timestamp without time zone",
+            Value::TimestampTz(_) => "timestamp with time zone",
+            Value::Interval(_) => "interval",
         }
     }
 
@@ -298,6 +381,25 @@ impl Value {
             Value::Int(i) => Some(i.to_string()),
             Value::Float(f) => Some(format_float(*f)),
             Value::Text(s) => Some(s.clone()),
+            Value::Date(d) => Some(datetime::format_date(*d)),
+            Value::Timestamp(t) => Some(datetime::format_timestamp(*t)),
+            Value::TimestampTz(t) => Some(datetime::format_timestamptz(*t)),
+            Value::Interval(iv) => Some(datetime::format_interval(iv)),
+        }
+    }
+
+    /// PostgreSQL's text output of the value as a `ty`: `CHAR(n)` is
+    /// blank-padded, `REAL` prints with single precision.
+    pub fn to_text_as(&self, ty: &DataType) -> Option<String> {
+        match (self, ty) {
+            (Value::Text(s), DataType::Char(Some(n))) => {
+                let len = s.chars().count();
+                let mut out = s.clone();
+                out.extend(std::iter::repeat_n(' ', (*n as usize).saturating_sub(len)));
+                Some(out)
+            }
+            (Value::Float(f), DataType::Float4) => Some(format_float4(*f as f32)),
+            _ => self.to_text(),
         }
     }
 
@@ -314,6 +416,41 @@ fn float_cmp(a: f64, b: f64) -> Ordering {
         (false, true) => Ordering::Less,
         _ => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
     }
+}
+
+/// The value of a `CHAR(n)`: at most `n` characters (an explicit cast
+/// truncates; an assignment may drop only blanks, else 22001), kept without
+/// trailing blanks.
+fn fit_char(s: &str, n: Option<u32>, explicit: bool) -> Result<String> {
+    let trimmed = s.trim_end_matches(' ');
+    if let Some(n) = n {
+        let n = n as usize;
+        if trimmed.chars().count() > n {
+            if !explicit {
+                return Err(Error::StringDataRightTruncation(format!("character({n})")));
+            }
+            let cut: String = trimmed.chars().take(n).collect();
+            return Ok(cut.trim_end_matches(' ').to_string());
+        }
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Formats a `real` as PostgreSQL does: the shortest text that reads back
+/// as the same single-precision number.
+pub fn format_float4(f: f32) -> String {
+    if f.is_nan() || f.is_infinite() || f == 0.0 {
+        return format_float(f64::from(f));
+    }
+    let abs = f.abs();
+    if !(1e-4..1e15).contains(&abs) {
+        let s = format!("{f:e}");
+        let (mantissa, exp) = s.split_once('e').expect("{:e} output has an exponent");
+        let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.abs());
+    }
+    format!("{f}")
 }
 
 /// Formats a float as PostgreSQL does with `extra_float_digits = 1`: the
@@ -382,9 +519,13 @@ pub fn parse_text(s: &str, ty: &DataType) -> Result<Value> {
             };
             Value::Float(f).assign(ty)?
         }
-        DataType::Text | DataType::Varchar(_) | DataType::Unknown => {
+        DataType::Text | DataType::Varchar(_) | DataType::Char(_) | DataType::Unknown => {
             Value::Text(s.to_string()).assign(ty)?
         }
+        DataType::Date => Value::Date(datetime::parse_date(s)?),
+        DataType::Timestamp => Value::Timestamp(datetime::parse_timestamp(s)?),
+        DataType::TimestampTz => Value::TimestampTz(datetime::parse_timestamptz(s)?),
+        DataType::Interval => Value::Interval(datetime::parse_interval(s)?),
     })
 }
 

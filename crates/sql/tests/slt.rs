@@ -53,8 +53,9 @@ impl sqllogictest::AsyncDB for Concord {
                     let rows = rows
                         .into_iter()
                         .map(|r| {
-                            r.into_iter()
-                                .map(|v| v.to_text().unwrap_or_else(|| "NULL".into()))
+                            r.iter()
+                                .zip(&columns)
+                                .map(|(v, c)| v.to_text_as(&c.ty).unwrap_or_else(|| "NULL".into()))
                                 .collect()
                         })
                         .collect();
@@ -67,6 +68,9 @@ impl sqllogictest::AsyncDB for Concord {
                         .and_then(|n| n.parse().ok())
                         .unwrap_or(0);
                     last = DBOutput::StatementComplete(n);
+                }
+                Ok(other) => {
+                    return Err(SqlError(format!("COPY is not for this runner: {other:?}")))
                 }
                 Err(e) => return Err(SqlError(format!("{e} (SQLSTATE {})", e.sqlstate()))),
             }
@@ -127,5 +131,7 @@ slt!(
     indexes,
     cte,
     constraints,
-    session
+    session,
+    datetime,
+    alter
 );

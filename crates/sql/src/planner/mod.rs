@@ -50,8 +50,8 @@ use crate::catalog::{self, Column, Table};
 use crate::error::{Error, Result};
 use crate::expr::{BinOp, Expr, Func, Subquery, SubqueryKind};
 use crate::plan::{
-    AggCall, AggFunc, Node, OnConflict, OutputColumn, Plan, Returning, ScanSpans, SetOpKind,
-    SortKey,
+    AggCall, AggFunc, AlterOp, Node, OnConflict, OutputColumn, Plan, Returning, ScanSpans,
+    SetOpKind, SortKey,
 };
 use crate::types::{parse_text, DataType, Value};
 
@@ -474,7 +474,7 @@ impl<'a> Binder<'a> {
                         (Expr::Not(Box::new(x)), DataType::Bool)
                     }
                     ast::UnaryOperator::Minus => {
-                        if !ty.is_numeric() && ty != DataType::Unknown {
+                        if !ty.is_numeric() && ty != DataType::Unknown && ty != DataType::Interval {
                             return Err(Error::UndefinedOperator(format!("- {ty}")));
                         }
                         // Fold negative literals so that i64::MIN parses.
@@ -484,7 +484,7 @@ impl<'a> Binder<'a> {
                         if let Expr::Literal(Value::Float(f)) = &x {
                             return Ok((Expr::Literal(Value::Float(-f)), ty));
                         }
-                        (Expr::Neg(Box::new(x)), ty)
+                        (fold(Expr::Neg(Box::new(x)))?, ty)
                     }
                     ast::UnaryOperator::Plus => (x, ty),
                     other => {
@@ -703,6 +703,42 @@ impl<'a> Binder<'a> {
                 };
                 (Expr::Literal(parse_text(&s, &ty)?), ty)
             }
+            A::Interval(iv) => {
+                if iv.leading_field.is_some() || iv.last_field.is_some() {
+                    return Err(Error::FeatureNotSupported(
+                        "interval field qualifiers (INTERVAL '1' DAY)".into(),
+                    ));
+                }
+                let (x, t) = self.bind(&iv.value)?;
+                match x {
+                    Expr::Literal(Value::Text(s)) => (
+                        Expr::Literal(Value::Interval(crate::datetime::parse_interval(&s)?)),
+                        DataType::Interval,
+                    ),
+                    x if t == DataType::Interval => (x, t),
+                    x => (
+                        Expr::Cast(Box::new(x), DataType::Interval),
+                        DataType::Interval,
+                    ),
+                }
+            }
+            A::Extract { field, expr, .. } => {
+                let (x, t) = self.bind(expr)?;
+                if !(t.is_datetime() || t == DataType::Unknown) {
+                    return Err(Error::UndefinedFunction(format!("extract(unknown, {t})")));
+                }
+                let x = match x {
+                    Expr::Literal(Value::Text(s)) => {
+                        Expr::Literal(parse_text(&s, &DataType::Timestamp)?)
+                    }
+                    x => x,
+                };
+                let field = Expr::Literal(Value::Text(field.to_string()));
+                (
+                    fold(Expr::Func(Func::DatePart, vec![field, x]))?,
+                    DataType::Float8,
+                )
+            }
             A::Subquery(q) => {
                 let (sq, cols) = self.subquery(q, SubqueryKind::Scalar)?;
                 let [col] = cols.as_slice() else {
@@ -820,6 +856,53 @@ impl<'a> Binder<'a> {
                 arity(0)?;
                 (Func::UniqueRowid, DataType::Int8)
             }
+            // Stable within the transaction: bound to its time.
+            "now" | "current_timestamp" | "transaction_timestamp" | "statement_timestamp" => {
+                arity(0)?;
+                return Ok((
+                    Expr::Literal(Value::TimestampTz(statement_time())),
+                    DataType::TimestampTz,
+                ));
+            }
+            "localtimestamp" => {
+                arity(0)?;
+                return Ok((
+                    Expr::Literal(Value::Timestamp(statement_time())),
+                    DataType::Timestamp,
+                ));
+            }
+            "current_date" => {
+                arity(0)?;
+                return Ok((
+                    Expr::Literal(Value::Date(crate::datetime::ts_to_date(statement_time())?)),
+                    DataType::Date,
+                ));
+            }
+            "clock_timestamp" => {
+                arity(0)?;
+                (Func::ClockTimestamp, DataType::TimestampTz)
+            }
+            "date_trunc" | "date_part" => {
+                arity(2)?;
+                string_arg(0)?;
+                let t = match &bound[1].1 {
+                    DataType::Unknown => DataType::Timestamp,
+                    t if t.is_datetime() => t.clone(),
+                    t => return Err(Error::UndefinedFunction(format!("{name}(text, {t})"))),
+                };
+                let mut args: Vec<Expr> = bound.into_iter().map(|(e, _)| e).collect();
+                if let Some(Expr::Literal(Value::Text(x))) = args.get(1) {
+                    args[1] = Expr::Literal(parse_text(x, &t)?);
+                }
+                let (func, ty) = if name == "date_part" {
+                    (Func::DatePart, DataType::Float8)
+                } else if t == DataType::TimestampTz {
+                    (Func::DateTrunc, DataType::TimestampTz)
+                } else {
+                    (Func::DateTrunc, DataType::Timestamp)
+                };
+                return Ok((fold(Expr::Func(func, args))?, ty));
+            }
             "pg_sleep" => {
                 arity(1)?;
                 if !bound[0].1.is_numeric() && bound[0].1 != DataType::Unknown {
@@ -857,6 +940,10 @@ fn unify(a: &DataType, b: &DataType, what: &str) -> Result<DataType> {
         (x, y) if x.is_integer() && y.is_integer() => DataType::Int8,
         (x, y) if x.is_numeric() && y.is_numeric() => DataType::Float8,
         (x, y) if x.is_string() && y.is_string() => DataType::Text,
+        (DataType::TimestampTz, y) | (y, DataType::TimestampTz) if y.is_datetime() => {
+            DataType::TimestampTz
+        }
+        (x, y) if x.is_datetime() && y.is_datetime() => DataType::Timestamp,
         (x, y) => {
             return Err(Error::DatatypeMismatch(format!(
                 "{what} types {x} and {y} cannot be matched"
@@ -959,6 +1046,8 @@ fn coerce_pair(
 }
 
 fn bind_binary(op: BinOp, l: (Expr, DataType), r: (Expr, DataType)) -> Result<(Expr, DataType)> {
+    // `timestamp ± '1 day'`: the untyped literal is an interval.
+    let (l, r) = interval_literals(op, l, r)?;
     // `||` takes its operands as text: an untyped literal stays a string.
     let ((le, lt), (re, rt)) = if op == BinOp::Concat {
         (l, r)
@@ -985,6 +1074,10 @@ fn bind_binary(op: BinOp, l: (Expr, DataType), r: (Expr, DataType)) -> Result<(E
                 return Err(mismatch());
             }
             DataType::Text
+        }
+        _ if datetime_operands(&lt, &rt) => {
+            let t = datetime_result(op, &lt, &rt).ok_or_else(mismatch)?;
+            return Ok((fold(Expr::Binary(op, Box::new(le), Box::new(re)))?, t));
         }
         _ => {
             let t = match (&lt, &rt) {
@@ -1019,12 +1112,86 @@ fn bind_binary(op: BinOp, l: (Expr, DataType), r: (Expr, DataType)) -> Result<(E
     Ok((fold(Expr::Binary(op, Box::new(le), Box::new(re)))?, ty))
 }
 
+/// Whether an arithmetic operator has a date, timestamp or interval operand.
+fn datetime_operands(lt: &DataType, rt: &DataType) -> bool {
+    [lt, rt]
+        .iter()
+        .any(|t| t.is_datetime() || **t == DataType::Interval)
+}
+
+/// The result type of date/time arithmetic (PostgreSQL's operators), or
+/// None if there is no such operator.
+fn datetime_result(op: BinOp, lt: &DataType, rt: &DataType) -> Option<DataType> {
+    use DataType as T;
+    let ts = |t: &T| matches!(t, T::Timestamp | T::TimestampTz);
+    Some(match (op, lt, rt) {
+        (BinOp::Add, T::Date, i) | (BinOp::Add, i, T::Date) | (BinOp::Sub, T::Date, i)
+            if i.is_integer() =>
+        {
+            T::Date
+        }
+        (BinOp::Sub, T::Date, T::Date) => T::Int4,
+        (BinOp::Add, T::Date, T::Interval)
+        | (BinOp::Add, T::Interval, T::Date)
+        | (BinOp::Sub, T::Date, T::Interval) => T::Timestamp,
+        (BinOp::Add, t, T::Interval)
+        | (BinOp::Add, T::Interval, t)
+        | (BinOp::Sub, t, T::Interval)
+            if ts(t) =>
+        {
+            t.clone()
+        }
+        (BinOp::Sub, a, b) if a.is_datetime() && b.is_datetime() => T::Interval,
+        (BinOp::Add | BinOp::Sub, T::Interval, T::Interval) => T::Interval,
+        (BinOp::Mul, T::Interval, n)
+        | (BinOp::Mul, n, T::Interval)
+        | (BinOp::Div, T::Interval, n)
+            if n.is_numeric() =>
+        {
+            T::Interval
+        }
+        _ => return None,
+    })
+}
+
+/// In `timestamp ± 'text'` and `interval ± 'text'` the untyped literal is
+/// an interval when it reads as one (else, as in `ts - '2024-01-01'`, it
+/// takes the other operand's type later).
+fn interval_literals(
+    op: BinOp,
+    l: (Expr, DataType),
+    r: (Expr, DataType),
+) -> Result<((Expr, DataType), (Expr, DataType))> {
+    if !matches!(op, BinOp::Add | BinOp::Sub) {
+        return Ok((l, r));
+    }
+    let wants_interval = |t: &DataType| {
+        matches!(
+            t,
+            DataType::Timestamp | DataType::TimestampTz | DataType::Interval | DataType::Date
+        )
+    };
+    let fix = |side: (Expr, DataType), other: &DataType| -> (Expr, DataType) {
+        if side.1 == DataType::Unknown && wants_interval(other) {
+            if let Expr::Literal(Value::Text(s)) = &side.0 {
+                if let Ok(iv) = crate::datetime::parse_interval(s) {
+                    return (Expr::Literal(Value::Interval(iv)), DataType::Interval);
+                }
+            }
+        }
+        side
+    };
+    let (lt, rt) = (l.1.clone(), r.1.clone());
+    Ok((fix(l, &rt), fix(r, &lt)))
+}
+
 /// Whether values of two types can be compared.
 fn comparable(lt: &DataType, rt: &DataType, op: BinOp) -> Result<()> {
     let ok = *lt == DataType::Unknown
         || *rt == DataType::Unknown
         || (lt.is_numeric() && rt.is_numeric())
         || (lt.is_string() && rt.is_string())
+        || (lt.is_datetime() && rt.is_datetime())
         || lt == rt;
     if ok {
         Ok(())
@@ -1075,9 +1242,37 @@ pub fn bind_type(t: &ast::DataType) -> Result<DataType> {
         D::Double(_) | D::DoublePrecision | D::Float8 | D::Float64 => DataType::Float8,
         D::Text | D::String(_) => DataType::Text,
         D::Varchar(l) | D::CharacterVarying(l) | D::CharVarying(l) => DataType::Varchar(len(l)?),
-        D::Custom(name, _) if name.to_string().eq_ignore_ascii_case("string") => DataType::Text,
+        // `char` alone is char(1).
+        D::Char(l) | D::Character(l) => DataType::Char(Some(len(l)?.unwrap_or(1))),
+        D::Date => DataType::Date,
+        D::Timestamp(_, ast::TimezoneInfo::None | ast::TimezoneInfo::WithoutTimeZone) => {
+            DataType::Timestamp
+        }
+        D::Timestamp(_, ast::TimezoneInfo::WithTimeZone | ast::TimezoneInfo::Tz) => {
+            DataType::TimestampTz
+        }
+        D::Interval { .. } => DataType::Interval,
+        D::Custom(name, _) => match name.to_string().to_ascii_lowercase().as_str() {
+            "string" => DataType::Text,
+            "bpchar" => DataType::Char(None),
+            "timestamptz" => DataType::TimestampTz,
+            _ => return Err(Error::FeatureNotSupported(format!("type {name}"))),
+        },
         other => return Err(Error::FeatureNotSupported(format!("type {other}"))),
     })
+}
+
+thread_local! {
+    /// The transaction's time while a statement is planned ([`plan_with`]).
+    static STATEMENT_TIME: Cell<Option<i64>> = const { Cell::new(None) };
+}
+
+/// `now()`: the time of the transaction whose statement is being planned
+/// (the clock when planning outside one).
+fn statement_time() -> i64 {
+    STATEMENT_TIME
+        .with(|t| t.get())
+        .unwrap_or_else(crate::datetime::now_micros)
 }
 
 /// What planning a statement needs besides its text: the descriptors of
@@ -1089,6 +1284,8 @@ pub struct PlanCtx {
     /// The CTEs in scope while planning, innermost last. A reference plans
     /// the CTE's query again where it is used (CTEs are inlined).
     ctes: RefCell<Vec<Cte>>,
+    /// The transaction's time (`now()`), as a timestamptz.
+    now: i64,
 }
 
 /// A CTE in scope.
@@ -1124,6 +1321,7 @@ impl PlanCtx {
                 .collect(),
             next_subquery: Cell::new(0),
             ctes: RefCell::new(Vec::new()),
+            now: crate::datetime::from_unix_nanos(txn.read_ts().wall),
         })
     }
 
@@ -1189,13 +1387,20 @@ pub async fn plan(stmt: &Statement, txn: &mut Txn) -> Result<Plan> {
 
 /// Plans a statement against descriptors already read.
 pub fn plan_with(stmt: &Statement, cx: &PlanCtx) -> Result<Plan> {
+    let previous = STATEMENT_TIME.with(|t| t.replace(Some(cx.now)));
+    let out = plan_statement(stmt, cx);
+    STATEMENT_TIME.with(|t| t.set(previous));
+    out
+}
+
+fn plan_statement(stmt: &Statement, cx: &PlanCtx) -> Result<Plan> {
     match stmt {
         Statement::Query(q) => match (q.with.as_ref(), q.body.as_ref()) {
             // WITH … INSERT / UPDATE / DELETE.
             (
                 Some(with),
                 SetExpr::Insert(inner) | SetExpr::Update(inner) | SetExpr::Delete(inner),
-            ) => with_ctes(with, cx, || plan_with(inner, cx)),
+            ) => with_ctes(with, cx, || plan_statement(inner, cx)),
             _ => {
                 let (node, columns) = plan_query(q, cx, &[])?;
                 Ok(Plan::Query { node, columns })
@@ -1222,6 +1427,7 @@ pub fn plan_with(stmt: &Statement, cx: &PlanCtx) -> Result<Plan> {
             }
         }
         Statement::CreateIndex(ci) => plan_create_index(ci),
+        Statement::AlterTable(at) => plan_alter_table(at),
         Statement::Truncate(t) => Ok(Plan::Truncate {
             names: t
                 .table_names
@@ -1241,7 +1447,7 @@ pub fn plan_with(stmt: &Statement, cx: &PlanCtx) -> Result<Plan> {
             if *analyze {
                 return Err(Error::FeatureNotSupported("EXPLAIN ANALYZE".into()));
             }
-            Ok(Plan::Explain(Box::new(plan_with(statement, cx)?)))
+            Ok(Plan::Explain(Box::new(plan_statement(statement, cx)?)))
         }
         Statement::StartTransaction { .. } => Ok(Plan::Begin),
         Statement::Commit { .. } => Ok(Plan::Commit),
@@ -1260,6 +1466,87 @@ pub fn plan_with(stmt: &Statement, cx: &PlanCtx) -> Result<Plan> {
                 .join(" ")
         ))),
     }
+}
+
+/// A column's DEFAULT as stored: checked now that it binds and fits the
+/// column; bound again by each INSERT.
+fn check_default(e: &ast::Expr, ty: &DataType) -> Result<String> {
+    let (x, _) = Binder::plain(&Scope::default(), "DEFAULT expressions").bind(e)?;
+    if x.is_constant() {
+        x.eval(&[])?.assign(ty)?;
+    }
+    Ok(e.to_string())
+}
+
+/// `ALTER TABLE t ADD PRIMARY KEY (…) | ADD [COLUMN] … | DROP [COLUMN] …`.
+fn plan_alter_table(at: &ast::AlterTable) -> Result<Plan> {
+    let table = table_name(&at.name)?;
+    let mut ops = Vec::new();
+    for op in &at.operations {
+        ops.push(match op {
+            ast::AlterTableOperation::AddConstraint {
+                constraint: ast::TableConstraint::PrimaryKey(pkc),
+                ..
+            } => AlterOp::AddPrimaryKey {
+                columns: pkc
+                    .columns
+                    .iter()
+                    .map(|c| match &c.column.expr {
+                        ast::Expr::Identifier(id) => Ok(ident_name(id)),
+                        other => Err(Error::FeatureNotSupported(format!(
+                            "primary key on expression {other}"
+                        ))),
+                    })
+                    .collect::<Result<_>>()?,
+            },
+            ast::AlterTableOperation::AddColumn {
+                if_not_exists,
+                column_def: def,
+                ..
+            } => {
+                let ty = bind_type(&def.data_type)?;
+                let mut nullable = true;
+                let mut default = None;
+                for opt in &def.options {
+                    match &opt.option {
+                        ast::ColumnOption::NotNull => nullable = false,
+                        ast::ColumnOption::Null => nullable = true,
+                        ast::ColumnOption::Default(e) => default = Some(check_default(e, &ty)?),
+                        other => {
+                            return Err(Error::FeatureNotSupported(format!(
+                                "ADD COLUMN with {other}"
+                            )))
+                        }
+                    }
+                }
+                AlterOp::AddColumn {
+                    column: Column {
+                        id: 0,
+                        name: ident_name(&def.name),
+                        ty,
+                        nullable,
+                        default,
+                        hidden: false,
+                    },
+                    if_not_exists: *if_not_exists,
+                }
+            }
+            ast::AlterTableOperation::DropColumn {
+                column_names,
+                if_exists,
+                ..
+            } => AlterOp::DropColumns {
+                names: column_names.iter().map(ident_name).collect(),
+                if_exists: *if_exists,
+            },
+            other => return Err(Error::FeatureNotSupported(format!("ALTER TABLE … {other}"))),
+        });
+    }
+    Ok(Plan::AlterTable {
+        table,
+        if_exists: at.if_exists,
+        ops,
+    })
 }
 
 fn plan_create_table(ct: &ast::CreateTable) -> Result<Plan> {
@@ -1293,14 +1580,7 @@ fn plan_create_table(ct: &ast::CreateTable) -> Result<Plan> {
             match &opt.option {
                 ast::ColumnOption::NotNull => nullable = false,
                 ast::ColumnOption::Null => nullable = true,
-                ast::ColumnOption::Default(e) => {
-                    // Check now that the default binds and fits the column.
-                    let (x, _) = Binder::plain(&Scope::default(), "DEFAULT expressions").bind(e)?;
-                    if x.is_constant() {
-                        x.eval(&[])?.assign(&ty)?;
-                    }
-                    default = Some(e.to_string());
-                }
+                ast::ColumnOption::Default(e) => default = Some(check_default(e, &ty)?),
                 ast::ColumnOption::PrimaryKey(_) => set_pk(&mut pk, vec![i])?,
                 ast::ColumnOption::Unique(u) => uniques.push((
                     opt.name.as_ref().or(u.name.as_ref()).map(ident_name),
@@ -1402,8 +1682,10 @@ fn plan_create_table(ct: &ast::CreateTable) -> Result<Plan> {
         name,
         columns,
         pk,
+        primary_id: catalog::PRIMARY_INDEX_ID,
         indexes: vec![],
         next_index_id: catalog::PRIMARY_INDEX_ID + 1,
+        next_column_id: 0,
         checks: vec![],
         fillfactor: storage_params(&ct.table_options)?,
         version: 0,
@@ -1524,7 +1806,7 @@ fn storage_params(opts: &ast::CreateTableOptions) -> Result<u32> {
 }
 
 /// The CHECK constraints of a table, bound for a DML statement.
-fn bind_checks(table: &Table) -> Result<Vec<(String, Expr)>> {
+pub(crate) fn bind_checks(table: &Table) -> Result<Vec<(String, Expr)>> {
     let scope = Scope::of_table(table, None);
     table
         .checks
@@ -2583,7 +2865,15 @@ fn key_compatible(ty: &DataType, v: &Value) -> bool {
                 Value::Int(_)
             )
             | (DataType::Float4 | DataType::Float8, Value::Float(_))
-            | (DataType::Text | DataType::Varchar(_), Value::Text(_))
+            | (
+                DataType::Text | DataType::Varchar(_) | DataType::Char(_),
+                Value::Text(_)
+            )
+            | (DataType::Date, Value::Date(_))
+            | (
+                DataType::Timestamp | DataType::TimestampTz,
+                Value::Timestamp(_) | Value::TimestampTz(_)
+            )
     )
 }
 
@@ -2781,7 +3071,7 @@ fn plan_insert(ins: &ast::Insert, cx: &PlanCtx) -> Result<Plan> {
     })
 }
 
-fn bind_default(text: &str) -> Result<Expr> {
+pub(crate) fn bind_default(text: &str) -> Result<Expr> {
     let e = parse_expr(text)?;
     Ok(Binder::plain(&Scope::default(), "DEFAULT expressions")
         .bind(&e)?

@@ -15,6 +15,8 @@
 //! by the client; an implicit one is retried here, up to a bound, with
 //! jittered backoff.
 
+mod copy;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -52,6 +54,11 @@ pub enum StatementResult {
     },
     /// A command and its tag (`INSERT 0 3`, `CREATE TABLE`, …).
     Command { tag: String },
+    /// `COPY … FROM STDIN` waits for this many columns of data
+    /// ([`Session::copy_data`], [`Session::copy_done`]).
+    CopyIn { columns: usize },
+    /// `COPY … TO STDOUT`: one CopyData payload per row.
+    CopyOut { columns: usize, data: Vec<Vec<u8>> },
 }
 
 /// Where the session is with respect to transactions (for ReadyForQuery).
@@ -75,6 +82,8 @@ pub struct Session {
     vars: BTreeMap<String, String>,
     /// Reported settings changed by SET, not yet sent to the client.
     reports: Vec<(String, String)>,
+    /// A `COPY FROM STDIN` waiting for its data.
+    copy: Option<copy::CopyIn>,
 }
 
 /// Settings a client is told about (PostgreSQL's GUC_REPORT set).
@@ -146,6 +155,7 @@ impl Session {
             state: TxnState::Idle,
             vars: default_vars(),
             reports: Vec::new(),
+            copy: None,
         }
     }
 
@@ -229,6 +239,7 @@ impl Session {
                     .await
             }
             Stmt::Vacuum { tables } => self.admin("VACUUM", |s| Box::pin(s.vacuum(tables))).await,
+            Stmt::Copy(c) => self.copy(c).await,
         };
         match r {
             Err(Error::RetryOnKey { reason, key, txn }) => {
@@ -854,6 +865,14 @@ async fn execute_plan(plan: Plan, txn: &mut Txn) -> Result<StatementResult> {
         } => {
             exec::create_index(txn, &table, name, &columns, unique, if_not_exists).await?;
             tag("CREATE INDEX")
+        }
+        Plan::AlterTable {
+            table,
+            if_exists,
+            ops,
+        } => {
+            exec::alter_table(txn, &table, if_exists, &ops).await?;
+            tag("ALTER TABLE")
         }
         Plan::Truncate { names } => {
             let found = catalog::get_tables(txn, &names).await?;
