@@ -54,6 +54,10 @@ pub use twopc::failpoints;
 /// How many times a read moves its timestamp for uncertainty before giving up.
 /// The read timestamp only moves up and never past the fixed uncertainty
 /// limit, so this loop ends on its own; the bound is a safety net.
+/// The reason a transaction fails when a value it took from a cache
+/// ([`Txn::assume_read`]) was written after the cache read it.
+pub const ASSUMED_READ_CHANGED: &str = "ASSUMED_READ_CHANGED";
+
 const MAX_UNCERTAINTY_RESTARTS: usize = 10_000;
 /// How many times a request is regrouped because ranges split under it.
 const MAX_REGROUPS: usize = 100;
@@ -256,6 +260,7 @@ impl Db {
             buffered_bytes: 0,
             limits: self.limits,
             read_spans: Vec::new(),
+            assumed: Vec::new(),
             finished: None,
             priority,
             failpoints: self.failpoints.clone(),
@@ -295,6 +300,9 @@ pub struct Txn {
     /// Keys of user tables read since `collect_reads` started (FOR UPDATE
     /// locks what the statement read).
     collected: Option<Vec<Vec<u8>>>,
+    /// Keys taken from the caller's cache, with the timestamp each cached
+    /// value was read at ([`Txn::assume_read`]).
+    assumed: Vec<(Vec<u8>, Timestamp)>,
 }
 
 impl Drop for Txn {
@@ -413,9 +421,15 @@ impl Txn {
 
     /// One attempt at refreshing every read span to `to`.
     async fn refresh_spans_to(&mut self, to: Timestamp) -> Result<()> {
+        self.refresh_spans(&self.read_spans, self.read_ts, to).await
+    }
+
+    /// One attempt at checking that nothing was written in `spans` in
+    /// `(from, to]`.
+    async fn refresh_spans(&self, spans: &[Span], from: Timestamp, to: Timestamp) -> Result<()> {
         // Group the spans by range and refresh each group.
         let mut by_range: BTreeMap<u64, (Vec<u8>, Vec<Span>)> = BTreeMap::new();
-        for sp in &self.read_spans {
+        for sp in spans {
             let descs = if sp.end.is_empty() {
                 vec![self.sender.range_for_key(&sp.start).await?]
             } else {
@@ -432,11 +446,86 @@ impl Txn {
         for (_, (route_key, spans)) in by_range {
             let req = self.batch(vec![Req::Refresh(kv::RefreshRequest {
                 spans,
-                from: Some(self.read_ts.into()),
+                from: Some(from.into()),
                 to: Some(to.into()),
             })]);
             self.sender.send(&route_key, req, false).await?;
         }
+        Ok(())
+    }
+
+    /// Counts `key` as read by this transaction although its value came
+    /// from the caller's cache, filled by a read at `since` (the SQL layer's
+    /// descriptor cache). Before the transaction commits, a refresh checks
+    /// that nothing wrote the key after `since` (else a retryable error
+    /// whose reason starts with [`ASSUMED_READ_CHANGED`]); from then on the
+    /// key is in the read set like any other. `since` must not be above the
+    /// transaction's read timestamp.
+    pub fn assume_read(&mut self, key: &[u8], since: Timestamp) {
+        self.assumed.push((key.to_vec(), since));
+    }
+
+    /// Whether this is a read-only transaction at a past timestamp (it
+    /// never commits, so it cannot validate assumed reads).
+    pub fn is_historical(&self) -> bool {
+        self.historical
+    }
+
+    /// The sender this transaction goes through (one per node).
+    pub fn sender(&self) -> &Arc<DistSender> {
+        &self.sender
+    }
+
+    /// Whether this transaction has buffered writes in `[start, end)`.
+    pub fn wrote_in(&self, start: &[u8], end: &[u8]) -> bool {
+        self.buffered_in(start, end) > 0
+    }
+
+    /// Whether the transaction holds assumed reads not yet checked.
+    pub fn has_assumed_reads(&self) -> bool {
+        !self.assumed.is_empty()
+    }
+
+    /// Checks the assumed reads now rather than at commit (when an error
+    /// the caller is about to report may be due to a stale cached value).
+    pub async fn check_assumed_reads(&mut self) -> Result<()> {
+        self.validate_assumed().await
+    }
+
+    /// Checks the keys of [`Txn::assume_read`]: one refresh from the oldest
+    /// `since` to the read timestamp.
+    async fn validate_assumed(&mut self) -> Result<()> {
+        let Some(from) = self.assumed.iter().map(|(_, t)| *t).min() else {
+            return Ok(());
+        };
+        let mut keys: Vec<Vec<u8>> = std::mem::take(&mut self.assumed)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let spans: Vec<Span> = keys
+            .into_iter()
+            .map(|start| Span { start, end: vec![] })
+            .collect();
+        if from < self.read_ts {
+            let mut regroups = 0;
+            loop {
+                match self.refresh_spans(&spans, from, self.read_ts).await {
+                    Err(Error::RangeChanged) if regroups < MAX_REGROUPS => regroups += 1,
+                    Err(e) if e.is_retryable() || matches!(e, Error::RangeChanged) => {
+                        return Err(Error::TransactionRetry {
+                            key: Vec::new(),
+                            txn: concord_storage::fmt_txn_id(&self.id),
+                            reason: format!("{ASSUMED_READ_CHANGED}: {e}"),
+                        })
+                    }
+                    Err(e) => return Err(e),
+                    Ok(()) => break,
+                }
+            }
+        }
+        self.read_spans.extend(spans);
         Ok(())
     }
 
@@ -766,6 +855,10 @@ impl Txn {
     /// sent again.
     pub async fn commit(&mut self) -> Result<Timestamp> {
         self.check_open()?;
+        if let Err(e) = self.validate_assumed().await {
+            self.rollback();
+            return Err(e);
+        }
         if self.writes.is_empty() && self.locks.is_none() {
             self.deregister();
             self.finished = Some("committed");

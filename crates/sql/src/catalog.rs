@@ -430,81 +430,156 @@ pub async fn get_table(txn: &mut Txn, name: &str) -> Result<Option<Table>> {
     Ok(Some(Table::from_descriptor(&decode_descriptor(&raw)?)?))
 }
 
-/// The descriptor id last seen for each table name in this process: a
-/// guess that lets [`get_tables`] read a name and its descriptor in one
-/// batch. Only a hint: the name's entry is always read too, and a wrong
-/// guess costs a second read, never a wrong answer.
-static ID_HINTS: std::sync::LazyLock<std::sync::RwLock<HashMap<String, u32>>> =
+/// Descriptors this process has read, per node (a node's `DistSender`):
+/// name → (id, table, the timestamp they were read at).
+///
+/// A statement that finds every table it names here, read no more than
+/// [`CACHE_MAX_AGE`] before its transaction's read timestamp, plans with
+/// them without reading the catalog: the transaction *assumes* it read the
+/// name and descriptor keys ([`Txn::assume_read`]), and before it commits
+/// one refresh checks that nobody wrote them since the cache read them.
+/// A schema change in between therefore fails the transaction with 40001
+/// (and empties the cache, [`forget_cached_descriptors`]), exactly as if it
+/// had read the old descriptor itself: serializability is kept, and a
+/// pgbench transaction reads the catalog once instead of once per
+/// statement. A transaction that wrote the catalog (DDL) never uses or
+/// fills the cache.
+static CACHE: std::sync::LazyLock<std::sync::Mutex<HashMap<usize, NodeCache>>> =
     std::sync::LazyLock::new(Default::default);
 
-/// Looks several tables up by name: the name entries and the descriptors
-/// they are expected to point to in one batched read, then the
-/// descriptors whose id was not the expected one.
+/// How stale a cached descriptor may be and still be used (a bound on the
+/// window in which a schema change makes other nodes' transactions retry).
+const CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+
+struct NodeCache {
+    /// The node the entries belong to: a cache is never used by a sender
+    /// that merely reuses a dropped one's address.
+    owner: std::sync::Weak<concord_kv::DistSender>,
+    tables: HashMap<String, (u32, Table, concord_hlc::Timestamp)>,
+}
+
+/// Empties the descriptor cache of every node in this process (after a
+/// transaction found a cached descriptor changed).
+pub fn forget_cached_descriptors() {
+    CACHE.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
+
+/// Whether the transaction wrote the catalog (names or descriptors).
+fn wrote_catalog(txn: &Txn) -> bool {
+    txn.wrote_in(
+        &index_prefix(NAMESPACE_TABLE, 0),
+        &index_prefix(DESCRIPTOR_TABLE + 1, 0),
+    )
+}
+
+/// The cached tables for `names`, if every one is cached and fresh enough
+/// for this transaction; the transaction then assumes their keys read.
+fn cached_tables(txn: &mut Txn, names: &[String]) -> Result<Option<Vec<Option<Table>>>> {
+    // A historical read never commits, so it could not validate.
+    if wrote_catalog(txn) || txn.is_historical() {
+        return Ok(None);
+    }
+    let read_ts = txn.read_ts();
+    let oldest = read_ts.wall.saturating_sub(CACHE_MAX_AGE.as_nanos() as u64);
+    let found: Vec<(u32, Table, concord_hlc::Timestamp)> = {
+        let cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        let key = std::sync::Arc::as_ptr(txn.sender()) as usize;
+        let Some(node) = cache.get(&key) else {
+            return Ok(None);
+        };
+        if !std::ptr::eq(node.owner.as_ptr(), std::sync::Arc::as_ptr(txn.sender())) {
+            return Ok(None);
+        }
+        let mut found = Vec::with_capacity(names.len());
+        for name in names {
+            match node.tables.get(name) {
+                Some((id, t, since)) if *since <= read_ts && since.wall >= oldest => {
+                    found.push((*id, t.clone(), *since))
+                }
+                _ => return Ok(None),
+            }
+        }
+        found
+    };
+    let mut out = Vec::with_capacity(names.len());
+    for (name, (id, table, since)) in names.iter().zip(found) {
+        txn.assume_read(&namespace_key(name)?, since);
+        txn.assume_read(&descriptor_key(id)?, since);
+        out.push(Some(table));
+    }
+    Ok(Some(out))
+}
+
+/// Remembers tables the transaction read (unless it wrote the catalog).
+fn cache_tables(txn: &Txn, found: &[(String, u32, Table)]) {
+    if found.is_empty() || wrote_catalog(txn) {
+        return;
+    }
+    let sender = txn.sender();
+    let key = std::sync::Arc::as_ptr(sender) as usize;
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let node = cache.entry(key).or_insert_with(|| NodeCache {
+        owner: std::sync::Arc::downgrade(sender),
+        tables: HashMap::new(),
+    });
+    if !std::ptr::eq(node.owner.as_ptr(), std::sync::Arc::as_ptr(sender)) {
+        *node = NodeCache {
+            owner: std::sync::Arc::downgrade(sender),
+            tables: HashMap::new(),
+        };
+    }
+    for (name, id, table) in found {
+        node.tables
+            .insert(name.clone(), (*id, table.clone(), txn.read_ts()));
+    }
+}
+
+/// Looks several tables up by name: from the descriptor cache when it
+/// holds them all (see [`CACHE`]), else in two batched reads (names, then
+/// descriptors).
 pub async fn get_tables(txn: &mut Txn, names: &[String]) -> Result<Vec<Option<Table>>> {
     if names.is_empty() {
         return Ok(vec![]);
     }
-    let hints: Vec<Option<u32>> = {
-        let h = ID_HINTS.read().unwrap_or_else(|p| p.into_inner());
-        names.iter().map(|n| h.get(n).copied()).collect()
-    };
-    let mut keys = names
+    if let Some(found) = cached_tables(txn, names)? {
+        return Ok(found);
+    }
+    let keys = names
         .iter()
         .map(|n| namespace_key(n))
         .collect::<Result<Vec<_>>>()?;
-    for id in hints.iter().flatten() {
-        keys.push(descriptor_key(*id)?);
-    }
-    let mut got = txn.get_many(&keys).await?;
-    let guessed = got.split_off(names.len());
-    let mut guessed_by_id: HashMap<u32, Option<Vec<u8>>> =
-        hints.iter().flatten().copied().zip(guessed).collect();
-    let mut ids = Vec::with_capacity(names.len());
-    for (name, entry) in names.iter().zip(&got) {
-        ids.push(match entry {
+    let ids = txn.get_many(&keys).await?;
+    let mut desc_keys = Vec::new();
+    let mut parsed = Vec::with_capacity(names.len());
+    for (name, id) in names.iter().zip(&ids) {
+        let id = match id {
             Some(raw) => Some(u32::from_be_bytes(raw.as_slice().try_into().map_err(
                 |_| Error::Internal(format!("corrupt namespace entry for {name}")),
             )?)),
             None => None,
-        });
-    }
-    let missing: Vec<u32> = ids
-        .iter()
-        .flatten()
-        .filter(|id| !guessed_by_id.contains_key(id))
-        .copied()
-        .collect();
-    if !missing.is_empty() {
-        let keys = missing
-            .iter()
-            .map(|id| descriptor_key(*id))
-            .collect::<Result<Vec<_>>>()?;
-        for (id, raw) in missing.into_iter().zip(txn.get_many(&keys).await?) {
-            guessed_by_id.insert(id, raw);
+        };
+        if let Some(id) = id {
+            desc_keys.push(descriptor_key(id)?);
         }
+        parsed.push(id);
     }
+    let mut descs = txn.get_many(&desc_keys).await?.into_iter();
     let mut out = Vec::with_capacity(names.len());
     let mut learned = Vec::new();
-    for ((name, id), hint) in names.iter().zip(&ids).zip(&hints) {
+    for (name, id) in names.iter().zip(parsed) {
         let Some(id) = id else {
             out.push(None);
             continue;
         };
-        if *hint != Some(*id) {
-            learned.push((name.clone(), *id));
-        }
-        let raw =
-            guessed_by_id.get(id).cloned().flatten().ok_or_else(|| {
-                Error::Internal(format!("table {name} has a name but no descriptor"))
-            })?;
-        out.push(Some(Table::from_descriptor(&decode_descriptor(&raw)?)?));
+        let raw = descs
+            .next()
+            .flatten()
+            .ok_or_else(|| Error::Internal(format!("table {name} has a name but no descriptor")))?;
+        let table = Table::from_descriptor(&decode_descriptor(&raw)?)?;
+        learned.push((name.clone(), id, table.clone()));
+        out.push(Some(table));
     }
-    if !learned.is_empty() {
-        let mut h = ID_HINTS.write().unwrap_or_else(|p| p.into_inner());
-        for (name, id) in learned {
-            h.insert(name, id);
-        }
-    }
+    cache_tables(txn, &learned);
     Ok(out)
 }
 

@@ -251,6 +251,11 @@ impl From<concord_kv::Error> for Error {
                 Error::RetryOnKey { reason, key, txn }
             }
             K::TransactionRetry { txn, reason, .. } => {
+                // A cached descriptor changed under the transaction: the
+                // retry must read the catalog afresh.
+                if reason.starts_with(concord_kv::ASSUMED_READ_CHANGED) {
+                    crate::catalog::forget_cached_descriptors();
+                }
                 Error::SerializationFailure(format!("{reason} (transaction {txn})"))
             }
             K::WriteIntent { key, intent } => Error::RetryOnKey {

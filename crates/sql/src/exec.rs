@@ -1096,7 +1096,15 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
                 .iter()
                 .map(|r| table.row_key(r))
                 .collect::<Result<Vec<_>>>()?;
-            let existing = txn.get_many(&keys).await?;
+            // A row id the statement did not supply is new by construction
+            // (`rowid::unique_rowid`): there is no existing row to look for.
+            let fresh_rowid = matches!(table.pk.as_slice(),
+                [i] if table.columns[*i].hidden && !columns.contains(i));
+            let existing = if fresh_rowid {
+                vec![None; keys.len()]
+            } else {
+                txn.get_many(&keys).await?
+            };
             let probes = unique_probes(table, rows.iter(), txn).await?;
             // Row by row, as PostgreSQL checks: a row claims its keys only
             // if it is written, so a row skipped by DO NOTHING blocks no

@@ -303,18 +303,26 @@ impl Session {
         let count = crate::prepared::parameter_count(sql_stmt).max(hints.len());
         let mut types = hints.to_vec();
         types.resize(count, DataType::Unknown);
-        let cx = match &mut self.state {
-            TxnState::Open(t) => planner::PlanCtx::load(sql_stmt, t).await?,
+        let mut own = None;
+        let txn = match &mut self.state {
+            TxnState::Open(t) => t,
             TxnState::Aborted => return Err(Error::InFailedTransaction),
-            TxnState::Idle => {
-                let mut txn = self.db.begin();
-                let cx = planner::PlanCtx::load(sql_stmt, &mut txn).await;
-                txn.rollback();
-                cx?
-            }
+            TxnState::Idle => own.insert(self.db.begin()),
         };
-        let (plan, param_types) =
-            planner::params::describe(types, || planner::plan_with(sql_stmt, &cx));
+        let described = match planner::PlanCtx::load(sql_stmt, txn).await {
+            Ok(cx) => Ok(planner::params::describe(types, || {
+                planner::plan_with(sql_stmt, &cx)
+            })),
+            Err(e) => Err(e),
+        };
+        let described = match described {
+            Ok((Err(e), _)) | Err(e) => Err(blame_stale_schema(txn, e).await),
+            Ok(ok) => Ok(ok),
+        };
+        if let Some(mut t) = own {
+            t.rollback();
+        }
+        let (plan, param_types) = described?;
         let columns = match plan? {
             Plan::Query { columns, .. } => Some(columns),
             Plan::Insert { returning, .. }
@@ -813,6 +821,28 @@ fn text_column(name: &str) -> OutputColumn {
 
 /// Plans and executes a statement inside `txn`.
 pub async fn run(stmt: &Statement, txn: &mut Txn) -> Result<StatementResult> {
+    match run_unchecked(stmt, txn).await {
+        Err(e) => Err(blame_stale_schema(txn, e).await),
+        ok => ok,
+    }
+}
+
+/// After a statement failed with `e` in a transaction that planned with
+/// cached descriptors ([`catalog::get_tables`]): a stale one may be to
+/// blame (a column "does not exist" that another node just added), so the
+/// cached reads are checked now. A stale one turns the failure into 40001
+/// (and empties the cache), which an implicit transaction retries.
+async fn blame_stale_schema(txn: &mut Txn, e: Error) -> Error {
+    if e.is_retryable() || !txn.has_assumed_reads() {
+        return e;
+    }
+    match txn.check_assumed_reads().await {
+        Err(stale) => Error::from(stale),
+        Ok(()) => e,
+    }
+}
+
+async fn run_unchecked(stmt: &Statement, txn: &mut Txn) -> Result<StatementResult> {
     if let Statement::Query(q) = stmt {
         if !q.locks.is_empty() {
             // SELECT … FOR UPDATE / FOR SHARE: run the query, then lock
