@@ -281,24 +281,48 @@ async fn execute(ctx: &NodeContext, r: &ReplicaHandle, action: Action) -> Result
         .map_err(|e| e.to_string())
 }
 
-/// The user key at which a range holds half its bytes (a row boundary).
-fn middle_key(ctx: &NodeContext, desc: &RangeDescriptor, half: u64) -> Option<Vec<u8>> {
-    let engine = ctx.store.engine();
-    let lower = keys::escape(&desc.start_key);
-    let upper = (!desc.end_key.is_empty()).then(|| keys::escape(&desc.end_key));
-    let mut it = engine.iter(Cf::Data, &lower, upper.as_deref());
-    let mut seen = 0u64;
-    while it.valid().ok()? {
-        seen += (it.key().len() + it.value().len()) as u64;
-        if seen >= half {
-            let (key, _) = keys::decode_mvcc_key(it.key()).ok()?;
-            if key.as_slice() > desc.start_key.as_slice() && key.as_slice() >= keys::MIN_SPLIT_KEY {
-                return Some(key);
+/// The user key at which a range holds half the bytes of its data column
+/// family (a row boundary), found in one pass: the key at every 1 MiB is
+/// remembered and the one nearest the middle is chosen. The range's
+/// statistics are not used for "half": they may count what the data column
+/// family does not hold (intents), which made the search fail every round
+/// on a freshly loaded range. The scan reads the whole range, so it runs
+/// on a blocking thread (it took the async runtime's worker for seconds,
+/// starving Raft ticks into elections).
+async fn middle_key(ctx: &NodeContext, desc: &RangeDescriptor) -> Option<Vec<u8>> {
+    let engine = ctx.store.engine().clone();
+    let desc = desc.clone();
+    tokio::task::spawn_blocking(move || {
+        let lower = keys::escape(&desc.start_key);
+        let upper = (!desc.end_key.is_empty()).then(|| keys::escape(&desc.end_key));
+        let mut it = engine.iter(Cf::Data, &lower, upper.as_deref());
+        const STEP: u64 = 1 << 20;
+        let mut seen = 0u64;
+        let mut next_mark = STEP;
+        let mut marks: Vec<(u64, Vec<u8>)> = Vec::new();
+        while it.valid().ok()? {
+            seen += (it.key().len() + it.value().len()) as u64;
+            if seen >= next_mark {
+                let (key, _) = keys::decode_mvcc_key(it.key()).ok()?;
+                if key.as_slice() > desc.start_key.as_slice()
+                    && key.as_slice() >= keys::MIN_SPLIT_KEY
+                    && marks.last().is_none_or(|(_, k)| *k != key)
+                {
+                    marks.push((seen, key));
+                }
+                next_mark = seen + STEP;
             }
+            it.next();
         }
-        it.next();
-    }
-    None
+        let half = seen / 2;
+        marks
+            .into_iter()
+            .min_by_key(|(at, _)| at.abs_diff(half))
+            .map(|(_, k)| k)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// Runs the queues until shutdown.
@@ -387,7 +411,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
             }
             // Split queue.
             if st.bytes > ctx.config.range_max_bytes {
-                if let Some(key) = middle_key(&ctx, &desc, st.bytes / 2) {
+                if let Some(key) = middle_key(&ctx, &desc).await {
                     match ctx.db.admin_split(&key).await {
                         Ok(_) => tracing::info!(
                             range_id = r.range_id,

@@ -528,9 +528,14 @@ fn cache_tables(txn: &Txn, found: &[(String, u32, Table)]) {
             tables: HashMap::new(),
         };
     }
+    // Checked later from just below the read timestamp: the reading
+    // transaction itself may go on to write the catalog *at* its read
+    // timestamp (a DDL reads the descriptor first), and a refresh looks
+    // for writes above its starting point only.
+    let since = txn.read_ts().prev();
     for (name, id, table) in found {
         node.tables
-            .insert(name.clone(), (*id, table.clone(), txn.read_ts()));
+            .insert(name.clone(), (*id, table.clone(), since));
     }
 }
 

@@ -571,15 +571,18 @@ pub fn binary_values(op: BinOp, lv: Value, rv: Value) -> Result<Value> {
             }
             Float(v)
         }
-        (op, a, b) => {
-            return Err(Error::UndefinedOperator(format!(
-                "{} {} {}",
-                a.type_name(),
-                op.symbol(),
-                b.type_name()
-            )))
-        }
+        (op, a, b) => return Err(no_operator(op, &a, &b)),
     })
+}
+
+/// "operator does not exist: date + date" (42883).
+fn no_operator(op: BinOp, a: &Value, b: &Value) -> Error {
+    Error::UndefinedOperator(format!(
+        "{} {} {}",
+        a.type_name(),
+        op.symbol(),
+        b.type_name()
+    ))
 }
 
 /// Arithmetic on dates, timestamps and intervals (PostgreSQL's operators:
@@ -631,14 +634,7 @@ fn datetime_arith(op: BinOp, a: Value, b: Value) -> Result<Value> {
             }
             Interval(iv.mul(1.0 / n)?)
         }
-        (op, a, b) => {
-            return Err(Error::UndefinedOperator(format!(
-                "{} {} {}",
-                a.type_name(),
-                op.symbol(),
-                b.type_name()
-            )))
-        }
+        (op, a, b) => return Err(no_operator(op, &a, &b)),
     })
 }
 

@@ -442,15 +442,20 @@ pub fn format_float4(f: f32) -> String {
     if f.is_nan() || f.is_infinite() || f == 0.0 {
         return format_float(f64::from(f));
     }
-    let abs = f.abs();
-    if !(1e-4..1e15).contains(&abs) {
-        let s = format!("{f:e}");
-        let (mantissa, exp) = s.split_once('e').expect("{:e} output has an exponent");
-        let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
-        let sign = if exp < 0 { '-' } else { '+' };
-        return format!("{mantissa}e{sign}{:02}", exp.abs());
+    shortest(f, (1e-4..1e15).contains(&f.abs()))
+}
+
+/// The shortest text of a finite non-zero float: plain, or with
+/// PostgreSQL's exponent (`1e+20`, `1.5e-05`).
+fn shortest<F: fmt::Display + fmt::LowerExp>(f: F, plain: bool) -> String {
+    if plain {
+        return format!("{f}");
     }
-    format!("{f}")
+    let s = format!("{f:e}");
+    let (mantissa, exp) = s.split_once('e').expect("{:e} output has an exponent");
+    let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.abs())
 }
 
 /// Formats a float as PostgreSQL does with `extra_float_digits = 1`: the
@@ -473,15 +478,7 @@ pub fn format_float(f: f64) -> String {
             "0".into()
         };
     }
-    let abs = f.abs();
-    if !(1e-4..1e15).contains(&abs) {
-        let s = format!("{f:e}");
-        let (mantissa, exp) = s.split_once('e').expect("{:e} output has an exponent");
-        let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
-        let sign = if exp < 0 { '-' } else { '+' };
-        return format!("{mantissa}e{sign}{:02}", exp.abs());
-    }
-    format!("{f}")
+    shortest(f, (1e-4..1e15).contains(&f.abs()))
 }
 
 /// Parses text as a value of `ty` (input functions of PostgreSQL types).

@@ -7,18 +7,8 @@
 
 mod common;
 
-use common::single_node_db;
-use concord_sql::{Session, StatementResult, Value};
-
-async fn exec(s: &mut Session, sql: &str) -> Result<Vec<Vec<Value>>, concord_sql::Error> {
-    let mut rows = vec![];
-    for r in s.execute(sql).await {
-        if let StatementResult::Query { rows: r, .. } = r? {
-            rows = r;
-        }
-    }
-    Ok(rows)
-}
+use common::{exec, single_node_db};
+use concord_sql::{Session, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_changes_are_seen_at_once_through_the_cache() {

@@ -1478,6 +1478,23 @@ fn check_default(e: &ast::Expr, ty: &DataType) -> Result<String> {
     Ok(e.to_string())
 }
 
+/// Applies a NULL, NOT NULL or DEFAULT option of a column definition;
+/// false for any other option (the caller's).
+fn basic_column_option(
+    opt: &ast::ColumnOption,
+    ty: &DataType,
+    nullable: &mut bool,
+    default: &mut Option<String>,
+) -> Result<bool> {
+    match opt {
+        ast::ColumnOption::NotNull => *nullable = false,
+        ast::ColumnOption::Null => *nullable = true,
+        ast::ColumnOption::Default(e) => *default = Some(check_default(e, ty)?),
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 /// `ALTER TABLE t ADD PRIMARY KEY (…) | ADD [COLUMN] … | DROP [COLUMN] …`.
 fn plan_alter_table(at: &ast::AlterTable) -> Result<Plan> {
     let table = table_name(&at.name)?;
@@ -1508,15 +1525,11 @@ fn plan_alter_table(at: &ast::AlterTable) -> Result<Plan> {
                 let mut nullable = true;
                 let mut default = None;
                 for opt in &def.options {
-                    match &opt.option {
-                        ast::ColumnOption::NotNull => nullable = false,
-                        ast::ColumnOption::Null => nullable = true,
-                        ast::ColumnOption::Default(e) => default = Some(check_default(e, &ty)?),
-                        other => {
-                            return Err(Error::FeatureNotSupported(format!(
-                                "ADD COLUMN with {other}"
-                            )))
-                        }
+                    if !basic_column_option(&opt.option, &ty, &mut nullable, &mut default)? {
+                        return Err(Error::FeatureNotSupported(format!(
+                            "ADD COLUMN with {}",
+                            opt.option
+                        )));
                     }
                 }
                 AlterOp::AddColumn {
@@ -1577,10 +1590,10 @@ fn plan_create_table(ct: &ast::CreateTable) -> Result<Plan> {
         let mut nullable = true;
         let mut default = None;
         for opt in &def.options {
+            if basic_column_option(&opt.option, &ty, &mut nullable, &mut default)? {
+                continue;
+            }
             match &opt.option {
-                ast::ColumnOption::NotNull => nullable = false,
-                ast::ColumnOption::Null => nullable = true,
-                ast::ColumnOption::Default(e) => default = Some(check_default(e, &ty)?),
                 ast::ColumnOption::PrimaryKey(_) => set_pk(&mut pk, vec![i])?,
                 ast::ColumnOption::Unique(u) => uniques.push((
                     opt.name.as_ref().or(u.name.as_ref()).map(ident_name),

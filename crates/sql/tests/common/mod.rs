@@ -16,3 +16,18 @@ pub async fn single_node_db() -> Db {
     .await;
     Db::new(Arc::new(DistSender::new(store)))
 }
+
+/// Runs a query string in a session; the rows of its last query.
+#[allow(dead_code)] // not every test file uses it
+pub async fn exec(
+    s: &mut concord_sql::Session,
+    sql: &str,
+) -> Result<Vec<Vec<concord_sql::Value>>, concord_sql::Error> {
+    let mut rows = vec![];
+    for r in s.execute(sql).await {
+        if let concord_sql::StatementResult::Query { rows: r, .. } = r? {
+            rows = r;
+        }
+    }
+    Ok(rows)
+}
