@@ -282,23 +282,24 @@ async fn execute(ctx: &NodeContext, r: &ReplicaHandle, action: Action) -> Result
 }
 
 /// The user key at which a range holds half the bytes of its data column
-/// family (a row boundary), found in one pass: the key at every 1 MiB is
-/// remembered and the one nearest the middle is chosen. The range's
+/// family (a row boundary), found in one pass: a key every 1/64 of the
+/// range's statistics (at most every 1 MiB) is remembered and the one
+/// nearest the middle is chosen. The range's
 /// statistics are not used for "half": they may count what the data column
 /// family does not hold (intents), which made the search fail every round
 /// on a freshly loaded range. The scan reads the whole range, so it runs
 /// on a blocking thread (it took the async runtime's worker for seconds,
 /// starving Raft ticks into elections).
-async fn middle_key(ctx: &NodeContext, desc: &RangeDescriptor) -> Option<Vec<u8>> {
+async fn middle_key(ctx: &NodeContext, desc: &RangeDescriptor, bytes: u64) -> Option<Vec<u8>> {
     let engine = ctx.store.engine().clone();
     let desc = desc.clone();
     tokio::task::spawn_blocking(move || {
         let lower = keys::escape(&desc.start_key);
         let upper = (!desc.end_key.is_empty()).then(|| keys::escape(&desc.end_key));
         let mut it = engine.iter(Cf::Data, &lower, upper.as_deref());
-        const STEP: u64 = 1 << 20;
+        let step = (bytes / 64).clamp(1, 1 << 20);
         let mut seen = 0u64;
-        let mut next_mark = STEP;
+        let mut next_mark = step;
         let mut marks: Vec<(u64, Vec<u8>)> = Vec::new();
         while it.valid().ok()? {
             seen += (it.key().len() + it.value().len()) as u64;
@@ -310,7 +311,7 @@ async fn middle_key(ctx: &NodeContext, desc: &RangeDescriptor) -> Option<Vec<u8>
                 {
                     marks.push((seen, key));
                 }
-                next_mark = seen + STEP;
+                next_mark = seen + step;
             }
             it.next();
         }
@@ -411,7 +412,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
             }
             // Split queue.
             if st.bytes > ctx.config.range_max_bytes {
-                if let Some(key) = middle_key(&ctx, &desc).await {
+                if let Some(key) = middle_key(&ctx, &desc, st.bytes).await {
                     match ctx.db.admin_split(&key).await {
                         Ok(_) => tracing::info!(
                             range_id = r.range_id,
