@@ -404,14 +404,19 @@ impl Txn {
         if to <= self.read_ts {
             return Ok(());
         }
+        self.refresh_spans(&self.read_spans, self.read_ts, to)
+            .await?;
+        self.read_ts = to;
+        Ok(())
+    }
+
+    /// Checks that nothing was written in `spans` in `(from, to]`, grouping
+    /// the spans by range again whenever ranges change under the refresh.
+    async fn refresh_spans(&self, spans: &[Span], from: Timestamp, to: Timestamp) -> Result<()> {
         for _ in 0..MAX_REGROUPS {
-            match self.refresh_spans_to(to).await {
+            match self.refresh_spans_once(spans, from, to).await {
                 Err(Error::RangeChanged) => continue,
-                Err(e) => return Err(e),
-                Ok(()) => {
-                    self.read_ts = to;
-                    return Ok(());
-                }
+                other => return other,
             }
         }
         Err(Error::Unavailable(
@@ -419,14 +424,13 @@ impl Txn {
         ))
     }
 
-    /// One attempt at refreshing every read span to `to`.
-    async fn refresh_spans_to(&mut self, to: Timestamp) -> Result<()> {
-        self.refresh_spans(&self.read_spans, self.read_ts, to).await
-    }
-
-    /// One attempt at checking that nothing was written in `spans` in
-    /// `(from, to]`.
-    async fn refresh_spans(&self, spans: &[Span], from: Timestamp, to: Timestamp) -> Result<()> {
+    /// One attempt at [`Txn::refresh_spans`].
+    async fn refresh_spans_once(
+        &self,
+        spans: &[Span],
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<()> {
         // Group the spans by range and refresh each group.
         let mut by_range: BTreeMap<u64, (Vec<u8>, Vec<Span>)> = BTreeMap::new();
         for sp in spans {
@@ -509,20 +513,15 @@ impl Txn {
             .map(|start| Span { start, end: vec![] })
             .collect();
         if from < self.read_ts {
-            let mut regroups = 0;
-            loop {
-                match self.refresh_spans(&spans, from, self.read_ts).await {
-                    Err(Error::RangeChanged) if regroups < MAX_REGROUPS => regroups += 1,
-                    Err(e) if e.is_retryable() || matches!(e, Error::RangeChanged) => {
-                        return Err(Error::TransactionRetry {
-                            key: Vec::new(),
-                            txn: concord_storage::fmt_txn_id(&self.id),
-                            reason: format!("{ASSUMED_READ_CHANGED}: {e}"),
-                        })
-                    }
-                    Err(e) => return Err(e),
-                    Ok(()) => break,
+            match self.refresh_spans(&spans, from, self.read_ts).await {
+                Err(e) if e.is_retryable() => {
+                    return Err(Error::TransactionRetry {
+                        key: Vec::new(),
+                        txn: concord_storage::fmt_txn_id(&self.id),
+                        reason: format!("{ASSUMED_READ_CHANGED}: {e}"),
+                    })
                 }
+                other => other?,
             }
         }
         self.read_spans.extend(spans);
