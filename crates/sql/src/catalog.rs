@@ -96,8 +96,8 @@ pub struct Table {
     pub primary_id: u32,
     pub indexes: Vec<Index>,
     pub next_index_id: u32,
-    /// Column ids are never reused: a dropped column's values may still
-    /// sit in stored rows.
+    /// Above every column id the table has had: ids are never reused, as a
+    /// dropped column's values may still sit in stored rows.
     pub next_column_id: u32,
     /// CHECK constraints: (name, SQL text of the expression).
     pub checks: Vec<(String, String)>,
@@ -221,9 +221,7 @@ impl Table {
                     descending: i.descending.clone(),
                 })
                 .collect(),
-            next_column_id: self
-                .next_column_id
-                .max(self.columns.iter().map(|c| c.id + 1).max().unwrap_or(1)),
+            next_column_id: self.next_column_id,
             next_index_id: self.next_index_id,
             version: self.version,
             checks: self
@@ -235,6 +233,23 @@ impl Table {
                 })
                 .collect(),
             fillfactor: self.fillfactor,
+        }
+    }
+
+    /// Removes the column at position `i`, renumbering the positions the
+    /// primary key and the indexes hold (the caller deals with those that
+    /// held `i` itself).
+    pub fn remove_column(&mut self, i: usize) {
+        self.columns.remove(i);
+        let shift = |c: usize| if c > i { c - 1 } else { c };
+        self.pk = self
+            .pk
+            .iter()
+            .filter(|&&c| c != i)
+            .map(|&c| shift(c))
+            .collect();
+        for idx in &mut self.indexes {
+            idx.columns = idx.columns.iter().map(|&c| shift(c)).collect();
         }
     }
 
@@ -452,9 +467,11 @@ static CACHE: std::sync::LazyLock<std::sync::Mutex<HashMap<usize, NodeCache>>> =
 const CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct NodeCache {
-    /// The node the entries belong to: a cache is never used by a sender
-    /// that merely reuses a dropped one's address.
-    owner: std::sync::Weak<concord_kv::DistSender>,
+    /// The node the entries belong to. The cache is keyed by the sender's
+    /// address; this weak reference keeps that allocation alive, so no
+    /// other sender (another cluster's, in a test process) can ever be
+    /// given the same address and find these entries.
+    _owner: std::sync::Weak<concord_kv::DistSender>,
     tables: HashMap<String, (u32, Table, concord_hlc::Timestamp)>,
 }
 
@@ -487,9 +504,6 @@ fn cached_tables(txn: &mut Txn, names: &[String]) -> Result<Option<Vec<Option<Ta
         let Some(node) = cache.get(&key) else {
             return Ok(None);
         };
-        if !std::ptr::eq(node.owner.as_ptr(), std::sync::Arc::as_ptr(txn.sender())) {
-            return Ok(None);
-        }
         let mut found = Vec::with_capacity(names.len());
         for name in names {
             match node.tables.get(name) {
@@ -519,15 +533,9 @@ fn cache_tables(txn: &Txn, found: &[(String, u32, Table)]) {
     let key = std::sync::Arc::as_ptr(sender) as usize;
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     let node = cache.entry(key).or_insert_with(|| NodeCache {
-        owner: std::sync::Arc::downgrade(sender),
+        _owner: std::sync::Arc::downgrade(sender),
         tables: HashMap::new(),
     });
-    if !std::ptr::eq(node.owner.as_ptr(), std::sync::Arc::as_ptr(sender)) {
-        *node = NodeCache {
-            owner: std::sync::Arc::downgrade(sender),
-            tables: HashMap::new(),
-        };
-    }
     // Checked later from just below the read timestamp: the reading
     // transaction itself may go on to write the catalog *at* its read
     // timestamp (a DDL reads the descriptor first), and a refresh looks

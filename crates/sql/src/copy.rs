@@ -684,11 +684,6 @@ fn process_options(elems: &[DefElem], is_from: bool) -> Result<CopyOptions> {
     let escape_given = escape.is_some();
     let quote = quote.unwrap_or_else(|| "\"".into());
     let escape = escape.unwrap_or_else(|| quote.clone());
-
-    let one_byte = |s: &str| match s.as_bytes() {
-        [b] if b.is_ascii() => Some(char::from(*b)),
-        _ => None,
-    };
     let Some(delim) = one_byte(&delimiter) else {
         return Err(Error::FeatureNotSupported(
             "COPY delimiter must be a single one-byte character".into(),
@@ -714,39 +709,13 @@ fn process_options(elems: &[DefElem], is_from: bool) -> Result<CopyOptions> {
             "cannot specify HEADER in BINARY mode".into(),
         ));
     }
-    if !csv && quote_given {
-        return Err(Error::FeatureNotSupported(
-            "COPY quote available only in CSV mode".into(),
-        ));
-    }
-    let quote_char = match one_byte(&quote) {
-        Some(q) => q,
-        None if csv => {
-            return Err(Error::FeatureNotSupported(
-                "COPY quote must be a single one-byte character".into(),
-            ))
-        }
-        None => '"',
-    };
+    let quote_char = csv_char("quote", &quote, quote_given, csv, '"')?;
     if csv && delim == quote_char {
         return Err(Error::InvalidParameterValue(
             "COPY delimiter and quote must be different".into(),
         ));
     }
-    if !csv && escape_given {
-        return Err(Error::FeatureNotSupported(
-            "COPY escape available only in CSV mode".into(),
-        ));
-    }
-    let escape_char = match one_byte(&escape) {
-        Some(e) => e,
-        None if csv => {
-            return Err(Error::FeatureNotSupported(
-                "COPY escape must be a single one-byte character".into(),
-            ))
-        }
-        None => quote_char,
-    };
+    let escape_char = csv_char("escape", &escape, escape_given, csv, quote_char)?;
     if null.contains(delim) {
         return Err(Error::InvalidParameterValue(
             "COPY delimiter must not appear in the NULL specification".into(),
@@ -766,6 +735,31 @@ fn process_options(elems: &[DefElem], is_from: bool) -> Result<CopyOptions> {
         escape: escape_char,
         freeze: freeze.unwrap_or(false),
     })
+}
+
+/// The character of a one-byte (ASCII) option value.
+fn one_byte(s: &str) -> Option<char> {
+    match s.as_bytes() {
+        [b] if b.is_ascii() => Some(char::from(*b)),
+        _ => None,
+    }
+}
+
+/// The QUOTE or ESCAPE character (`name`): CSV only, one byte; `default`
+/// outside CSV, where it is unused.
+fn csv_char(name: &str, value: &str, given: bool, csv: bool, default: char) -> Result<char> {
+    if !csv && given {
+        return Err(Error::FeatureNotSupported(format!(
+            "COPY {name} available only in CSV mode"
+        )));
+    }
+    match one_byte(value) {
+        Some(c) => Ok(c),
+        None if csv => Err(Error::FeatureNotSupported(format!(
+            "COPY {name} must be a single one-byte character"
+        ))),
+        None => Ok(default),
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -93,15 +93,23 @@ impl Interval {
         if !f.is_finite() {
             return Err(interval_range());
         }
-        let months = f64::from(self.months) * f;
-        let days = f64::from(self.days) * f;
+        Interval::from_fractions(
+            f64::from(self.months) * f,
+            f64::from(self.days) * f,
+            self.micros as f64 * f,
+        )
+    }
+
+    /// An interval from possibly fractional fields: fractions cascade down
+    /// (1.5 months = 1 month 15 days, 1.5 days = 1 day 12 hours), as in
+    /// PostgreSQL.
+    fn from_fractions(months: f64, days: f64, micros: f64) -> Result<Interval> {
         let whole_months = months.trunc();
-        let month_rest_days = (months - whole_months) * 30.0;
-        let days_total = days + month_rest_days;
-        let whole_days = days_total.trunc();
-        let micros = self.micros as f64 * f + (days_total - whole_days) * USECS_PER_DAY as f64;
-        let fits_i32 = |x: f64| x >= f64::from(i32::MIN) && x <= f64::from(i32::MAX);
-        if !fits_i32(whole_months) || !fits_i32(whole_days) || micros.abs() >= 9.2e18 {
+        let days = days + (months - whole_months) * 30.0;
+        let whole_days = days.trunc();
+        let micros = micros + (days - whole_days) * USECS_PER_DAY as f64;
+        let fits = |x: f64| x >= f64::from(i32::MIN) && x <= f64::from(i32::MAX);
+        if !fits(whole_months) || !fits(whole_days) || micros.abs() >= 9.2e18 {
             return Err(interval_range());
         }
         Ok(Interval {
@@ -206,6 +214,16 @@ pub fn date_to_ts(days: i32) -> Result<i64> {
             .filter(|&us| us != TS_INFINITY && us != TS_NEG_INFINITY)
             .ok_or_else(ts_range),
     }
+}
+
+/// Midnight of a date as a timestamp, for comparing and hashing dates
+/// with timestamps (every date chrono can hold fits).
+pub fn date_as_ts(days: i32) -> i64 {
+    date_to_ts(days).unwrap_or(if days < 0 {
+        TS_NEG_INFINITY
+    } else {
+        TS_INFINITY
+    })
 }
 
 /// `date + n days`.
@@ -590,20 +608,7 @@ pub fn parse_interval(s: &str) -> Result<Interval> {
     if !any {
         return Err(bad());
     }
-    // Fractions cascade down: 1.5 months = 1 month 15 days.
-    let whole_months = months.trunc();
-    days += (months - whole_months) * 30.0;
-    let whole_days = days.trunc();
-    micros += (days - whole_days) * USECS_PER_DAY as f64;
-    let fits = |x: f64| x >= f64::from(i32::MIN) && x <= f64::from(i32::MAX);
-    if !fits(whole_months) || !fits(whole_days) || micros.abs() >= 9.2e18 {
-        return Err(interval_range());
-    }
-    Ok(Interval {
-        months: whole_months as i32,
-        days: whole_days as i32,
-        micros: micros.round() as i64,
-    })
+    Interval::from_fractions(months, days, micros)
 }
 
 /// A field of `extract`/`date_part`/`date_trunc`, by name.

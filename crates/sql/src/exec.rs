@@ -897,11 +897,7 @@ async fn add_primary_key(txn: &mut Txn, table: &mut Table, columns: &[String]) -
     };
     let old = table.clone();
     let mut new = table.clone();
-    new.columns.remove(rowid);
-    let shift = |i: usize| if i > rowid { i - 1 } else { i };
-    for idx in &mut new.indexes {
-        idx.columns = idx.columns.iter().map(|&c| shift(c)).collect();
-    }
+    new.remove_column(rowid);
     let mut pk = Vec::with_capacity(columns.len());
     for name in columns {
         let i = new
@@ -917,38 +913,34 @@ async fn add_primary_key(txn: &mut Txn, table: &mut Table, columns: &[String]) -
     new.primary_id = new.next_index_id;
     new.next_index_id += 1;
     let constraint = format!("{}_pkey", new.name);
-    let rows = all_rows(txn, &old).await?;
+    // Each row as it was and without its row id.
+    let rows: Vec<(Vec<u8>, Row, Row)> = all_rows(txn, &old)
+        .await?
+        .into_iter()
+        .map(|(key, old_row)| {
+            let mut row = old_row.clone();
+            row.remove(rowid);
+            (key, old_row, row)
+        })
+        .collect();
     // The columns become NOT NULL before the key is built, as in PostgreSQL.
-    for (_, row) in &rows {
-        for &i in &new.pk {
-            let at = if i >= rowid { i + 1 } else { i };
-            if row[at].is_null() {
-                return Err(Error::NotNullViolation {
-                    table: new.name.clone(),
-                    column: new.columns[i].name.clone(),
-                });
-            }
+    for (_, _, row) in &rows {
+        if let Some(&i) = new.pk.iter().find(|&&i| row[i].is_null()) {
+            return Err(Error::NotNullViolation {
+                table: new.name.clone(),
+                column: new.columns[i].name.clone(),
+            });
         }
     }
     let mut seen = HashSet::new();
-    for (old_key, old_row) in rows {
-        let mut row = old_row.clone();
-        row.remove(rowid);
+    for (old_key, old_row, row) in rows {
         let key = new.row_key(&row)?;
         if !seen.insert(key.clone()) {
-            let names: Vec<&str> = new
-                .pk
-                .iter()
-                .map(|&i| new.columns[i].name.as_str())
-                .collect();
-            let vals: Vec<String> = new.pk.iter().map(|&i| row[i].to_string()).collect();
             return Err(Error::UniqueViolation {
                 constraint,
-                detail: format!(
-                    "Key ({})=({}) is duplicated.",
-                    names.join(", "),
-                    vals.join(", ")
-                ),
+                detail: new
+                    .describe_pk(&row)
+                    .replace("already exists", "is duplicated"),
             });
         }
         txn.delete(old_key)?;
@@ -968,10 +960,8 @@ async fn add_primary_key(txn: &mut Txn, table: &mut Table, columns: &[String]) -
 /// rewritten with its default (evaluated per row), and NOT NULL without
 /// one fails on a non-empty table (23502).
 async fn add_column(txn: &mut Txn, table: &mut Table, mut column: catalog::Column) -> Result<()> {
-    column.id = table
-        .next_column_id
-        .max(table.columns.iter().map(|c| c.id + 1).max().unwrap_or(1));
-    table.next_column_id = column.id + 1;
+    column.id = table.next_column_id;
+    table.next_column_id += 1;
     let default = column
         .default
         .as_deref()
@@ -1019,12 +1009,7 @@ fn drop_column(table: &mut Table, i: usize) -> Result<()> {
     }
     table.indexes.retain(|idx| !idx.columns.contains(&i));
     let checks = std::mem::take(&mut table.checks);
-    table.columns.remove(i);
-    let shift = |c: usize| if c > i { c - 1 } else { c };
-    table.pk = table.pk.iter().map(|&c| shift(c)).collect();
-    for idx in &mut table.indexes {
-        idx.columns = idx.columns.iter().map(|&c| shift(c)).collect();
-    }
+    table.remove_column(i);
     // A check that no longer binds referred to the dropped column.
     for (cname, expr) in checks {
         let probe = Table {

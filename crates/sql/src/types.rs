@@ -203,9 +203,7 @@ impl Hash for Value {
             // Dates and timestamps that compare equal must hash equally.
             Value::Date(d) => {
                 2u8.hash(state);
-                datetime::date_to_ts(*d)
-                    .unwrap_or(i64::from(*d))
-                    .hash(state)
+                datetime::date_as_ts(*d).hash(state)
             }
             Value::Timestamp(t) | Value::TimestampTz(t) => {
                 2u8.hash(state);
@@ -247,12 +245,8 @@ impl Value {
             (Text(a), Text(b)) => a.cmp(b),
             (Date(a), Date(b)) => a.cmp(b),
             (Timestamp(a) | TimestampTz(a), Timestamp(b) | TimestampTz(b)) => a.cmp(b),
-            (Date(a), Timestamp(b) | TimestampTz(b)) => {
-                datetime::date_to_ts(*a).unwrap_or(i64::MAX).cmp(b)
-            }
-            (Timestamp(a) | TimestampTz(a), Date(b)) => {
-                a.cmp(&datetime::date_to_ts(*b).unwrap_or(i64::MAX))
-            }
+            (Date(a), Timestamp(b) | TimestampTz(b)) => datetime::date_as_ts(*a).cmp(b),
+            (Timestamp(a) | TimestampTz(a), Date(b)) => a.cmp(&datetime::date_as_ts(*b)),
             (Interval(a), Interval(b)) => a.cmp(b),
             // Values of different types never meet in a well-typed plan; order
             // them by type so that sorting stays total.

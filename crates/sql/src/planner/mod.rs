@@ -723,16 +723,7 @@ impl<'a> Binder<'a> {
                 }
             }
             A::Extract { field, expr, .. } => {
-                let (x, t) = self.bind(expr)?;
-                if !(t.is_datetime() || t == DataType::Unknown) {
-                    return Err(Error::UndefinedFunction(format!("extract(unknown, {t})")));
-                }
-                let x = match x {
-                    Expr::Literal(Value::Text(s)) => {
-                        Expr::Literal(parse_text(&s, &DataType::Timestamp)?)
-                    }
-                    x => x,
-                };
+                let (x, _) = datetime_arg("extract(unknown", self.bind(expr)?)?;
                 let field = Expr::Literal(Value::Text(field.to_string()));
                 (
                     fold(Expr::Func(Func::DatePart, vec![field, x]))?,
@@ -885,15 +876,13 @@ impl<'a> Binder<'a> {
             "date_trunc" | "date_part" => {
                 arity(2)?;
                 string_arg(0)?;
-                let t = match &bound[1].1 {
-                    DataType::Unknown => DataType::Timestamp,
-                    t if t.is_datetime() => t.clone(),
-                    t => return Err(Error::UndefinedFunction(format!("{name}(text, {t})"))),
-                };
-                let mut args: Vec<Expr> = bound.into_iter().map(|(e, _)| e).collect();
-                if let Some(Expr::Literal(Value::Text(x))) = args.get(1) {
-                    args[1] = Expr::Literal(parse_text(x, &t)?);
-                }
+                let mut bound = bound.into_iter();
+                let field = bound.next().expect("arity checked: 2 arguments").0;
+                let (x, t) = datetime_arg(
+                    &format!("{name}(text"),
+                    bound.next().expect("arity checked: 2 arguments"),
+                )?;
+                let args = vec![field, x];
                 let (func, ty) = if name == "date_part" {
                     (Func::DatePart, DataType::Float8)
                 } else if t == DataType::TimestampTz {
@@ -1047,7 +1036,7 @@ fn coerce_pair(
 
 fn bind_binary(op: BinOp, l: (Expr, DataType), r: (Expr, DataType)) -> Result<(Expr, DataType)> {
     // `timestamp ± '1 day'`: the untyped literal is an interval.
-    let (l, r) = interval_literals(op, l, r)?;
+    let (l, r) = interval_literals(op, l, r);
     // `||` takes its operands as text: an untyped literal stays a string.
     let ((le, lt), (re, rt)) = if op == BinOp::Concat {
         (l, r)
@@ -1112,6 +1101,22 @@ fn bind_binary(op: BinOp, l: (Expr, DataType), r: (Expr, DataType)) -> Result<(E
     Ok((fold(Expr::Binary(op, Box::new(le), Box::new(re)))?, ty))
 }
 
+/// The date or time argument of `extract`, `date_part` and `date_trunc`
+/// (an untyped literal reads as a timestamp); `call` begins the message of
+/// the error for another type: `{call}, {type})`.
+fn datetime_arg(call: &str, (x, t): (Expr, DataType)) -> Result<(Expr, DataType)> {
+    let t = match t {
+        DataType::Unknown => DataType::Timestamp,
+        t if t.is_datetime() => t,
+        t => return Err(Error::UndefinedFunction(format!("{call}, {t})"))),
+    };
+    let x = match x {
+        Expr::Literal(Value::Text(s)) => Expr::Literal(parse_text(&s, &t)?),
+        x => x,
+    };
+    Ok((x, t))
+}
+
 /// Whether an arithmetic operator has a date, timestamp or interval operand.
 fn datetime_operands(lt: &DataType, rt: &DataType) -> bool {
     [lt, rt]
@@ -1161,9 +1166,9 @@ fn interval_literals(
     op: BinOp,
     l: (Expr, DataType),
     r: (Expr, DataType),
-) -> Result<((Expr, DataType), (Expr, DataType))> {
+) -> ((Expr, DataType), (Expr, DataType)) {
     if !matches!(op, BinOp::Add | BinOp::Sub) {
-        return Ok((l, r));
+        return (l, r);
     }
     let wants_interval = |t: &DataType| {
         matches!(
@@ -1182,7 +1187,7 @@ fn interval_literals(
         side
     };
     let (lt, rt) = (l.1.clone(), r.1.clone());
-    Ok((fix(l, &rt), fix(r, &lt)))
+    (fix(l, &rt), fix(r, &lt))
 }
 
 /// Whether values of two types can be compared.
@@ -1690,6 +1695,7 @@ fn plan_create_table(ct: &ast::CreateTable) -> Result<Plan> {
             "a table needs at least one column".into(),
         ));
     }
+    let next_column_id = columns.iter().map(|c| c.id + 1).max().unwrap_or(1);
     let mut table = Table {
         id: 0,
         name,
@@ -1698,7 +1704,7 @@ fn plan_create_table(ct: &ast::CreateTable) -> Result<Plan> {
         primary_id: catalog::PRIMARY_INDEX_ID,
         indexes: vec![],
         next_index_id: catalog::PRIMARY_INDEX_ID + 1,
-        next_column_id: 0,
+        next_column_id,
         checks: vec![],
         fillfactor: storage_params(&ct.table_options)?,
         version: 0,

@@ -78,15 +78,6 @@ impl Session {
         }
     }
 
-    /// An error inside a block aborts it.
-    fn abort_block(&mut self) {
-        if matches!(self.state, TxnState::Open(_)) {
-            if let TxnState::Open(mut txn) = std::mem::replace(&mut self.state, TxnState::Aborted) {
-                txn.rollback();
-            }
-        }
-    }
-
     async fn copy_in_start(&mut self, c: &CopyStmt) -> Result<StatementResult> {
         let CopyTarget::Table { name, columns } = &c.target else {
             return Err(Error::Syntax("COPY (query) can only be TO STDOUT".into()));

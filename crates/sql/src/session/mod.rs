@@ -256,12 +256,20 @@ impl Session {
     pub async fn prepare(&mut self, sql: &str, hints: &[DataType]) -> Result<Prepared> {
         let r = self.prepare_inner(sql, hints).await;
         // Any error inside a block aborts it, as in PostgreSQL.
-        if r.is_err() && matches!(self.state, TxnState::Open(_)) {
+        if r.is_err() {
+            self.abort_block();
+        }
+        r
+    }
+
+    /// Aborts the open transaction block, if there is one (after an error
+    /// inside it, or a statement that may not run in one).
+    fn abort_block(&mut self) {
+        if matches!(self.state, TxnState::Open(_)) {
             if let TxnState::Open(mut txn) = std::mem::replace(&mut self.state, TxnState::Aborted) {
                 txn.rollback();
             }
         }
-        r
     }
 
     async fn prepare_inner(&mut self, sql: &str, hints: &[DataType]) -> Result<Prepared> {
@@ -388,11 +396,7 @@ impl Session {
             TxnState::Idle => f(self).await,
             TxnState::Aborted => Err(Error::InFailedTransaction),
             TxnState::Open(_) => {
-                if let TxnState::Open(mut txn) =
-                    std::mem::replace(&mut self.state, TxnState::Aborted)
-                {
-                    txn.rollback();
-                }
+                self.abort_block();
                 Err(Error::ActiveTransaction(format!(
                     "{what} cannot run inside a transaction block"
                 )))
