@@ -37,6 +37,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -126,6 +127,8 @@ pub struct TxnLimits {
     pub resolve_in_flight: usize,
     /// See [`MAX_BUFFER_BYTES`].
     pub max_buffer_bytes: usize,
+    /// See [`WOUND_GRACE`].
+    pub wound_grace: Duration,
 }
 
 impl Default for TxnLimits {
@@ -139,9 +142,17 @@ impl Default for TxnLimits {
             prepare_in_flight_per_range: PREPARE_MAX_IN_FLIGHT_PER_RANGE,
             resolve_in_flight: RESOLVE_MAX_IN_FLIGHT,
             max_buffer_bytes: MAX_BUFFER_BYTES,
+            wound_grace: WOUND_GRACE,
         }
     }
 }
+
+/// How long a writer of the higher priority waits for a pending intent
+/// before it aborts the holder: most holders are short transactions about
+/// to commit, and aborting them at once turns every brief overlap on a hot
+/// row into a retry. Waiting stays free of deadlocks: after this grace
+/// every wait ends in an abort of the lower priority, as before.
+pub const WOUND_GRACE: Duration = Duration::from_millis(50);
 
 /// Priorities are drawn below this; each retry of a statement adds it once
 /// more, so that a transaction that keeps losing conflicts ends up winning.
@@ -267,6 +278,7 @@ impl Db {
             historical,
             locks: None,
             collected: None,
+            lock_updates: false,
         }
     }
 }
@@ -300,6 +312,10 @@ pub struct Txn {
     /// Keys of user tables read since `collect_reads` started (FOR UPDATE
     /// locks what the statement read).
     collected: Option<Vec<Vec<u8>>>,
+    /// Whether the SQL layer should lock rows before it updates them
+    /// ([`Txn::lock_for_update`]): set for transaction blocks, where a
+    /// conflict found at COMMIT costs the client a retry of everything.
+    lock_updates: bool,
     /// Keys taken from the caller's cache, with the timestamp each cached
     /// value was read at ([`Txn::assume_read`]).
     assumed: Vec<(Vec<u8>, Timestamp)>,
@@ -321,6 +337,17 @@ impl Txn {
     /// The current read timestamp.
     pub fn read_ts(&self) -> Timestamp {
         self.read_ts
+    }
+
+    /// Asks the SQL layer to lock the rows an UPDATE or DELETE changes
+    /// before reading them (see [`Txn::lock_for_update`]).
+    pub fn set_lock_updates(&mut self, on: bool) {
+        self.lock_updates = on;
+    }
+
+    /// Whether rows are locked before they are updated.
+    pub fn locks_updates(&self) -> bool {
+        self.lock_updates
     }
 
     /// Whether the transaction has buffered writes.
@@ -537,10 +564,8 @@ impl Txn {
     /// Locks every user-table key read since [`Txn::collect_reads`] (the
     /// rows a `SELECT … FOR UPDATE` returned).
     pub async fn lock_collected(&mut self) -> Result<()> {
-        let mut keys = self.collected.take().unwrap_or_default();
-        keys.sort();
-        keys.dedup();
-        self.lock_keys(&keys).await
+        let keys = self.collected.take().unwrap_or_default();
+        self.lock_for_update(&keys).await
     }
 
     fn note_read(&mut self, key: &[u8]) {

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use concord_kv::{failpoints, Error};
+use concord_kv::{failpoints, Error, TxnLimits};
 use concord_replication::testing::wait_until;
 use concord_replication::Store;
 use concord_storage::Cf;
@@ -280,4 +280,90 @@ async fn a_lock_blocks_writers_until_its_transaction_ends_but_not_readers() {
     w.put(key("a"), b"3".to_vec()).unwrap();
     w.commit().await.unwrap();
     assert_eq!(read(&db, "a").await, Some(b"3".to_vec()));
+}
+
+/// UPDATE in a transaction block at the KV level: a transaction that read
+/// its snapshot before another committed a key, and then locks that key to
+/// update it, waits for the holder and then reads the holder's value (its
+/// read timestamp moves up past the holder's commit) instead of failing at
+/// COMMIT. Two increments of one counter both land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_for_update_waits_then_reads_the_newest_value_and_commits() {
+    let (db, store) = db().await;
+    split_between(&db, &["a", "m"]).await;
+    let mut t = db.begin();
+    t.put(key("a"), b"0".to_vec()).unwrap();
+    t.commit().await.unwrap();
+
+    // Both begin (take their snapshots) before either writes. The first
+    // has the higher priority, so the second only ever waits for it.
+    let mut first = db.begin_attempt(10);
+    let mut second = db.begin_attempt(0);
+    // The second reads something unrelated, so a refresh has work to do.
+    assert_eq!(second.get(&key("m")).await.unwrap(), None);
+
+    first.lock_for_update(&[key("a")]).await.unwrap();
+    assert_eq!(first.get(&key("a")).await.unwrap(), Some(b"0".to_vec()));
+    first.put(key("a"), b"1".to_vec()).unwrap();
+
+    let waiter = tokio::spawn(async move {
+        second.lock_for_update(&[key("a")]).await?;
+        let seen = second.get(&key("a")).await?;
+        let n: i64 = String::from_utf8(seen.clone().unwrap_or_default())
+            .unwrap()
+            .parse()
+            .unwrap();
+        second.put(key("a"), (n + 1).to_string().into_bytes())?;
+        second.commit().await?;
+        Ok::<_, Error>(seen)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the second waits for the first's lock"
+    );
+    first.commit().await.unwrap();
+    let seen = waiter.await.unwrap().expect("the second commits");
+    assert_eq!(seen, Some(b"1".to_vec()), "it read the first's value");
+    assert_eq!(read(&db, "a").await, Some(b"2".to_vec()), "both increments");
+    assert!(
+        wait_until(Duration::from_secs(5), || intents(&store) == 0
+            && records(&store) == 0)
+        .await,
+        "locks and records are cleaned up"
+    );
+}
+
+/// A writer of higher priority does not abort a lock holder the moment it
+/// meets its lock: it waits out the grace first, and a holder that commits
+/// within it keeps its work. (Here the grace is long, so that the test does
+/// not depend on how fast this machine commits; past it, the holder is
+/// aborted, as the money test's conflicting transfers show.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_higher_priority_writer_waits_out_the_grace_before_aborting_a_holder() {
+    let (mut db, _store) = db().await;
+    db.set_limits(TxnLimits {
+        wound_grace: Duration::from_secs(30),
+        ..TxnLimits::default()
+    });
+    let mut holder = db.begin_attempt(0);
+    holder.lock_for_update(&[key("a")]).await.unwrap();
+    holder.put(key("a"), b"holder".to_vec()).unwrap();
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut w = db.begin_attempt(10);
+            w.lock_for_update(&[key("a")]).await?;
+            let seen = w.get(&key("a")).await?;
+            w.put(key("a"), b"writer".to_vec())?;
+            w.commit().await?;
+            Ok::<_, Error>(seen)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!writer.is_finished(), "the writer waits for the lock");
+    holder.commit().await.expect("the holder was not aborted");
+    let seen = writer.await.unwrap().unwrap();
+    assert_eq!(seen, Some(b"holder".to_vec()), "the writer went second");
+    assert_eq!(read(&db, "a").await, Some(b"writer".to_vec()));
 }

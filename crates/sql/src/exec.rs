@@ -126,6 +126,13 @@ async fn resolve_subqueries(
                 }
             },
             SubqueryKind::Exists => Expr::Literal(Value::Bool(!rows.is_empty())),
+            SubqueryKind::Array => {
+                let items: Vec<Option<String>> = rows
+                    .iter()
+                    .map(|r| r.first().and_then(Value::to_text))
+                    .collect();
+                Expr::Literal(Value::Text(crate::pg_catalog::format_array(&items)))
+            }
             SubqueryKind::In { expr, negated } => Expr::InList {
                 expr: expr.clone(),
                 list: rows
@@ -235,6 +242,13 @@ async fn exec(node: &Node, txn: &mut Txn, ctx: &mut ExecContext) -> Result<Vec<R
                 out.push(Evaluator::new(r).eval_all(&[], txn, ctx).await?);
             }
             out
+        }
+        Node::Series { args } => {
+            let vals = Evaluator::new(args).eval_all(&[], txn, ctx).await?;
+            generate_series(&vals)?
+                .into_iter()
+                .map(|v| vec![v])
+                .collect()
         }
         Node::Filter { input, predicate } => {
             let rows = Box::pin(exec(input, txn, ctx)).await?;
@@ -655,6 +669,7 @@ enum AggState {
     Sum(Option<Value>),
     MinMax(Option<Value>),
     Avg(f64, i64),
+    List(Vec<Option<String>>),
 }
 
 fn new_state(a: &AggCall) -> AggState {
@@ -663,14 +678,23 @@ fn new_state(a: &AggCall) -> AggState {
         AggFunc::Sum => AggState::Sum(None),
         AggFunc::Min | AggFunc::Max => AggState::MinMax(None),
         AggFunc::Avg => AggState::Avg(0.0, 0),
+        AggFunc::StringAgg | AggFunc::ArrayAgg => AggState::List(Vec::new()),
     }
 }
 
 fn update_state(state: &mut AggState, a: &AggCall, v: Value) -> Result<()> {
+    if let AggState::List(items) = state {
+        // array_agg keeps NULLs; string_agg skips them.
+        if a.func == AggFunc::ArrayAgg || !v.is_null() {
+            items.push(v.to_text());
+        }
+        return Ok(());
+    }
     if a.func != AggFunc::CountStar && v.is_null() {
         return Ok(());
     }
     match state {
+        AggState::List(_) => unreachable!("handled above"),
         AggState::Count(n) => *n += 1,
         AggState::Sum(s) => {
             *s = Some(match s.take() {
@@ -730,6 +754,17 @@ fn finish_state(state: AggState, a: &AggCall) -> Value {
         AggState::MinMax(m) => m.unwrap_or(Value::Null),
         AggState::Avg(_, 0) => Value::Null,
         AggState::Avg(sum, n) => Value::Float(sum / n as f64),
+        AggState::List(items) if items.is_empty() => Value::Null,
+        AggState::List(items) if a.func == AggFunc::ArrayAgg => {
+            Value::Text(crate::pg_catalog::format_array(&items))
+        }
+        AggState::List(items) => Value::Text(
+            items
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(a.separator.as_deref().unwrap_or("")),
+        ),
     }
 }
 
@@ -1144,7 +1179,7 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
             returning,
             checks,
         } => {
-            let old_rows = exec(source, txn, ctx).await?;
+            let old_rows = rows_to_change(table, source, txn, ctx).await?;
             let mut new_rows = Vec::with_capacity(old_rows.len());
             let exprs: Vec<Expr> = assignments.iter().map(|(_, e)| e.clone()).collect();
             let ev = Evaluator::new(&exprs);
@@ -1237,7 +1272,7 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
             source,
             returning,
         } => {
-            let rows = exec(source, txn, ctx).await?;
+            let rows = rows_to_change(table, source, txn, ctx).await?;
             for r in &rows {
                 txn.delete(table.row_key(r)?)?;
                 for idx in &table.indexes {
@@ -1250,6 +1285,52 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
             })
         }
         _ => Err(Error::Internal("not a DML plan".into())),
+    }
+}
+
+/// The rows an UPDATE or DELETE changes. When the transaction locks rows
+/// it updates (a transaction block), they are locked too: rows found by
+/// primary key before they are read, so that the read sees the newest
+/// committed row and the statement waits for a holder rather than failing
+/// at COMMIT; rows found by a scan right after they are read (the lock's
+/// refresh fails, a retry error, if one of them changed in between).
+async fn rows_to_change(
+    table: &Table,
+    source: &Node,
+    txn: &mut Txn,
+    ctx: &mut ExecContext,
+) -> Result<Vec<Row>> {
+    if !txn.locks_updates() {
+        return exec(source, txn, ctx).await;
+    }
+    if let Some(keys) = point_keys(table, source)? {
+        txn.lock_for_update(&keys).await?;
+        return exec(source, txn, ctx).await;
+    }
+    let rows = exec(source, txn, ctx).await?;
+    let keys = rows
+        .iter()
+        .map(|r| table.row_key(r))
+        .collect::<Result<Vec<_>>>()?;
+    txn.lock_for_update(&keys).await?;
+    Ok(rows)
+}
+
+/// The primary keys a DML source reads when it is a point lookup of
+/// `table` (possibly filtered further).
+fn point_keys(table: &Table, node: &Node) -> Result<Option<Vec<Vec<u8>>>> {
+    match node {
+        Node::Filter { input, .. } => point_keys(table, input),
+        Node::Scan {
+            table: t,
+            spans: ScanSpans::Points(points),
+            ..
+        } if t.id == table.id => points
+            .iter()
+            .map(|p| t.key_from_pk_values(p))
+            .collect::<Result<Vec<_>>>()
+            .map(Some),
+        _ => Ok(None),
     }
 }
 
@@ -1363,4 +1444,49 @@ pub async fn create_index(
     }
     table.indexes.push(index);
     catalog::update_table(txn, &mut table)
+}
+
+/// Most rows `generate_series` may produce: its rows are held in memory.
+const MAX_SERIES_ROWS: i128 = 10_000_000;
+
+/// The values of `generate_series(start, stop [, step])`; none when an
+/// argument is NULL, as in PostgreSQL.
+pub(crate) fn generate_series(args: &[Value]) -> Result<Vec<Value>> {
+    let mut ints = Vec::with_capacity(args.len());
+    for v in args {
+        match v {
+            Value::Null => return Ok(vec![]),
+            Value::Int(i) => ints.push(*i),
+            v => {
+                return Err(Error::UndefinedFunction(format!(
+                    "generate_series({})",
+                    v.type_name()
+                )))
+            }
+        }
+    }
+    let (start, stop, step) = match ints.as_slice() {
+        [a, b] => (*a, *b, 1),
+        [a, b, c] => (*a, *b, *c),
+        _ => {
+            return Err(Error::UndefinedFunction(format!(
+                "generate_series with {} arguments",
+                ints.len()
+            )))
+        }
+    };
+    if step == 0 {
+        return Err(Error::InvalidParameterValue(
+            "step size cannot equal zero".into(),
+        ));
+    }
+    let count = (i128::from(stop) - i128::from(start)) / i128::from(step) + 1;
+    if count > MAX_SERIES_ROWS {
+        return Err(Error::FeatureNotSupported(format!(
+            "generate_series of more than {MAX_SERIES_ROWS} rows"
+        )));
+    }
+    Ok((0..count.max(0) as i64)
+        .map(|i| Value::Int(start + i * step))
+        .collect())
 }

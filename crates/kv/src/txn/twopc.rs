@@ -21,11 +21,13 @@
 //! intent is resolved and the request sent again; a pending one is waited
 //! for, polling with backoff, unless its coordinator stopped heartbeating
 //! (the record's range aborts it) or — for writers only — the pusher has the
-//! higher priority (the pushee is aborted). Waits only go from lower to
-//! higher priority writers, and readers hold no intents, so there is no
-//! waiting cycle; a wait is bounded and ends in a retry error.
+//! higher priority and has waited a short grace (the pushee is aborted).
+//! Past the grace, waits only go from lower to higher priority writers,
+//! and readers hold no intents, so there is no lasting waiting cycle; a
+//! wait is bounded and ends in a retry error.
 //!
-//! Locks (`SELECT … FOR UPDATE`) use the same machinery early: the record
+//! Locks (`SELECT … FOR UPDATE`, and UPDATE/DELETE inside a transaction
+//! block: [`Txn::lock_for_update`]) use the same machinery early: the record
 //! is created when the first lock is taken, locks are lock-only intents
 //! (readers pass them; they leave no version), and the transaction then
 //! commits or aborts through its record whatever its writes.
@@ -83,6 +85,10 @@ pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a transaction waits for another's pending intent before it
 /// gives up with a retry error.
 const MAX_INTENT_WAIT: Duration = Duration::from_secs(20);
+/// The longest pause between two pushes of a pending transaction. Waiters
+/// poll the record, so this bounds how long a row stays idle after its
+/// holder finished.
+const MAX_PUSH_BACKOFF: Duration = Duration::from_millis(20);
 
 /// Failpoints of the commit protocol, for tests that crash a coordinator at
 /// a chosen step.
@@ -120,11 +126,11 @@ impl Txn {
         may_abort: bool,
     ) -> Result<()> {
         let started = std::time::Instant::now();
-        let mut backoff = Duration::from_millis(5);
+        let mut backoff = Duration::from_millis(2);
         loop {
             let req = Req::PushTxn(kv::PushTxnRequest {
                 pushee: Some(intent.clone()),
-                abort: may_abort,
+                abort: may_abort && started.elapsed() >= self.limits.wound_grace,
                 pusher_priority: self.priority,
                 pusher_id: self.id.clone(),
             });
@@ -162,7 +168,7 @@ impl Txn {
                 });
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
+            backoff = (backoff * 2).min(MAX_PUSH_BACKOFF);
         }
     }
 
@@ -200,10 +206,14 @@ impl Txn {
     /// Locks the keys (SELECT … FOR UPDATE): lock-only intents, through the
     /// transaction's record, that make other writers and lockers wait (or
     /// push) until this transaction ends. Readers are not blocked.
-    pub async fn lock_keys(&mut self, keys: &[Vec<u8>]) -> Result<()> {
+    ///
+    /// Returns the highest timestamp a lock was taken at: above the read
+    /// timestamp when a key has a newer committed version than this
+    /// transaction has read (see [`Txn::lock_for_update`]).
+    pub async fn lock_keys(&mut self, keys: &[Vec<u8>]) -> Result<Timestamp> {
         self.check_open()?;
         let Some(first) = keys.first() else {
-            return Ok(());
+            return Ok(Timestamp::ZERO);
         };
         let meta = self.ensure_record(first).await?;
         // Intents may be on every key from now on, whatever happens next.
@@ -219,7 +229,31 @@ impl Txn {
                 lock_only: true,
             })
             .collect();
-        self.prepare_all(&meta, writes).await.map(|_| ())
+        self.prepare_all(&meta, writes).await
+    }
+
+    /// Locks the keys a statement is about to read and then change (an
+    /// UPDATE or DELETE inside a transaction block), and moves the read
+    /// timestamp up to the locks' timestamp, so that what the statement
+    /// reads next is the newest committed value and nobody else can commit
+    /// a newer one until this transaction ends.
+    ///
+    /// This turns a write-write conflict into a wait at the statement
+    /// instead of a serialization failure at COMMIT: a transaction that
+    /// read a row, waited for another to commit it, and then wrote it would
+    /// have to fail its refresh. Keys this transaction already locked are
+    /// not sent again. The refresh fails (a retry error) only if something
+    /// read earlier changed in the meantime.
+    pub async fn lock_for_update(&mut self, keys: &[Vec<u8>]) -> Result<()> {
+        let mut fresh: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|k| !self.locks.as_ref().is_some_and(|l| l.keys.contains(*k)))
+            .cloned()
+            .collect();
+        fresh.sort();
+        fresh.dedup();
+        let ts = self.lock_keys(&fresh).await?;
+        self.refresh_to(ts).await
     }
 
     /// Commits through the transaction record: writes that span several

@@ -17,7 +17,7 @@
 
 mod copy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use concord_kv::{Db, Txn};
@@ -84,6 +84,11 @@ pub struct Session {
     reports: Vec<(String, String)>,
     /// A `COPY FROM STDIN` waiting for its data.
     copy: Option<copy::CopyIn>,
+    /// Names of the protocol's prepared statements (the wire layer keeps
+    /// the statements; DEALLOCATE names them in SQL).
+    prepared_names: BTreeSet<String>,
+    /// Statements DEALLOCATE removed, for the wire layer to drop.
+    deallocated: Vec<String>,
 }
 
 /// Settings a client is told about (PostgreSQL's GUC_REPORT set).
@@ -156,6 +161,8 @@ impl Session {
             vars: default_vars(),
             reports: Vec::new(),
             copy: None,
+            prepared_names: BTreeSet::new(),
+            deallocated: Vec::new(),
         }
     }
 
@@ -298,7 +305,8 @@ impl Session {
         if let Statement::StartTransaction { .. }
         | Statement::Commit { .. }
         | Statement::Rollback { .. }
-        | Statement::Set(_) = sql_stmt.as_ref()
+        | Statement::Set(_)
+        | Statement::Deallocate { .. } = sql_stmt.as_ref()
         {
             // Nothing to describe, and they must prepare even in an aborted
             // block (ROLLBACK is how a client leaves it).
@@ -624,7 +632,11 @@ impl Session {
             TxnState::Idle => {
                 self.state = TxnState::Idle;
                 if is_begin {
-                    self.state = TxnState::Open(Box::new(self.db.begin()));
+                    let mut txn = self.db.begin();
+                    // In a block, a conflict found at COMMIT costs the
+                    // client the whole block: lock rows as they are updated.
+                    txn.set_lock_updates(true);
+                    self.state = TxnState::Open(Box::new(txn));
                     return Ok(tag("BEGIN"));
                 }
                 if is_commit {
@@ -754,8 +766,43 @@ impl Session {
         std::mem::take(&mut self.reports)
     }
 
-    /// SET and SHOW, which touch only the session.
+    /// The wire layer prepared a named statement.
+    pub fn statement_prepared(&mut self, name: &str) {
+        if !name.is_empty() {
+            self.prepared_names.insert(name.to_string());
+        }
+    }
+
+    /// The wire layer closed a named statement.
+    pub fn statement_closed(&mut self, name: &str) {
+        self.prepared_names.remove(name);
+    }
+
+    /// Named statements DEALLOCATE removed since the last call, for the
+    /// wire layer to drop from its store.
+    pub fn take_deallocated(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.deallocated)
+    }
+
+    /// `DEALLOCATE [PREPARE] name | ALL`.
+    fn deallocate(&mut self, name: &sqlparser::ast::Ident) -> Result<StatementResult> {
+        if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") {
+            let all = std::mem::take(&mut self.prepared_names);
+            self.deallocated.extend(all);
+            return Ok(tag("DEALLOCATE ALL"));
+        }
+        if !self.prepared_names.remove(&name.value) {
+            return Err(Error::InvalidSqlStatementName(name.value.clone()));
+        }
+        self.deallocated.push(name.value.clone());
+        Ok(tag("DEALLOCATE"))
+    }
+
+    /// SET, SHOW and DEALLOCATE, which touch only the session.
     fn session_statement(&mut self, stmt: &Statement) -> Result<Option<StatementResult>> {
+        if let Statement::Deallocate { name, .. } = stmt {
+            return self.deallocate(name).map(Some);
+        }
         if !matches!(stmt, Statement::Set(_) | Statement::ShowVariable { .. }) {
             return Ok(None);
         }
