@@ -92,6 +92,9 @@ pub enum Error {
     /// A value does not parse as its type (22P02).
     #[error("invalid input syntax for type {ty}: \"{value}\"")]
     InvalidTextRepresentation { ty: String, value: String },
+    /// A regular expression that does not compile (2201B).
+    #[error("{0}")]
+    InvalidRegularExpression(String),
     /// Malformed COPY data (22P04), with its line as context.
     #[error("{0}")]
     BadCopyFileFormat(String),
@@ -128,6 +131,9 @@ pub enum Error {
     /// Unknown configuration parameter and the like (42704).
     #[error("unrecognized configuration parameter \"{0}\"")]
     UndefinedObject(String),
+    /// DEALLOCATE of a statement the session has not prepared (26000).
+    #[error("prepared statement \"{0}\" does not exist")]
+    InvalidSqlStatementName(String),
     /// The object is busy (55006).
     #[error("object in use: {0}")]
     ObjectInUse(String),
@@ -199,6 +205,7 @@ impl Error {
             Error::NotNullViolation { .. } => "23502",
             Error::DatatypeMismatch(_) => "42804",
             Error::InvalidTextRepresentation { .. } => "22P02",
+            Error::InvalidRegularExpression(_) => "2201B",
             Error::BadCopyFileFormat(_) => "22P04",
             Error::NumericOutOfRange(_) => "22003",
             Error::DivisionByZero => "22012",
@@ -211,6 +218,7 @@ impl Error {
             Error::InvalidParameterValue(_) => "22023",
             Error::ReadOnlyTransaction(_) => "25006",
             Error::UndefinedObject(_) => "42704",
+            Error::InvalidSqlStatementName(_) => "26000",
             Error::FeatureNotSupported(_) => "0A000",
             Error::ObjectInUse(_) => "55006",
             Error::InFailedTransaction => "25P02",

@@ -8,6 +8,7 @@
 //! (22012).
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::fmt;
 
 use crate::datetime;
@@ -96,6 +97,24 @@ pub enum Func {
     DateTrunc,
     /// `extract(field FROM x)` / `date_part(field, x)` (double precision).
     DatePart,
+    /// `format_type(type oid, typmod)`.
+    FormatType,
+    /// `x ~ pattern` and its negated and case-insensitive forms (POSIX
+    /// regular expressions, as the `regex` crate reads them).
+    RegexMatch {
+        negated: bool,
+        insensitive: bool,
+    },
+    /// `x = ANY(array)`.
+    AnyEq,
+    /// `array_to_string(array, separator)`.
+    ArrayToString,
+    /// `array_upper(array, dimension)`.
+    ArrayUpper,
+    /// `array_position(array, element)`.
+    ArrayPosition,
+    /// `array[i]` (1-based).
+    ArraySubscript,
 }
 
 /// What a subquery computes for its enclosing row.
@@ -105,6 +124,8 @@ pub enum SubqueryKind {
     Scalar,
     /// `EXISTS (SELECT …)`.
     Exists,
+    /// `ARRAY(SELECT x …)`: the values of its rows, as an array.
+    Array,
     /// `expr [NOT] IN (SELECT x …)`.
     In { expr: Box<Expr>, negated: bool },
 }
@@ -167,6 +188,9 @@ pub enum Expr {
     },
     Cast(Box<Expr>, DataType),
     Func(Func, Vec<Expr>),
+    /// A catalog function or `reg*` cast: the argument looked up in a map
+    /// built from the catalog when the statement was planned.
+    Catalog(crate::pg_catalog::Lookup, Box<Expr>),
 }
 
 impl Expr {
@@ -277,6 +301,7 @@ impl Expr {
             }
             Expr::Cast(e, ty) => e.eval(row)?.cast(ty)?,
             Expr::Func(f, args) => eval_func(*f, args, row)?,
+            Expr::Catalog(lookup, arg) => lookup.get(&arg.eval(row)?)?,
         })
     }
 
@@ -373,7 +398,11 @@ impl Expr {
                     f(expr)
                 }
             }
-            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull(e, _) | Expr::Cast(e, _) => f(e),
+            Expr::Not(e)
+            | Expr::Neg(e)
+            | Expr::IsNull(e, _)
+            | Expr::Cast(e, _)
+            | Expr::Catalog(_, e) => f(e),
             Expr::Binary(_, l, r) => {
                 f(l);
                 f(r);
@@ -414,7 +443,11 @@ impl Expr {
                     f(expr)
                 }
             }
-            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull(e, _) | Expr::Cast(e, _) => f(e),
+            Expr::Not(e)
+            | Expr::Neg(e)
+            | Expr::IsNull(e, _)
+            | Expr::Cast(e, _)
+            | Expr::Catalog(_, e) => f(e),
             Expr::Binary(_, l, r) => {
                 f(l);
                 f(r);
@@ -701,6 +734,96 @@ fn eval_func(f: Func, args: &[Expr], row: &[Value]) -> Result<Value> {
                 )))
             }
         },
+        Func::FormatType => match arg(0) {
+            Value::Null => Value::Null,
+            Value::Int(oid) => Value::Text(crate::pg_catalog::format_type(
+                oid,
+                match arg(1) {
+                    Value::Int(m) => Some(m),
+                    _ => None,
+                },
+            )),
+            v => {
+                return Err(Error::UndefinedFunction(format!(
+                    "format_type({})",
+                    v.type_name()
+                )))
+            }
+        },
+        Func::RegexMatch {
+            negated,
+            insensitive,
+        } => match (arg(0), arg(1)) {
+            (Value::Null, _) | (_, Value::Null) => Value::Null,
+            (x, p) => Value::Bool(
+                regex_match(
+                    &x.to_text().unwrap_or_default(),
+                    &p.to_text().unwrap_or_default(),
+                    insensitive,
+                )? != negated,
+            ),
+        },
+        Func::AnyEq => match array_items(&arg(1))? {
+            None => Value::Null,
+            Some(items) => {
+                let x = arg(0);
+                if x.is_null() {
+                    return Ok(Value::Null);
+                }
+                let mut saw_null = false;
+                let mut found = false;
+                for item in items {
+                    match item {
+                        None => saw_null = true,
+                        Some(s) => found |= array_element_eq(&x, &s)?,
+                    }
+                }
+                if found {
+                    Value::Bool(true)
+                } else if saw_null {
+                    Value::Null
+                } else {
+                    Value::Bool(false)
+                }
+            }
+        },
+        Func::ArrayToString => match (array_items(&arg(0))?, arg(1)) {
+            (None, _) | (_, Value::Null) => Value::Null,
+            (Some(items), sep) => Value::Text(
+                items
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(&sep.to_text().unwrap_or_default()),
+            ),
+        },
+        Func::ArrayUpper => match (array_items(&arg(0))?, arg(1)) {
+            (Some(items), Value::Int(1)) if !items.is_empty() => Value::Int(items.len() as i64),
+            _ => Value::Null,
+        },
+        Func::ArrayPosition => match (array_items(&arg(0))?, arg(1)) {
+            (Some(items), x) if !x.is_null() => {
+                let mut at = Value::Null;
+                for (i, item) in items.into_iter().enumerate() {
+                    if let Some(s) = item {
+                        if array_element_eq(&x, &s)? {
+                            at = Value::Int(i as i64 + 1);
+                            break;
+                        }
+                    }
+                }
+                at
+            }
+            _ => Value::Null,
+        },
+        Func::ArraySubscript => match (array_items(&arg(0))?, arg(1)) {
+            (Some(items), Value::Int(i)) if i >= 1 => items
+                .into_iter()
+                .nth(i as usize - 1)
+                .flatten()
+                .map_or(Value::Null, Value::Text),
+            _ => Value::Null,
+        },
         _ => match (f, arg(0)) {
             (_, Value::Null) => Value::Null,
             (Func::Abs, Value::Int(i)) => Value::Int(
@@ -781,6 +904,7 @@ impl fmt::Display for Expr {
             Expr::Subquery(sq) => match &sq.kind {
                 SubqueryKind::Scalar => write!(f, "(subquery {})", sq.id),
                 SubqueryKind::Exists => write!(f, "EXISTS (subquery {})", sq.id),
+                SubqueryKind::Array => write!(f, "ARRAY(subquery {})", sq.id),
                 SubqueryKind::In { expr, negated } => write!(
                     f,
                     "{expr} {}IN (subquery {})",
@@ -819,6 +943,7 @@ impl fmt::Display for Expr {
             }
             Expr::Case { .. } => write!(f, "CASE ... END"),
             Expr::Cast(e, ty) => write!(f, "{e}::{ty}"),
+            Expr::Catalog(lookup, e) => write!(f, "{}({e})", lookup.name),
             Expr::Func(func, args) => {
                 let items: Vec<String> = args.iter().map(|e| e.to_string()).collect();
                 write!(
@@ -830,6 +955,68 @@ impl fmt::Display for Expr {
             }
         }
     }
+}
+
+/// The items of an array value (arrays are kept in their text form), or
+/// `None` for NULL.
+fn array_items(v: &Value) -> Result<Option<Vec<Option<String>>>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Text(s) => crate::pg_catalog::parse_array(s).map(Some).ok_or_else(|| {
+            Error::InvalidTextRepresentation {
+                ty: "array".into(),
+                value: s.clone(),
+            }
+        }),
+        other => Err(Error::DatatypeMismatch(format!(
+            "{} is not an array",
+            other.type_name()
+        ))),
+    }
+}
+
+/// Whether an array element (text) equals `x`, read as `x`'s type.
+fn array_element_eq(x: &Value, item: &str) -> Result<bool> {
+    let ty = match x {
+        Value::Bool(_) => DataType::Bool,
+        Value::Int(_) => DataType::Int8,
+        Value::Float(_) => DataType::Float8,
+        Value::Date(_) => DataType::Date,
+        Value::Timestamp(_) => DataType::Timestamp,
+        Value::TimestampTz(_) => DataType::TimestampTz,
+        Value::Interval(_) => DataType::Interval,
+        Value::Null | Value::Text(_) => DataType::Text,
+    };
+    let item = Value::Text(item.to_string()).cast(&ty)?;
+    Ok(x.sql_cmp(&item) == Some(Ordering::Equal))
+}
+
+thread_local! {
+    /// Compiled patterns of recent regular-expression matches: catalog
+    /// queries match one pattern against every row.
+    static REGEX_CACHE: std::cell::RefCell<HashMap<(String, bool), regex::Regex>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// `text ~ pattern`.
+fn regex_match(text: &str, pattern: &str, insensitive: bool) -> Result<bool> {
+    REGEX_CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let key = (pattern.to_string(), insensitive);
+        if !cache.contains_key(&key) {
+            let re = regex::RegexBuilder::new(pattern)
+                .case_insensitive(insensitive)
+                .build()
+                .map_err(|e| {
+                    Error::InvalidRegularExpression(format!("invalid regular expression: {e}"))
+                })?;
+            if cache.len() >= 64 {
+                cache.clear();
+            }
+            cache.insert(key.clone(), re);
+        }
+        Ok(cache[&key].is_match(text))
+    })
 }
 
 #[cfg(test)]

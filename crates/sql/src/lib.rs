@@ -45,6 +45,7 @@ pub mod error;
 pub mod exec;
 pub mod expr;
 pub mod parser;
+pub mod pg_catalog;
 pub mod plan;
 pub mod planner;
 pub mod prepared;

@@ -169,6 +169,10 @@ pub enum AggFunc {
     Min,
     Max,
     Avg,
+    /// `string_agg(x, separator)`.
+    StringAgg,
+    /// `array_agg(x)` (an array in its text form).
+    ArrayAgg,
 }
 
 /// One aggregate computed by an Aggregate node.
@@ -179,6 +183,8 @@ pub struct AggCall {
     pub distinct: bool,
     /// The type of the argument (for SUM's overflow rules).
     pub arg_type: DataType,
+    /// `string_agg`'s separator (a constant).
+    pub separator: Option<String>,
 }
 
 /// A sort key: an output column position.
@@ -203,6 +209,12 @@ pub enum Node {
     /// Literal rows.
     Values {
         rows: Vec<Vec<Expr>>,
+    },
+    /// `generate_series(start, stop [, step])` whose arguments are known
+    /// only when it runs (they refer to an enclosing query's row); constant
+    /// ones are planned as `Values`.
+    Series {
+        args: Vec<Expr>,
     },
     Filter {
         input: Box<Node>,
@@ -341,6 +353,7 @@ impl Node {
                 format!("scan {}: {how}{limit}", table.name)
             }
             Node::Values { rows } => format!("values: {} row(s)", rows.len()),
+            Node::Series { .. } => "generate_series".to_string(),
             Node::Filter { predicate, .. } => format!("filter: {predicate}"),
             Node::Project { exprs, .. } => {
                 let e: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
@@ -415,7 +428,7 @@ impl Node {
         };
         let _ = writeln!(out, "{pad}{arrow}{line}");
         match self {
-            Node::Scan { .. } | Node::Values { .. } => {}
+            Node::Scan { .. } | Node::Values { .. } | Node::Series { .. } => {}
             Node::Filter { input, .. }
             | Node::Project { input, .. }
             | Node::Aggregate { input, .. }
@@ -433,7 +446,7 @@ impl Node {
     /// The node's inputs.
     fn children_mut(&mut self) -> Vec<&mut Node> {
         match self {
-            Node::Scan { .. } | Node::Values { .. } => vec![],
+            Node::Scan { .. } | Node::Values { .. } | Node::Series { .. } => vec![],
             Node::Filter { input, .. }
             | Node::Project { input, .. }
             | Node::Aggregate { input, .. }
@@ -449,7 +462,7 @@ impl Node {
 
     fn children(&self) -> Vec<&Node> {
         match self {
-            Node::Scan { .. } | Node::Values { .. } => vec![],
+            Node::Scan { .. } | Node::Values { .. } | Node::Series { .. } => vec![],
             Node::Filter { input, .. }
             | Node::Project { input, .. }
             | Node::Aggregate { input, .. }
@@ -467,6 +480,7 @@ impl Node {
     fn own_exprs(&self) -> Vec<&Expr> {
         match self {
             Node::Values { rows } => rows.iter().flatten().collect(),
+            Node::Series { args } => args.iter().collect(),
             Node::Filter { predicate, .. } => vec![predicate],
             Node::Project { exprs, .. } => exprs.iter().collect(),
             Node::Aggregate { group_by, aggs, .. } => group_by
@@ -485,6 +499,7 @@ impl Node {
     fn own_exprs_mut(&mut self) -> Vec<&mut Expr> {
         match self {
             Node::Values { rows } => rows.iter_mut().flatten().collect(),
+            Node::Series { args } => args.iter_mut().collect(),
             Node::Filter { predicate, .. } => vec![predicate],
             Node::Project { exprs, .. } => exprs.iter_mut().collect(),
             Node::Aggregate { group_by, aggs, .. } => group_by

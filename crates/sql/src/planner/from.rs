@@ -29,7 +29,7 @@ use sqlparser::ast::{self, JoinConstraint, JoinOperator, TableFactor, TableWithJ
 
 use super::{
     expect_bool, ident_name, is_table_function, plan_query, plan_table_function, select_spans,
-    table_name, Binder, PlanCtx, Scope, ScopeColumn,
+    system_relation, table_name, Binder, PlanCtx, Scope, ScopeColumn,
 };
 use crate::error::{Error, Result};
 use crate::expr::{BinOp, Expr, Func};
@@ -147,7 +147,7 @@ fn flattenable(twj: &TableWithJoins) -> bool {
 fn plan_factor(tf: &TableFactor, cx: &PlanCtx, outer: &[&Scope]) -> Result<Rel> {
     match tf {
         TableFactor::Table { .. } if is_table_function(tf) => {
-            let (node, scope) = plan_table_function(tf)?;
+            let (node, scope) = plan_table_function(tf, cx, outer)?;
             Ok(Rel { node, scope })
         }
         TableFactor::Table {
@@ -165,6 +165,11 @@ fn plan_factor(tf: &TableFactor, cx: &PlanCtx, outer: &[&Scope]) -> Result<Rel> 
                             None => scope,
                         },
                     });
+                }
+            }
+            if let Some((vt, qualified)) = system_relation(name) {
+                if qualified || !cx.has_table(vt.name) {
+                    return system_rel(vt, alias.as_ref(), cx);
                 }
             }
             let table = cx.table(&table_name(name)?)?;
@@ -212,6 +217,32 @@ fn plan_factor(tf: &TableFactor, cx: &PlanCtx, outer: &[&Scope]) -> Result<Rel> 
         }
         other => Err(Error::FeatureNotSupported(format!("FROM {other}"))),
     }
+}
+
+/// A relation of `pg_catalog` or `information_schema`: its rows, generated
+/// from the statement's catalog snapshot.
+fn system_rel(
+    vt: &crate::pg_catalog::VTable,
+    alias: Option<&ast::TableAlias>,
+    cx: &PlanCtx,
+) -> Result<Rel> {
+    let rows = vt
+        .rows(&cx.snapshot())
+        .into_iter()
+        .map(|r| r.into_iter().map(Expr::Literal).collect())
+        .collect();
+    let scope = Scope {
+        columns: vt
+            .columns
+            .iter()
+            .map(|(n, ty)| ScopeColumn::new(Some(vt.name.to_string()), n.to_string(), ty.clone()))
+            .collect(),
+    }
+    .aliased(alias)?;
+    Ok(Rel {
+        node: Node::Values { rows },
+        scope,
+    })
 }
 
 /// Plans a FROM item with joins in the order written (used when it has

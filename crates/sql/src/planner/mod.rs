@@ -202,6 +202,8 @@ fn aggregate_func(name: &str) -> Option<AggFunc> {
         "min" => AggFunc::Min,
         "max" => AggFunc::Max,
         "avg" => AggFunc::Avg,
+        "string_agg" => AggFunc::StringAgg,
+        "array_agg" => AggFunc::ArrayAgg,
         _ => return None,
     })
 }
@@ -376,15 +378,37 @@ impl<'a> Binder<'a> {
             list.duplicate_treatment,
             Some(ast::DuplicateTreatment::Distinct)
         );
+        let mut separator = None;
         let (func, arg, arg_type) = match list.args.as_slice() {
             [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)]
                 if func == AggFunc::Count =>
             {
                 (AggFunc::CountStar, None, DataType::Int8)
             }
-            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))] => {
+            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))]
+                if func != AggFunc::StringAgg =>
+            {
                 let mut inner = self.sub("aggregate function calls");
                 let (arg, ty) = inner.bind_inner_no_agg(a)?;
+                (func, Some(arg), ty)
+            }
+            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)), ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(sep))]
+                if func == AggFunc::StringAgg =>
+            {
+                let mut inner = self.sub("aggregate function calls");
+                let (arg, ty) = inner.bind_inner_no_agg(a)?;
+                match inner.bind_inner_no_agg(sep)?.0 {
+                    Expr::Literal(Value::Text(s)) => separator = Some(s),
+                    Expr::Literal(Value::Null) => separator = None,
+                    _ => {
+                        return Err(Error::FeatureNotSupported(
+                            "string_agg with a separator that is not a constant".into(),
+                        ))
+                    }
+                }
+                if !ty.is_string() && ty != DataType::Unknown {
+                    return Err(Error::UndefinedFunction(format!("string_agg({ty}, text)")));
+                }
                 (func, Some(arg), ty)
             }
             _ => {
@@ -410,6 +434,7 @@ impl<'a> Binder<'a> {
                 )))
             }
             AggFunc::Min | AggFunc::Max => arg_type.clone(),
+            AggFunc::StringAgg | AggFunc::ArrayAgg => DataType::Text,
         };
         let agg = self
             .agg
@@ -420,6 +445,7 @@ impl<'a> Binder<'a> {
             arg,
             distinct,
             arg_type,
+            separator,
         };
         let idx = match agg.aggs.iter().position(|(c, _)| *c == call) {
             Some(i) => i,
@@ -510,7 +536,25 @@ impl<'a> Binder<'a> {
                     ast::BinaryOperator::Divide => BinOp::Div,
                     ast::BinaryOperator::Modulo => BinOp::Mod,
                     ast::BinaryOperator::StringConcat => BinOp::Concat,
-                    other => return Err(Error::FeatureNotSupported(format!("operator {other}"))),
+                    other => {
+                        if let Some((negated, insensitive)) = regex_operator(other) {
+                            let (l, lt) = self.bind(left)?;
+                            let (r, rt) = self.bind(right)?;
+                            for t in [&lt, &rt] {
+                                if !t.is_string() && *t != DataType::Unknown {
+                                    return Err(Error::UndefinedOperator(format!(
+                                        "{lt} {other} {rt}"
+                                    )));
+                                }
+                            }
+                            let f = Func::RegexMatch {
+                                negated,
+                                insensitive,
+                            };
+                            return Ok((fold(Expr::Func(f, vec![l, r]))?, DataType::Bool));
+                        }
+                        return Err(Error::FeatureNotSupported(format!("operator {other}")));
+                    }
                 };
                 let l = self.bind(left)?;
                 let r = self.bind(right)?;
@@ -650,7 +694,10 @@ impl<'a> Binder<'a> {
             A::Cast {
                 expr, data_type, ..
             } => {
-                let (x, _) = self.bind(expr)?;
+                let (x, xt) = self.bind(expr)?;
+                if let Some(reg) = reg_type(data_type) {
+                    return self.bind_reg_cast(&reg, x, xt);
+                }
                 let ty = bind_type(data_type)?;
                 let cast = Expr::Cast(Box::new(x), ty.clone());
                 if cast.is_constant() {
@@ -737,6 +784,54 @@ impl<'a> Binder<'a> {
                 };
                 (sq, col.ty.clone())
             }
+            A::Collate { expr, .. } => self.bind(expr)?,
+            A::AnyOp {
+                left,
+                compare_op: ast::BinaryOperator::Eq,
+                right,
+                ..
+            } => {
+                let (l, lt) = self.bind(left)?;
+                if let A::Subquery(q) = right.as_ref() {
+                    let (sq, cols) = self.subquery(
+                        q,
+                        SubqueryKind::In {
+                            expr: Box::new(l),
+                            negated: false,
+                        },
+                    )?;
+                    let [col] = cols.as_slice() else {
+                        return Err(Error::Syntax("subquery has too many columns".into()));
+                    };
+                    comparable(&lt, &col.ty, BinOp::Eq)?;
+                    return Ok((sq, DataType::Bool));
+                }
+                let (r, rt) = self.bind(right)?;
+                expect_array(&rt, "ANY")?;
+                (fold(Expr::Func(Func::AnyEq, vec![l, r]))?, DataType::Bool)
+            }
+            A::CompoundFieldAccess { root, access_chain } => {
+                let [ast::AccessExpr::Subscript(ast::Subscript::Index { index })] =
+                    access_chain.as_slice()
+                else {
+                    return Err(Error::FeatureNotSupported(format!("expression {e}")));
+                };
+                let (arr, at) = self.bind(root)?;
+                expect_array(&at, "a subscript")?;
+                let (i, it) = self.bind(index)?;
+                if !it.is_integer() && it != DataType::Unknown {
+                    return Err(Error::DatatypeMismatch(format!(
+                        "array subscript must have type integer, not {it}"
+                    )));
+                }
+                // Arrays are text, so their elements have no type of
+                // their own: like an untyped literal, they take the type
+                // of what they are compared with.
+                (
+                    fold(Expr::Func(Func::ArraySubscript, vec![arr, i]))?,
+                    DataType::Unknown,
+                )
+            }
             A::Exists { subquery, negated } => {
                 let (sq, _) = self.subquery(subquery, SubqueryKind::Exists)?;
                 if *negated {
@@ -749,8 +844,100 @@ impl<'a> Binder<'a> {
         })
     }
 
+    /// `x::regclass`, `x::regtype`, `x::regnamespace`: an oid's name (a
+    /// relation name's oid for `'t'::regclass`), from the catalog snapshot.
+    fn bind_reg_cast(&mut self, reg: &str, x: Expr, xt: DataType) -> Result<(Expr, DataType)> {
+        use crate::pg_catalog as pgc;
+        let snap = self.cx.map(|c| c.snapshot()).unwrap_or_default();
+        let from_name = xt.is_string() || xt == DataType::Unknown;
+        let (lookup, ty) = match (reg, from_name) {
+            ("regclass", true) => (pgc::regclass_in(&snap), DataType::Int8),
+            ("regclass", false) => (pgc::regclass_out(&snap), DataType::Text),
+            ("regtype", false) => (pgc::regtype_out(), DataType::Text),
+            ("regnamespace", false) => (pgc::regnamespace_out(), DataType::Text),
+            _ => return Err(Error::FeatureNotSupported(format!("casting {xt} to {reg}"))),
+        };
+        Ok((fold(Expr::Catalog(lookup, Box::new(x)))?, ty))
+    }
+
+    /// The functions of PostgreSQL's system catalogs that psql and drivers
+    /// call (see [`crate::pg_catalog`]), or `None` for another name.
+    fn bind_catalog_function(
+        &mut self,
+        name: &str,
+        bound: &[(Expr, DataType)],
+    ) -> Result<Option<(Expr, DataType)>> {
+        use crate::pg_catalog as pgc;
+        let snap = || self.cx.map(|c| c.snapshot()).unwrap_or_default();
+        let arg = |i: usize| -> Result<Expr> {
+            bound.get(i).map(|(e, _)| e.clone()).ok_or_else(|| {
+                Error::UndefinedFunction(format!("{name} with {} argument(s)", bound.len()))
+            })
+        };
+        let lookup = |l: pgc::Lookup| -> Result<Expr> { fold(Expr::Catalog(l, Box::new(arg(0)?))) };
+        let text = DataType::Text;
+        Ok(Some(match name {
+            "pg_get_userbyid" => (lookup(pgc::user_by_id())?, text),
+            "pg_encoding_to_char" => (lookup(pgc::encoding_name())?, text),
+            "pg_table_is_visible" => (lookup(pgc::table_is_visible(&snap()))?, DataType::Bool),
+            "pg_get_indexdef" => (lookup(pgc::index_defs(&snap()))?, text),
+            "pg_get_constraintdef" => (lookup(pgc::constraint_defs(&snap()))?, text),
+            // Expressions are stored as their SQL text already.
+            "pg_get_expr" => (arg(0)?, text),
+            "format_type" => (
+                fold(Expr::Func(Func::FormatType, vec![arg(0)?, arg(1)?]))?,
+                text,
+            ),
+            "pg_relation_is_publishable" => (Expr::Literal(Value::Bool(false)), DataType::Bool),
+            "pg_get_statisticsobjdef_columns"
+            | "obj_description"
+            | "col_description"
+            | "shobj_description"
+            | "pg_get_viewdef" => (Expr::Literal(Value::Null), text),
+            "array_to_string" => (
+                fold(Expr::Func(Func::ArrayToString, vec![arg(0)?, arg(1)?]))?,
+                text,
+            ),
+            "array_upper" | "array_length" => (
+                fold(Expr::Func(Func::ArrayUpper, vec![arg(0)?, arg(1)?]))?,
+                DataType::Int4,
+            ),
+            "array_position" => (
+                fold(Expr::Func(Func::ArrayPosition, vec![arg(0)?, arg(1)?]))?,
+                DataType::Int4,
+            ),
+            "current_schemas" => {
+                let implicit = !matches!(arg(0)?, Expr::Literal(Value::Bool(false)));
+                let schemas = if implicit {
+                    "{pg_catalog,public}"
+                } else {
+                    "{public}"
+                };
+                (Expr::Literal(Value::Text(schemas.into())), text)
+            }
+            "current_schema" => (Expr::Literal(Value::Text("public".into())), text),
+            "current_user" | "session_user" | "user" => {
+                (Expr::Literal(Value::Text("root".into())), text)
+            }
+            "pg_backend_pid" => (
+                Expr::Literal(Value::Int(std::process::id() as i64)),
+                DataType::Int4,
+            ),
+            _ => return Ok(None),
+        }))
+    }
+
     fn bind_function(&mut self, f: &ast::Function) -> Result<(Expr, DataType)> {
         let name = function_name(f);
+        if name == "array" {
+            if let ast::FunctionArguments::Subquery(q) = &f.args {
+                let (sq, cols) = self.subquery(q, SubqueryKind::Array)?;
+                if cols.len() != 1 {
+                    return Err(Error::Syntax("subquery must return only one column".into()));
+                }
+                return Ok((sq, DataType::Text));
+            }
+        }
         if aggregate_func(&name).is_some() {
             return Err(Error::Grouping(format!(
                 "aggregate functions are not allowed in {}",
@@ -777,6 +964,9 @@ impl<'a> Binder<'a> {
             .iter()
             .map(|a| self.bind(a))
             .collect::<Result<Vec<_>>>()?;
+        if let Some(bound) = self.bind_catalog_function(&name, &bound)? {
+            return Ok(bound);
+        }
         let arity = |n: usize| -> Result<()> {
             if bound.len() == n {
                 Ok(())
@@ -911,6 +1101,42 @@ impl<'a> Binder<'a> {
     }
 }
 
+/// `~`, `~*`, `!~`, `!~*` (also as `OPERATOR(pg_catalog.~)`): (negated,
+/// case-insensitive).
+fn regex_operator(op: &ast::BinaryOperator) -> Option<(bool, bool)> {
+    use ast::BinaryOperator as O;
+    let custom;
+    let symbol = match op {
+        O::PGRegexMatch => "~",
+        O::PGRegexIMatch => "~*",
+        O::PGRegexNotMatch => "!~",
+        O::PGRegexNotIMatch => "!~*",
+        O::PGCustomBinaryOperator(parts) => {
+            custom = parts.last()?.clone();
+            custom.as_str()
+        }
+        _ => return None,
+    };
+    Some(match symbol {
+        "~" => (false, false),
+        "~*" => (false, true),
+        "!~" => (true, false),
+        "!~*" => (true, true),
+        _ => return None,
+    })
+}
+
+/// Arrays are text in PostgreSQL's array syntax (see `pg_catalog`).
+fn expect_array(ty: &DataType, what: &str) -> Result<()> {
+    if ty.is_string() || *ty == DataType::Unknown {
+        Ok(())
+    } else {
+        Err(Error::DatatypeMismatch(format!(
+            "op ANY/ALL (array) requires array on right side, not type {ty} (in {what})"
+        )))
+    }
+}
+
 fn expect_bool(ty: &DataType, what: &str) -> Result<()> {
     if *ty == DataType::Bool || *ty == DataType::Unknown {
         Ok(())
@@ -1013,6 +1239,8 @@ fn coerce_pair(
                 };
                 return Ok((Expr::Literal(v), other.clone()));
             }
+            // Another untyped value (an array element): cast when it runs.
+            return Ok((Expr::Cast(Box::new(e), other.clone()), other.clone()));
         }
         Ok((e, t))
     };
@@ -1257,14 +1485,80 @@ pub fn bind_type(t: &ast::DataType) -> Result<DataType> {
             DataType::TimestampTz
         }
         D::Interval { .. } => DataType::Interval,
-        D::Custom(name, _) => match name.to_string().to_ascii_lowercase().as_str() {
-            "string" => DataType::Text,
+        // Arrays are kept in their text form (see `pg_catalog`).
+        D::Array(_) => DataType::Text,
+        D::Custom(name, _) => match custom_type_name(name).as_str() {
+            "string" | "name" | "\"char\"" | "char" | "pg_node_tree" | "int2vector"
+            | "oidvector" | "aclitem" => DataType::Text,
+            "text" => DataType::Text,
+            "oid" | "regproc" => DataType::Int8,
             "bpchar" => DataType::Char(None),
             "timestamptz" => DataType::TimestampTz,
             _ => return Err(Error::FeatureNotSupported(format!("type {name}"))),
         },
         other => return Err(Error::FeatureNotSupported(format!("type {other}"))),
     })
+}
+
+/// A type name as written, lowercased, without a `pg_catalog.` schema.
+fn custom_type_name(name: &ast::ObjectName) -> String {
+    let s = name.to_string().to_ascii_lowercase();
+    match s.strip_prefix("pg_catalog.") {
+        Some(rest) => rest.to_string(),
+        None => s,
+    }
+}
+
+/// The `reg*` type a cast names, if it does.
+fn reg_type(t: &ast::DataType) -> Option<String> {
+    match t {
+        ast::DataType::Regclass => Some("regclass".into()),
+        ast::DataType::Custom(name, _) => {
+            let n = custom_type_name(name);
+            matches!(n.as_str(), "regclass" | "regtype" | "regnamespace").then_some(n)
+        }
+        _ => None,
+    }
+}
+
+/// The system relation an object name refers to (`pg_catalog.x`,
+/// `information_schema.x`, or a bare `pg_catalog` name), and whether it was
+/// qualified (a bare name yields to a user table of the same name).
+fn system_relation(name: &ast::ObjectName) -> Option<(&'static crate::pg_catalog::VTable, bool)> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| p.as_ident().map(ident_name))
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [t] => crate::pg_catalog::relation(None, t).map(|v| (v, false)),
+        [s, t] | [_, s, t] if crate::pg_catalog::is_system_schema(s) => {
+            crate::pg_catalog::relation(Some(s), t).map(|v| (v, true))
+        }
+        _ => None,
+    }
+}
+
+/// Whether planning `stmt` needs the catalog snapshot: it reads a system
+/// relation, calls a catalog function or casts to a `reg*` type.
+fn needs_catalog(stmt: &Statement) -> bool {
+    let mut needed = false;
+    let _ = visit_relations(stmt, |n| {
+        needed |= system_relation(n).is_some();
+        ControlFlow::<()>::Continue(())
+    });
+    if needed {
+        return true;
+    }
+    let _ = ast::visit_expressions(stmt, |e| {
+        match e {
+            ast::Expr::Function(f) if function_name(f).starts_with("pg_") => needed = true,
+            ast::Expr::Cast { data_type, .. } if reg_type(data_type).is_some() => needed = true,
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    needed
 }
 
 thread_local! {
@@ -1291,6 +1585,9 @@ pub struct PlanCtx {
     ctes: RefCell<Vec<Cte>>,
     /// The transaction's time (`now()`), as a timestamptz.
     now: i64,
+    /// Every descriptor, when the statement reads the system catalogs
+    /// ([`crate::pg_catalog`]).
+    snapshot: Option<std::sync::Arc<crate::pg_catalog::Snapshot>>,
 }
 
 /// A CTE in scope.
@@ -1318,7 +1615,15 @@ impl PlanCtx {
             ControlFlow::<()>::Continue(())
         });
         let found = catalog::get_tables(txn, &names).await?;
+        let snapshot = if needs_catalog(stmt) {
+            Some(std::sync::Arc::new(crate::pg_catalog::Snapshot {
+                tables: catalog::list_tables(txn).await?,
+            }))
+        } else {
+            None
+        };
         Ok(PlanCtx {
+            snapshot,
             tables: names
                 .into_iter()
                 .zip(found)
@@ -1367,6 +1672,17 @@ impl PlanCtx {
             e => e,
         })?;
         Ok(Some((node, scope)))
+    }
+
+    /// The catalog snapshot (empty if the statement was not expected to
+    /// need one).
+    fn snapshot(&self) -> std::sync::Arc<crate::pg_catalog::Snapshot> {
+        self.snapshot.clone().unwrap_or_default()
+    }
+
+    /// Whether the statement names a user table called `name`.
+    fn has_table(&self, name: &str) -> bool {
+        self.tables.contains_key(name)
     }
 
     /// A table the statement names.
@@ -1913,13 +2229,9 @@ fn is_table_function(tf: &TableFactor) -> bool {
     matches!(tf, TableFactor::Table { args: Some(_), .. })
 }
 
-/// Most rows a set-returning function may produce: results are held in
-/// memory until execution streams.
-const MAX_SERIES_ROWS: i64 = 10_000_000;
-
 /// `generate_series(start, stop [, step])` in FROM: one integer column named
 /// after the alias (or `generate_series`).
-fn plan_table_function(tf: &TableFactor) -> Result<(Node, Scope)> {
+fn plan_table_function(tf: &TableFactor, cx: &PlanCtx, outer: &[&Scope]) -> Result<(Node, Scope)> {
     let TableFactor::Table {
         name,
         alias,
@@ -1929,57 +2241,53 @@ fn plan_table_function(tf: &TableFactor) -> Result<(Node, Scope)> {
     else {
         return Err(Error::Internal("not a table function".into()));
     };
-    let fname = table_name(name)?;
+    let fname = match name.0.as_slice() {
+        // Set-returning functions live in pg_catalog.
+        [ast::ObjectNamePart::Identifier(s), ast::ObjectNamePart::Identifier(f)]
+            if ident_name(s) == "pg_catalog" =>
+        {
+            ident_name(f)
+        }
+        _ => table_name(name)?,
+    };
     if fname != "generate_series" {
         return Err(Error::UndefinedFunction(format!("{fname}()")));
     }
-    let mut vals = Vec::new();
+    let mut exprs = Vec::new();
     for a in &args.args {
         let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) = a else {
             return Err(Error::FeatureNotSupported(format!(
                 "argument {a} of generate_series"
             )));
         };
-        let (x, _) = Binder::plain(&Scope::default(), "FROM").bind(e)?;
-        if !x.is_constant() {
-            return Err(Error::FeatureNotSupported(
-                "generate_series over columns".into(),
-            ));
+        // The arguments may refer to the rows of enclosing queries (not to
+        // the other FROM items: that would be LATERAL).
+        let empty = Scope::default();
+        let (x, ty) = Binder::new(&empty, outer, cx, "FROM").bind(e)?;
+        if !ty.is_integer() && ty != DataType::Unknown {
+            return Err(Error::UndefinedFunction(format!("generate_series({ty})")));
         }
-        match x.eval(&[])? {
-            Value::Int(i) => vals.push(i),
-            v => {
-                return Err(Error::UndefinedFunction(format!(
-                    "generate_series({})",
-                    v.type_name()
-                )))
-            }
-        }
+        exprs.push(x);
     }
-    let (start, stop, step) = match vals.as_slice() {
-        [a, b] => (*a, *b, 1),
-        [a, b, c] => (*a, *b, *c),
-        _ => {
-            return Err(Error::UndefinedFunction(format!(
-                "generate_series with {} arguments",
-                vals.len()
-            )))
-        }
-    };
-    if step == 0 {
-        return Err(Error::InvalidParameterValue(
-            "step size cannot equal zero".into(),
-        ));
-    }
-    let count = (i128::from(stop) - i128::from(start)) / i128::from(step) + 1;
-    if count > i128::from(MAX_SERIES_ROWS) {
-        return Err(Error::FeatureNotSupported(format!(
-            "generate_series of more than {MAX_SERIES_ROWS} rows"
+    if !(2..=3).contains(&exprs.len()) {
+        return Err(Error::UndefinedFunction(format!(
+            "generate_series with {} arguments",
+            exprs.len()
         )));
     }
-    let rows = (0..count.max(0) as i64)
-        .map(|i| vec![Expr::Literal(Value::Int(start + i * step))])
-        .collect();
+    let node = if exprs.iter().all(Expr::is_constant) {
+        let vals = exprs
+            .iter()
+            .map(|x| x.eval(&[]))
+            .collect::<Result<Vec<_>>>()?;
+        let rows = crate::exec::generate_series(&vals)?
+            .into_iter()
+            .map(|v| vec![Expr::Literal(v)])
+            .collect();
+        Node::Values { rows }
+    } else {
+        Node::Series { args: exprs }
+    };
     let alias_name = alias.as_ref().map(|a| ident_name(&a.name));
     let column = alias
         .as_ref()
@@ -1993,7 +2301,7 @@ fn plan_table_function(tf: &TableFactor) -> Result<(Node, Scope)> {
             DataType::Int8,
         )],
     };
-    Ok((Node::Values { rows }, scope))
+    Ok((node, scope))
 }
 
 fn constant_u64(e: &ast::Expr, what: &'static str) -> Result<u64> {
@@ -2024,7 +2332,7 @@ fn constant_u64(e: &ast::Expr, what: &'static str) -> Result<u64> {
 fn contains_aggregate(e: &ast::Expr) -> bool {
     let s = e.to_string().to_lowercase();
     // Cheap pre-check, confirmed by walking function calls.
-    if !["count(", "sum(", "min(", "max(", "avg("]
+    if !["count(", "sum(", "min(", "max(", "avg(", "_agg("]
         .iter()
         .any(|f| s.contains(f))
     {
