@@ -20,6 +20,11 @@
 //! checks them, and the client hears the session's reported settings in
 //! ParameterStatus, again after any SET that changes one.
 //!
+//! pgwire's store keeps the prepared statements but cannot list them, so
+//! the session keeps their names (told at Parse and Close): `DEALLOCATE
+//! name | ALL` in SQL checks and forgets them there, and the handler then
+//! drops them from the store.
+//!
 //! `COPY … FROM STDIN` answers CopyInResponse and feeds the CopyData to the
 //! session ([`Session::copy_data`]); CopyDone commits and sends `COPY n`
 //! (pgwire then sends ReadyForQuery, or waits for Sync in the extended
@@ -28,6 +33,10 @@
 //! # Not done yet
 //! - cancel requests, TLS and SCRAM authentication (the SQL issue). Any user name is
 //!   accepted without a password (insecure mode).
+//! - The statements of a pipeline before its Sync are not one implicit
+//!   transaction as in PostgreSQL: outside a block each Execute commits on
+//!   its own, so a failing statement keeps the effects of those before it
+//!   (psycopg's `executemany`).
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -45,12 +54,15 @@ use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
     CopyResponse, DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
 };
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type, DEFAULT_NAME};
 use pgwire::api::{PidSecretKeyGenerator, RandomPidSecretKeyGenerator};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::extendedquery::{
+    Close, CloseComplete, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+};
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -389,8 +401,31 @@ where
     Ok(())
 }
 
+/// Drops from pgwire's store the statements a DEALLOCATE removed.
+fn drop_deallocated<C: ClientPortalStore>(client: &C, session: &mut Session)
+where
+    C::PortalStore: PortalStore,
+{
+    for name in session.take_deallocated() {
+        client.portal_store().rm_statement(&name);
+    }
+}
+
 fn user_error(e: &concord_sql::Error) -> PgWireError {
     PgWireError::UserError(Box::new(error_info(e)))
+}
+
+/// The session's transaction status, as ReadyForQuery reports it. pgwire
+/// marks an open block failed after any error; the session knows better: a
+/// COMMIT that fails (40001) has ended its transaction, and PostgreSQL then
+/// reports idle. Set before an error goes back to pgwire, which keeps an
+/// idle status idle.
+fn protocol_status(session: &Session) -> TransactionStatus {
+    match session.txn_status() {
+        concord_sql::TxnStatus::Idle => TransactionStatus::Idle,
+        concord_sql::TxnStatus::InTransaction => TransactionStatus::Transaction,
+        concord_sql::TxnStatus::Failed => TransactionStatus::Error,
+    }
 }
 
 fn response(r: StatementResult, format: Option<&Format>) -> PgWireResult<Response> {
@@ -521,6 +556,51 @@ impl ExtendedQueryHandler for ConnectionHandler {
             .expect("a connection's handler outlives its protocol loop")
     }
 
+    /// pgwire's Parse, also telling the session the statement's name.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match StoredStatement::parse(client, &message, self.query_parser()).await? {
+            Some(stmt) => client.portal_store().put_statement(Arc::new(stmt)),
+            None => client.portal_store().put_empty_statement(name),
+        }
+        if let Some(name) = &message.name {
+            self.session.lock().await.statement_prepared(name);
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    /// pgwire's Close, also telling the session a statement is gone.
+    async fn on_close<C>(&self, client: &mut C, message: Close) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => {
+                self.session.lock().await.statement_closed(name);
+                client.portal_store().rm_statement(name);
+            }
+            TARGET_TYPE_BYTE_PORTAL => client.portal_store().rm_portal(name),
+            _ => {}
+        }
+        client
+            .send(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
@@ -543,6 +623,7 @@ impl ExtendedQueryHandler for ConnectionHandler {
         }
         let mut session = self.session.lock().await;
         let result = session.execute_prepared(prepared, &params).await;
+        drop_deallocated(client, &mut session);
         send_reports(client, &mut session).await?;
         match result {
             Ok(r) => response(r, Some(&portal.result_column_format)),
@@ -550,6 +631,7 @@ impl ExtendedQueryHandler for ConnectionHandler {
                 if matches!(e, concord_sql::Error::Internal(_)) {
                     tracing::error!("internal error: {e}");
                 }
+                client.set_transaction_status(protocol_status(&session));
                 Err(user_error(&e))
             }
         }
@@ -573,13 +655,27 @@ fn command_tag(tag: &str) -> Tag {
 impl SimpleQueryHandler for ConnectionHandler {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let mut session = self.session.lock().await;
         let results = session.execute(query).await;
+        drop_deallocated(client, &mut session);
         send_reports(client, &mut session).await?;
+        if let [Err(e)] = results.as_slice() {
+            // The first statement failed: answered as an error of the
+            // query, so that ReadyForQuery reports the session's status
+            // (a Response::Error would report an open block as failed even
+            // when a failed COMMIT ended it). After earlier results it
+            // still has to be a Response::Error.
+            if matches!(e, concord_sql::Error::Internal(_)) {
+                tracing::error!(query, "internal error: {e}");
+            }
+            client.set_transaction_status(protocol_status(&session));
+            return Err(user_error(e));
+        }
         let mut responses = Vec::with_capacity(results.len());
         for r in results {
             responses.push(match r {
