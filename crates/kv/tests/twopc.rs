@@ -367,3 +367,62 @@ async fn a_higher_priority_writer_waits_out_the_grace_before_aborting_a_holder()
     assert_eq!(seen, Some(b"holder".to_vec()), "the writer went second");
     assert_eq!(read(&db, "a").await, Some(b"writer".to_vec()));
 }
+
+/// A push may wait at a pending record instead of being answered at once:
+/// it is still waiting while the holder runs, and its answer says
+/// COMMITTED once the holder commits (the range wakes waiting pushes when a
+/// record finishes, so a transaction queued behind a lock goes on without
+/// polling).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_waits_at_a_pending_record_and_hears_the_commit() {
+    use concord_proto::kv::{self, request::Request as Req, response::Response as Resp};
+    use concord_proto::meta::{Intent, TxnStatus};
+    use prost::Message as _;
+
+    let (db, store) = db().await;
+    let mut holder = db.begin_attempt(0);
+    holder.lock_keys(&[key("a")]).await.unwrap();
+    holder.put(key("a"), b"holder".to_vec()).unwrap();
+    let raw = store
+        .engine()
+        .get(Cf::Lock, &key("a"))
+        .unwrap()
+        .expect("the lock is an intent");
+    let pushee = Intent::decode(raw.as_slice()).unwrap().txn.unwrap();
+    let range = concord_kv::DistSender::new(store.clone())
+        .range_for_key(&pushee.anchor_key)
+        .await
+        .unwrap();
+    let push = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let req = Req::PushTxn(kv::PushTxnRequest {
+                pushee: Some(pushee),
+                abort: false,
+                pusher_priority: 0,
+                pusher_id: b"pusher".to_vec(),
+                wait_ms: 60_000,
+            });
+            store
+                .batch(kv::BatchRequest {
+                    range_id: range.range_id,
+                    now: None,
+                    txn: None,
+                    requests: vec![kv::Request { request: Some(req) }],
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!push.is_finished(), "the push waits at the pending record");
+    holder.commit().await.unwrap();
+    let resp = push.await.unwrap();
+    assert!(resp.error.is_none(), "{:?}", resp.error);
+    let Some(Resp::TxnRecord(r)) = resp.responses[0].response.clone() else {
+        panic!("not a record answer: {resp:?}");
+    };
+    let record = r
+        .record
+        .expect("the record is kept until its intents are resolved");
+    assert_eq!(record.status, TxnStatus::Committed as i32);
+}

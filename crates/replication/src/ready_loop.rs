@@ -243,6 +243,7 @@ impl ReadyLoop {
                 self.store.config.tscache_entries,
             )),
             closed_ts: Mutex::new(concord_hlc::Timestamp::ZERO),
+            records_changed: tokio::sync::Notify::new(),
             status: Mutex::new(ReplicaStatus {
                 role: "follower".into(),
                 applied_index: applied.index,

@@ -137,6 +137,9 @@ pub struct ReplicaHandle {
     /// The highest closed timestamp this replica has applied: no write at
     /// or below it can still apply here, so reads there need no leader.
     pub closed_ts: Mutex<concord_hlc::Timestamp>,
+    /// Woken whenever a transaction record on this range is finished or
+    /// forgotten, for pushers waiting at a pending record.
+    pub records_changed: tokio::sync::Notify,
 }
 
 impl ReplicaHandle {

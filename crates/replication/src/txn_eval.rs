@@ -17,8 +17,14 @@
 //!      COMMITTED / ABORTED / no record ─► resolve the intent and go on
 //!      PENDING, heartbeat older than the expiry ─► ABORTED (the coordinator died)
 //!      PENDING, pusher of higher priority (abort push) ─► ABORTED
-//!      otherwise ─► the pusher waits and asks again
+//!      otherwise ─► waits at the record (up to the push's wait_ms) until
+//!                   EndTxn, an abort or GcTxn wakes it; still PENDING
+//!                   then: the pusher asks again
 //! ```
+//!
+//! Waiting at the record rather than polling it means a transaction queued
+//! behind a lock hears of its holder's commit at once, and costs one
+//! request per wait instead of one per poll.
 //!
 //! Each request is evaluated under latches (the record's key, the written
 //! keys or spans) against applied state, and its effects go through Raft as
@@ -35,6 +41,9 @@ use concord_storage::{keys, txn, Cf};
 use prost::Message;
 
 use crate::latch::LatchSpan;
+
+/// The longest a PushTxn waits at a pending record before it answers.
+const MAX_PUSH_WAIT_MS: u64 = 1000;
 use crate::store::{ReplicaHandle, Store};
 use crate::Error;
 
@@ -196,6 +205,7 @@ impl Store {
                 record.intent_spans = req.intent_spans;
                 self.propose_raw(replica.range_id, vec![put_record(&record)], 0)
                     .await?;
+                replica.records_changed.notify_waiters();
                 Ok(record_response(Some(record)))
             }
             (TxnStatus::Aborted, true) => Err(aborted(
@@ -217,33 +227,50 @@ impl Store {
         expiry: std::time::Duration,
     ) -> Result<Vec<kv::Response>, Error> {
         let meta = req.pushee.unwrap_or_default();
-        let (_guard, record) = self.lock_record(replica, &meta).await?;
-        let Some(mut record) = record else {
-            // The record is created before any intent is written and deleted
-            // only after every intent is resolved: the transaction is over.
-            return Ok(record_response(None));
-        };
-        if status_of(&record) != TxnStatus::Pending {
-            return Ok(record_response(Some(record)));
+        let wait = std::time::Duration::from_millis(u64::from(req.wait_ms).min(MAX_PUSH_WAIT_MS));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before the record is read, so a change after the
+            // read wakes this wait.
+            let changed = replica.records_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (guard, record) = self.lock_record(replica, &meta).await?;
+            let Some(mut record) = record else {
+                // The record is created before any intent is written and
+                // deleted only after every intent is resolved: the
+                // transaction is over.
+                return Ok(record_response(None));
+            };
+            if status_of(&record) != TxnStatus::Pending {
+                return Ok(record_response(Some(record)));
+            }
+            let heartbeat = concord_proto::ts(record.last_heartbeat);
+            let expired = heartbeat.add_duration(expiry) < self.clock().now();
+            let pushee_priority = record.meta.as_ref().map_or(0, |m| m.priority);
+            let wins = req.abort
+                && (req.pusher_priority > pushee_priority
+                    || (req.pusher_priority == pushee_priority
+                        && req.pusher_id.as_slice() > meta.id.as_slice()));
+            if expired || wins {
+                record.status = TxnStatus::Aborted as i32;
+                tracing::debug!(
+                    txn = %concord_storage::fmt_txn_id(&meta.id),
+                    expired,
+                    "transaction aborted by a pusher"
+                );
+                self.propose_raw(replica.range_id, vec![put_record(&record)], 0)
+                    .await?;
+                replica.records_changed.notify_waiters();
+                return Ok(record_response(Some(record)));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(record_response(Some(record)));
+            }
+            drop(guard);
+            // Woken by any record of the range: look again.
+            let _ = tokio::time::timeout_at(deadline, changed).await;
         }
-        let heartbeat = concord_proto::ts(record.last_heartbeat);
-        let expired = heartbeat.add_duration(expiry) < self.clock().now();
-        let pushee_priority = record.meta.as_ref().map_or(0, |m| m.priority);
-        let wins = req.abort
-            && (req.pusher_priority > pushee_priority
-                || (req.pusher_priority == pushee_priority
-                    && req.pusher_id.as_slice() > meta.id.as_slice()));
-        if expired || wins {
-            record.status = TxnStatus::Aborted as i32;
-            tracing::debug!(
-                txn = %concord_storage::fmt_txn_id(&meta.id),
-                expired,
-                "transaction aborted by a pusher"
-            );
-            self.propose_raw(replica.range_id, vec![put_record(&record)], 0)
-                .await?;
-        }
-        Ok(record_response(Some(record)))
     }
 
     /// Prepare: the transaction's intents on this range.
@@ -413,6 +440,7 @@ impl Store {
                 0,
             )
             .await?;
+            replica.records_changed.notify_waiters();
         }
         Ok(record_response(None))
     }

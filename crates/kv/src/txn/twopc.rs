@@ -19,7 +19,9 @@
 //! Meeting an intent (a read at or above its timestamp, or a write):
 //! PushTxn to the intent's record. A finished (or vanished) transaction's
 //! intent is resolved and the request sent again; a pending one is waited
-//! for, polling with backoff, unless its coordinator stopped heartbeating
+//! for at its record (the push waits there until the record changes, so a
+//! waiter goes on as soon as the holder commits), unless its coordinator
+//! stopped heartbeating
 //! (the record's range aborts it) or — for writers only — the pusher has the
 //! higher priority and has waited a short grace (the pushee is aborted).
 //! Past the grace, waits only go from lower to higher priority writers,
@@ -85,9 +87,10 @@ pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a transaction waits for another's pending intent before it
 /// gives up with a retry error.
 const MAX_INTENT_WAIT: Duration = Duration::from_secs(20);
-/// The longest pause between two pushes of a pending transaction. Waiters
-/// poll the record, so this bounds how long a row stays idle after its
-/// holder finished.
+/// How long a push asks the record's range to wait for a pending
+/// transaction to finish (it answers as soon as the record changes).
+const PUSH_WAIT: Duration = Duration::from_millis(500);
+/// The longest pause between two pushes that came back at once.
 const MAX_PUSH_BACKOFF: Duration = Duration::from_millis(20);
 
 /// Failpoints of the commit protocol, for tests that crash a coordinator at
@@ -128,12 +131,24 @@ impl Txn {
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(2);
         loop {
+            let waited = started.elapsed();
+            let grace = self.limits.wound_grace;
+            let abort = may_abort && waited >= grace;
+            // Wait at the record for the holder to finish: a writer that may
+            // abort it only until the grace is over, anyone else longer.
+            let wait = if may_abort && !abort {
+                grace - waited
+            } else {
+                PUSH_WAIT
+            };
             let req = Req::PushTxn(kv::PushTxnRequest {
                 pushee: Some(intent.clone()),
-                abort: may_abort && started.elapsed() >= self.limits.wound_grace,
+                abort,
                 pusher_priority: self.priority,
                 pusher_id: self.id.clone(),
+                wait_ms: wait.as_millis().clamp(1, u128::from(u32::MAX)) as u32,
             });
+            let asked = std::time::Instant::now();
             let resp = send_one(&self.sender, &intent.anchor_key, self.batch(vec![req])).await?;
             let record = record_of(resp)?;
             let finished = match &record {
@@ -167,8 +182,12 @@ impl Txn {
                     ),
                 });
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_PUSH_BACKOFF);
+            // The record's range waited for us; a quick PENDING answer
+            // (a server that does not wait) is polled with backoff.
+            if asked.elapsed() < wait / 2 {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_PUSH_BACKOFF);
+            }
         }
     }
 
@@ -595,23 +614,40 @@ fn chunk_spans<'a>(
 ) -> Vec<KeySpan> {
     let mut out = Vec::new();
     let mut cutter = Cutter::new(limits);
-    let mut current: Option<(&[u8], &[u8])> = None;
-    let close = |(first, last): (&[u8], &[u8])| KeySpan {
-        start: first.to_vec(),
-        end: [last, &[0u8]].concat(),
+    let mut chunk: Vec<&[u8]> = Vec::new();
+    // A chunk of a few keys is kept as its keys: a span from its first to
+    // its last key could cover a whole table of other rows (two tables'
+    // keys in one range), which resolving would scan under a latch.
+    let close = |chunk: &mut Vec<&[u8]>, out: &mut Vec<KeySpan>| {
+        match chunk.as_slice() {
+            [] => {}
+            keys if keys.len() <= POINT_SPANS_PER_CHUNK => {
+                out.extend(keys.iter().map(|k| KeySpan {
+                    start: k.to_vec(),
+                    end: vec![],
+                }))
+            }
+            [first, .., last] => out.push(KeySpan {
+                start: first.to_vec(),
+                end: [*last, &[0u8]].concat(),
+            }),
+            [_] => unreachable!("one key is within the point limit"),
+        }
+        chunk.clear();
     };
     for (key, cost) in keys {
         if cutter.starts_new(cost) {
-            out.extend(current.take().map(close));
+            close(&mut chunk, &mut out);
         }
-        current = Some(match current {
-            Some((first, _)) => (first, key),
-            None => (key, key),
-        });
+        chunk.push(key);
     }
-    out.extend(current.map(close));
+    close(&mut chunk, &mut out);
     out
 }
+
+/// Chunks of at most this many keys list their keys as single-key spans
+/// (see [`chunk_spans`]); ResolveIntents takes up to this many at once.
+const POINT_SPANS_PER_CHUNK: usize = 32;
 
 /// Whether `span` (`end` empty: the single key `start`) holds `key`.
 fn span_holds(span: &KeySpan, key: &[u8]) -> bool {
@@ -674,11 +710,70 @@ async fn resolve_spans(
     spans: &[KeySpan],
     in_flight: usize,
 ) -> Result<()> {
-    futures::stream::iter(spans.iter().map(Ok))
-        .try_for_each_concurrent(in_flight.max(1), |sp| {
-            resolve_span(sender, txn_id, status, commit_ts, sp)
+    // Consecutive single keys of one range go in one request (at most a
+    // chunk's worth); wide spans go alone.
+    let mut groups: Vec<Vec<KeySpan>> = Vec::new();
+    let mut group_range = None;
+    for sp in spans {
+        if !sp.end.is_empty() {
+            groups.push(vec![sp.clone()]);
+            group_range = None;
+            continue;
+        }
+        let range = sender.range_for_key(&sp.start).await?.range_id;
+        match groups.last_mut() {
+            Some(g) if group_range == Some(range) && g.len() < POINT_SPANS_PER_CHUNK => {
+                g.push(sp.clone())
+            }
+            _ => {
+                groups.push(vec![sp.clone()]);
+                group_range = Some(range);
+            }
+        }
+    }
+    futures::stream::iter(groups.iter().map(Ok))
+        .try_for_each_concurrent(in_flight.max(1), |g| async move {
+            if g.len() == 1 {
+                return resolve_span(sender, txn_id, status, commit_ts, &g[0]).await;
+            }
+            match resolve_keys(sender, txn_id, status, commit_ts, g).await {
+                // The range split since it was looked up: key by key.
+                Err(Error::RangeChanged) => {
+                    for sp in g {
+                        resolve_span(sender, txn_id, status, commit_ts, sp).await?;
+                    }
+                    Ok(())
+                }
+                other => other,
+            }
         })
         .await
+}
+
+/// One ResolveIntents request for single keys of one range.
+async fn resolve_keys(
+    sender: &DistSender,
+    txn_id: &[u8],
+    status: TxnStatus,
+    commit_ts: Timestamp,
+    keys: &[KeySpan],
+) -> Result<()> {
+    let Some(first) = keys.first() else {
+        return Ok(());
+    };
+    let req = Req::ResolveIntents(kv::ResolveIntentsRequest {
+        txn_id: txn_id.to_vec(),
+        status: status as i32,
+        commit_ts: Some(commit_ts.into()),
+        spans: keys.to_vec(),
+    });
+    let batch = BatchRequest {
+        range_id: 0,
+        now: None,
+        txn: None,
+        requests: vec![kv::Request { request: Some(req) }],
+    };
+    sender.send(&first.start, batch, false).await.map(|_| ())
 }
 
 /// Resolves a finished transaction's intents in one span: one request per
@@ -848,18 +943,34 @@ mod tests {
 
     #[test]
     fn spans_hold_a_chunk_each_and_never_overlap() {
-        let keys: Vec<Vec<u8>> = (0..10u8).map(|i| vec![b'k', i]).collect();
-        let spans = chunk_spans(keys.iter().map(|k| (k.as_slice(), 1)), &limits(4, 1000));
-        assert_eq!(spans.len(), 3);
+        // Chunks of 40, 40 and 20 keys: the big ones become one span each,
+        // the small one its 20 keys (a span from its first to its last key
+        // could cover other rows between them).
+        let keys: Vec<Vec<u8>> = (0..100u8).map(|i| vec![b'k', i]).collect();
+        let spans = chunk_spans(keys.iter().map(|k| (k.as_slice(), 1)), &limits(40, 1000));
+        assert_eq!(spans.len(), 2 + 20);
+        assert!(spans[..2].iter().all(|s| !s.end.is_empty()));
+        assert!(spans[2..].iter().all(|s| s.end.is_empty()));
         for (i, k) in keys.iter().enumerate() {
             let holding: Vec<usize> = (0..spans.len())
                 .filter(|&s| span_holds(&spans[s], k))
                 .collect();
-            assert_eq!(holding, vec![i / 4], "key {i}");
+            let want = if i < 80 { i / 40 } else { 2 + (i - 80) };
+            assert_eq!(holding, vec![want], "key {i}");
         }
         assert!(!span_holds(&spans[0], b"j"));
-        assert!(!span_holds(&spans[2], b"l"));
-        assert!(chunk_spans(std::iter::empty(), &limits(4, 1000)).is_empty());
+        assert!(!span_holds(&spans[1], &[b'k', 80]));
+        assert!(chunk_spans(std::iter::empty(), &limits(40, 1000)).is_empty());
+        // Few keys: one point span per key, even in one chunk.
+        let few = chunk_spans(
+            keys[..3].iter().map(|k| (k.as_slice(), 1)),
+            &limits(40, 1000),
+        );
+        assert_eq!(
+            few.iter().map(|s| s.start.clone()).collect::<Vec<_>>(),
+            keys[..3].to_vec()
+        );
+        assert!(few.iter().all(|s| s.end.is_empty()));
         // A point span holds its key only.
         let point = KeySpan {
             start: b"a".to_vec(),
