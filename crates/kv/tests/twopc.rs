@@ -245,6 +245,7 @@ async fn a_lock_blocks_writers_until_its_transaction_ends_but_not_readers() {
     assert_eq!(holder.get(&key("a")).await.unwrap(), Some(b"1".to_vec()));
     holder.lock_collected().await.unwrap();
     assert_eq!(intents(&store), 1, "one lock");
+    assert_eq!(records(&store), 1, "the record came with the first lock");
     assert_eq!(read(&db, "a").await, Some(b"1".to_vec()), "readers pass");
 
     let writer = {

@@ -3,7 +3,9 @@
 //! ```text
 //!  coordinator                 anchor range (record)        participant ranges
 //!  ───────────                 ─────────────────────        ──────────────────
-//!  BeginTxn ─────────────────► record PENDING, heartbeat
+//!  Prepare(begin) of the ────► record PENDING and the
+//!   anchor key                 anchor's intent (one command;
+//!                              BeginTxn alone also exists)
 //!  HeartbeatTxn (every 1 s) ─► heartbeat = now
 //!  Prepare ───────────────────────────────────────────────► intents at ts ≥ write_ts
 //!                                                            (pushed above reads in the
@@ -280,6 +282,35 @@ impl Store {
         req: kv::PrepareRequest,
     ) -> Result<Vec<kv::Response>, Error> {
         let mut meta = req.txn.unwrap_or_default();
+        // With `begin`, the record is created in the same command: checked
+        // (and latched) first, as BeginTxn would.
+        let mut record = None;
+        let _record_latch = if req.begin {
+            let (guard, existing) = self.lock_record(replica, &meta).await?;
+            match existing.as_ref().map(status_of) {
+                Some(TxnStatus::Aborted) => {
+                    return Err(aborted(
+                        &meta,
+                        "its record was aborted by a conflicting transaction",
+                    ))
+                }
+                Some(TxnStatus::Committed) => {
+                    return Err(Error::BadRequest(
+                        "begin: the transaction has already committed".into(),
+                    ))
+                }
+                _ => {}
+            }
+            record = Some(TxnRecord {
+                meta: Some(meta.clone()),
+                status: TxnStatus::Pending as i32,
+                last_heartbeat: Some(self.clock().now().into()),
+                ..Default::default()
+            });
+            Some(guard)
+        } else {
+            None
+        };
         let mut spans = Vec::with_capacity(req.writes.len());
         for w in &req.writes {
             super::eval::check_key(replica, &w.key)?;
@@ -318,10 +349,9 @@ impl Store {
             }
         }
         meta.write_ts = Some(ts.into());
-        let writes = req
-            .writes
-            .into_iter()
-            .map(|w| RawWrite {
+        let mut writes: Vec<RawWrite> = record.as_ref().map(put_record).into_iter().collect();
+        writes.extend(req.writes.into_iter().map(|w| {
+            RawWrite {
                 family: Family::Lock as i32,
                 key: w.key,
                 value: Intent {
@@ -332,8 +362,8 @@ impl Store {
                 }
                 .encode_to_vec(),
                 delete: false,
-            })
-            .collect();
+            }
+        }));
         self.propose_raw(replica.range_id, writes, 0).await?;
         Ok(vec![kv::Response {
             response: Some(Resp::Prepare(kv::PrepareResponse {
@@ -369,14 +399,19 @@ impl Store {
         let commit_ts = concord_proto::ts(req.commit_ts);
         let mut writes = Vec::new();
         for sp in &req.spans {
-            let point_end;
-            let end = if sp.end.is_empty() {
-                point_end = [sp.start.as_slice(), &[0u8]].concat();
-                &point_end
+            // A single key is a point lookup: a scan of even one key would
+            // step over every deleted intent still in the memtable there
+            // (a hot row's thousands), a get finds the newest at once.
+            let found = if sp.end.is_empty() {
+                engine
+                    .get(Cf::Lock, &sp.start)?
+                    .map(|raw| (sp.start.clone(), raw))
+                    .into_iter()
+                    .collect()
             } else {
-                &sp.end
+                engine.scan(Cf::Lock, &sp.start, Some(&sp.end), 0)?
             };
-            for (key, raw) in engine.scan(Cf::Lock, &sp.start, Some(end), 0)? {
+            for (key, raw) in found {
                 let intent = Intent::decode(raw.as_slice()).map_err(|e| {
                     concord_storage::Error::Corruption(format!(
                         "intent on {}: {e}",

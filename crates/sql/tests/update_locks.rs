@@ -51,10 +51,7 @@ async fn two_blocks_updating_one_row_queue_up_and_both_commit() {
         exec(&mut b, "COMMIT").await?;
         Ok::<_, concord_sql::Error>(seen)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!second.is_finished(), "b's UPDATE waits for a's lock");
-    exec(&mut a, "COMMIT").await.unwrap();
-    let seen = second.await.unwrap().expect("b commits without a retry");
+    let seen = waits_for_commit(&mut a, second).await;
     assert_eq!(seen, vec![vec![Value::Int(11)]], "b updated a's value");
     let rows = exec(&mut a, "SELECT n FROM counter ORDER BY id")
         .await
@@ -97,13 +94,22 @@ async fn a_delete_by_scan_locks_what_it_deletes() {
         exec(&mut b, "COMMIT").await?;
         Ok::<_, concord_sql::Error>(seen)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!second.is_finished(), "b's UPDATE waits for a's lock");
-    exec(&mut a, "COMMIT").await.unwrap();
-    let seen = second.await.unwrap().expect("b commits without a retry");
+    let seen = waits_for_commit(&mut a, second).await;
     assert_eq!(seen, vec![vec![Value::Int(0)]], "the row was gone for b");
     let rows = exec(&mut a, "SELECT id, kind FROM items ORDER BY id")
         .await
         .unwrap();
     assert_eq!(rows, vec![vec![Value::Int(2), Value::Text("y".into())]]);
+}
+
+/// Checks that `second` (session b's block) is waiting for a's lock, then
+/// commits a; b must then commit without a retry. Returns what b saw.
+async fn waits_for_commit(
+    a: &mut Session,
+    second: tokio::task::JoinHandle<Result<Vec<Vec<Value>>, concord_sql::Error>>,
+) -> Vec<Vec<Value>> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "b's UPDATE waits for a's lock");
+    exec(a, "COMMIT").await.unwrap();
+    second.await.unwrap().expect("b commits without a retry")
 }

@@ -4,7 +4,8 @@
 //! ```text
 //!  commit with writes on several ranges
 //!  ─────────────────────────────────────
-//!  BeginTxn(anchor = first key)     record PENDING              ── crash: nothing written
+//!  Prepare(begin) of the first key  record PENDING and the first ── crash: the record
+//!   (the anchor), alone             intent, one Raft command        expires, as below
 //!  heartbeat task, every second     record.heartbeat = now
 //!  Prepare, chunks of each range    intents at ts_i ≥ read_ts   ── crash: record expires,
 //!                                                                  pushers abort it and
@@ -192,20 +193,40 @@ impl Txn {
     }
 
     /// The transaction's record, created (PENDING, heartbeated from now on)
-    /// if it has none yet, anchored at `anchor`.
-    async fn ensure_record(&mut self, anchor: &[u8]) -> Result<TxnMeta> {
+    /// if it has none yet, anchored at `first`'s key and written in the
+    /// same command as `first`'s intent: a transaction's first lock or
+    /// prepare costs one replicated command, not two. Returns the record's
+    /// meta and, when it wrote `first`, that intent's timestamp.
+    async fn ensure_record(&mut self, first: &kv::Write) -> Result<(TxnMeta, Option<Timestamp>)> {
         if let Some(lock) = &self.locks {
-            return Ok(lock.meta.clone());
+            return Ok((lock.meta.clone(), None));
         }
-        let meta = self.meta(anchor);
-        send_one(
-            &self.sender,
-            anchor,
-            self.batch(vec![Req::BeginTxn(kv::BeginTxnRequest {
-                txn: Some(meta.clone()),
-            })]),
-        )
-        .await?;
+        let meta = self.meta(&first.key);
+        let mut regroups = 0;
+        let ts = loop {
+            match self
+                .prepare_chunk(&meta, std::slice::from_ref(first), true)
+                .await
+            {
+                Ok(ts) => break ts,
+                // One key cannot be split across ranges: send it again.
+                Err(Error::RangeChanged) if regroups < MAX_REGROUPS => regroups += 1,
+                Err(e) => {
+                    // The record and the intent may have been written: abort
+                    // them rather than leave them to expire.
+                    tokio::spawn(abort_and_clean_up(
+                        self.sender.clone(),
+                        meta,
+                        vec![KeySpan {
+                            start: first.key.clone(),
+                            end: vec![],
+                        }],
+                        self.limits.resolve_in_flight,
+                    ));
+                    return Err(e);
+                }
+            }
+        };
         let stopped = Arc::new(AtomicBool::new(false));
         let heartbeat = tokio::spawn(heartbeat_loop(
             self.sender.clone(),
@@ -215,11 +236,11 @@ impl Txn {
         self.locks = Some(Locks {
             meta: meta.clone(),
             heartbeat,
-            keys: BTreeSet::new(),
+            keys: BTreeSet::from([first.key.clone()]),
             commit_spans: Vec::new(),
             stopped,
         });
-        Ok(meta)
+        Ok((meta, Some(ts)))
     }
 
     /// Locks the keys (SELECT … FOR UPDATE): lock-only intents, through the
@@ -231,15 +252,7 @@ impl Txn {
     /// transaction has read (see [`Txn::lock_for_update`]).
     pub async fn lock_keys(&mut self, keys: &[Vec<u8>]) -> Result<Timestamp> {
         self.check_open()?;
-        let Some(first) = keys.first() else {
-            return Ok(Timestamp::ZERO);
-        };
-        let meta = self.ensure_record(first).await?;
-        // Intents may be on every key from now on, whatever happens next.
-        if let Some(l) = self.locks.as_mut() {
-            l.keys.extend(keys.iter().cloned());
-        }
-        let writes: Vec<kv::Write> = keys
+        let mut writes: Vec<kv::Write> = keys
             .iter()
             .map(|k| kv::Write {
                 key: k.clone(),
@@ -248,7 +261,19 @@ impl Txn {
                 lock_only: true,
             })
             .collect();
-        self.prepare_all(&meta, writes).await
+        let Some(first) = writes.first() else {
+            return Ok(Timestamp::ZERO);
+        };
+        let (meta, first_ts) = self.ensure_record(first).await?;
+        if first_ts.is_some() {
+            writes.remove(0);
+        }
+        // Intents may be on every key from now on, whatever happens next.
+        if let Some(l) = self.locks.as_mut() {
+            l.keys.extend(keys.iter().cloned());
+        }
+        let ts = self.prepare_all(&meta, writes).await?;
+        Ok(ts.max(first_ts.unwrap_or(Timestamp::ZERO)))
     }
 
     /// Locks the keys a statement is about to read and then change (an
@@ -278,18 +303,25 @@ impl Txn {
     /// Commits through the transaction record: writes that span several
     /// ranges, or any commit of a transaction that holds locks.
     pub(super) async fn commit_two_phase(&mut self, writes: Vec<kv::Write>) -> Result<Timestamp> {
-        let anchor = writes
-            .first()
-            .map(|w| w.key.clone())
-            .or_else(|| self.locks.as_ref().map(|l| l.meta.anchor_key.clone()))
-            .ok_or_else(|| Error::Internal("two-phase commit without writes".into()))?;
-        let meta = self.ensure_record(&anchor).await?;
         // Where intents may be: every key sent, now or for a lock.
         let spans = self.intent_spans(&writes);
+        let mut writes = writes;
+        let (meta, first_ts) = match (&self.locks, writes.first()) {
+            (Some(l), _) => (l.meta.clone(), None),
+            (None, Some(first)) => {
+                let first = first.clone();
+                self.ensure_record(&first).await?
+            }
+            (None, None) => return Err(Error::Internal("two-phase commit without writes".into())),
+        };
+        if first_ts.is_some() {
+            writes.remove(0);
+        }
         if let Some(l) = self.locks.as_mut() {
             l.commit_spans = spans.clone();
         }
-        let result = self.prepare_and_commit(&meta, writes, &spans).await;
+        let floor = first_ts.unwrap_or(Timestamp::ZERO);
+        let result = self.prepare_and_commit(&meta, writes, floor, &spans).await;
         if let Some(l) = self.locks.take() {
             l.heartbeat.abort();
         }
@@ -450,7 +482,7 @@ impl Txn {
                     let chunk = queues[i].1.pop_front().expect("checked non-empty");
                     *per_range.entry(range_id).or_default() += 1;
                     in_flight.push(async move {
-                        let r = self.prepare_chunk(meta, &chunk).await;
+                        let r = self.prepare_chunk(meta, &chunk, false).await;
                         (range_id, r, chunk)
                     });
                 }
@@ -483,9 +515,14 @@ impl Txn {
         &mut self,
         meta: &TxnMeta,
         writes: Vec<kv::Write>,
+        floor: Timestamp,
         spans: &[KeySpan],
     ) -> Result<Timestamp> {
-        let commit_ts = self.prepare_all(meta, writes).await?.max(self.read_ts);
+        let commit_ts = self
+            .prepare_all(meta, writes)
+            .await?
+            .max(floor)
+            .max(self.read_ts);
         if self.failpoint(failpoints::AFTER_PREPARE) {
             return Err(Error::Internal(
                 "failpoint: coordinator stopped after prepare".into(),
@@ -533,8 +570,14 @@ impl Txn {
 
     /// Writes the intents of one chunk (consecutive writes of one range);
     /// returns their timestamp. `RangeChanged` if the range split: the
-    /// caller groups the writes again.
-    async fn prepare_chunk(&self, meta: &TxnMeta, writes: &[kv::Write]) -> Result<Timestamp> {
+    /// caller groups the writes again. With `begin`, the same command
+    /// creates the transaction's record (see [`Txn::ensure_record`]).
+    async fn prepare_chunk(
+        &self,
+        meta: &TxnMeta,
+        writes: &[kv::Write],
+        begin: bool,
+    ) -> Result<Timestamp> {
         let Some(route) = writes.first().map(|w| w.key.as_slice()) else {
             return Ok(Timestamp::ZERO);
         };
@@ -542,6 +585,7 @@ impl Txn {
             let req = Req::Prepare(kv::PrepareRequest {
                 txn: Some(meta.clone()),
                 writes: writes.to_vec(),
+                begin,
             });
             match self.sender.send(route, plain_batch(meta, req), false).await {
                 Ok(resps) => {
