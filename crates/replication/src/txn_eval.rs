@@ -73,6 +73,23 @@ fn record_response(record: Option<TxnRecord>) -> Vec<kv::Response> {
     }]
 }
 
+/// What beginning `meta` finds in its existing record: an error if it was
+/// aborted, the record if it already committed (a repeated begin), or
+/// `None`: a PENDING record is to be written.
+fn committed_before_begin(
+    meta: &TxnMeta,
+    existing: Option<TxnRecord>,
+) -> Result<Option<TxnRecord>, Error> {
+    match existing {
+        Some(r) if status_of(&r) == TxnStatus::Aborted => Err(aborted(
+            meta,
+            "its record was aborted by a conflicting transaction",
+        )),
+        Some(r) if status_of(&r) == TxnStatus::Committed => Ok(Some(r)),
+        _ => Ok(None),
+    }
+}
+
 fn status_of(record: &TxnRecord) -> TxnStatus {
     TxnStatus::try_from(record.status).unwrap_or(TxnStatus::Pending)
 }
@@ -129,28 +146,27 @@ impl Store {
         req: kv::BeginTxnRequest,
     ) -> Result<Vec<kv::Response>, Error> {
         let meta = req.txn.unwrap_or_default();
-        let (_guard, record) = self.lock_record(replica, &meta).await?;
-        let record = match record {
-            Some(r) if status_of(&r) == TxnStatus::Aborted => {
-                return Err(aborted(
-                    &meta,
-                    "its record was aborted by a conflicting transaction",
-                ))
-            }
-            Some(r) if status_of(&r) == TxnStatus::Committed => r,
-            _ => {
-                let r = TxnRecord {
-                    meta: Some(meta.clone()),
-                    status: TxnStatus::Pending as i32,
-                    last_heartbeat: Some(self.clock().now().into()),
-                    ..Default::default()
-                };
+        let (_guard, existing) = self.lock_record(replica, &meta).await?;
+        let record = match committed_before_begin(&meta, existing)? {
+            Some(r) => r,
+            None => {
+                let r = self.pending_record(&meta);
                 self.propose_raw(replica.range_id, vec![put_record(&r)], 0)
                     .await?;
                 r
             }
         };
         Ok(record_response(Some(record)))
+    }
+
+    /// A new PENDING record for `meta`, heartbeated now.
+    fn pending_record(&self, meta: &TxnMeta) -> TxnRecord {
+        TxnRecord {
+            meta: Some(meta.clone()),
+            status: TxnStatus::Pending as i32,
+            last_heartbeat: Some(self.clock().now().into()),
+            ..Default::default()
+        }
     }
 
     /// HeartbeatTxn: the coordinator is alive.
@@ -287,26 +303,12 @@ impl Store {
         let mut record = None;
         let _record_latch = if req.begin {
             let (guard, existing) = self.lock_record(replica, &meta).await?;
-            match existing.as_ref().map(status_of) {
-                Some(TxnStatus::Aborted) => {
-                    return Err(aborted(
-                        &meta,
-                        "its record was aborted by a conflicting transaction",
-                    ))
-                }
-                Some(TxnStatus::Committed) => {
-                    return Err(Error::BadRequest(
-                        "begin: the transaction has already committed".into(),
-                    ))
-                }
-                _ => {}
+            if committed_before_begin(&meta, existing)?.is_some() {
+                return Err(Error::BadRequest(
+                    "begin: the transaction has already committed".into(),
+                ));
             }
-            record = Some(TxnRecord {
-                meta: Some(meta.clone()),
-                status: TxnStatus::Pending as i32,
-                last_heartbeat: Some(self.clock().now().into()),
-                ..Default::default()
-            });
+            record = Some(self.pending_record(&meta));
             Some(guard)
         } else {
             None

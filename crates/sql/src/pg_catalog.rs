@@ -338,7 +338,62 @@ fn default_expr(default: &str, ty: &DataType) -> String {
     }
 }
 
-/// Every relation of the snapshot as (oid, table, index): tables first.
+/// What differs between a table's and an index's `pg_class` row.
+struct ClassRow<'a> {
+    oid: i64,
+    name: &'a str,
+    am: i64,
+    /// `reltuples`: -1 for a table never analyzed, 0 for an index.
+    tuples: f64,
+    has_index: bool,
+    /// `r` (table) or `i` (index).
+    kind: &'static str,
+    natts: usize,
+    checks: usize,
+    /// `d` (default) for tables, `n` (nothing) for indexes.
+    replident: &'static str,
+    options: Value,
+}
+
+fn class_row(c: ClassRow) -> Vec<Value> {
+    vec![
+        o(c.oid),
+        t(c.name),
+        o(PUBLIC_NAMESPACE),
+        o(0),
+        o(0),
+        o(ROOT_ROLE),
+        o(c.am),
+        o(c.oid),
+        o(0),
+        Value::Int(0),
+        Value::Float(c.tuples),
+        Value::Int(0),
+        o(0),
+        b(c.has_index),
+        b(false),
+        t("p"),
+        t(c.kind),
+        Value::Int(c.natts as i64),
+        Value::Int(c.checks as i64),
+        b(false),
+        b(false),
+        b(false),
+        b(false),
+        b(false),
+        b(true),
+        t(c.replident),
+        b(false),
+        o(0),
+        o(0),
+        o(0),
+        NULL,
+        c.options,
+        NULL,
+    ]
+}
+
+/// Every relation of the snapshot: each table, then its indexes.
 fn pg_class(snap: &Snapshot) -> Vec<Vec<Value>> {
     let mut rows = Vec::new();
     for table in &snap.tables {
@@ -348,77 +403,31 @@ fn pg_class(snap: &Snapshot) -> Vec<Vec<Value>> {
         } else {
             NULL
         };
-        rows.push(vec![
-            o(table_oid(table)),
-            t(&table.name),
-            o(PUBLIC_NAMESPACE),
-            o(0),
-            o(0),
-            o(ROOT_ROLE),
-            o(HEAP_AM),
-            o(table_oid(table)),
-            o(0),
-            Value::Int(0),
-            Value::Float(-1.0),
-            Value::Int(0),
-            o(0),
-            b(!idx.is_empty()),
-            b(false),
-            t("p"),
-            t("r"),
-            Value::Int(visible(table).count() as i64),
-            Value::Int(table.checks.len() as i64),
-            b(false),
-            b(false),
-            b(false),
-            b(false),
-            b(false),
-            b(true),
-            t("d"),
-            b(false),
-            o(0),
-            o(0),
-            o(0),
-            NULL,
-            reloptions,
-            NULL,
-        ]);
+        rows.push(class_row(ClassRow {
+            oid: table_oid(table),
+            name: &table.name,
+            am: HEAP_AM,
+            tuples: -1.0,
+            has_index: !idx.is_empty(),
+            kind: "r",
+            natts: visible(table).count(),
+            checks: table.checks.len(),
+            replident: "d",
+            options: reloptions,
+        }));
         for i in idx {
-            rows.push(vec![
-                o(i.oid),
-                t(&i.name),
-                o(PUBLIC_NAMESPACE),
-                o(0),
-                o(0),
-                o(ROOT_ROLE),
-                o(BTREE_AM),
-                o(i.oid),
-                o(0),
-                Value::Int(0),
-                Value::Float(0.0),
-                Value::Int(0),
-                o(0),
-                b(false),
-                b(false),
-                t("p"),
-                t("i"),
-                Value::Int(i.columns.len() as i64),
-                Value::Int(0),
-                b(false),
-                b(false),
-                b(false),
-                b(false),
-                b(false),
-                b(true),
-                t("n"),
-                b(false),
-                o(0),
-                o(0),
-                o(0),
-                NULL,
-                NULL,
-                NULL,
-            ]);
+            rows.push(class_row(ClassRow {
+                oid: i.oid,
+                name: &i.name,
+                am: BTREE_AM,
+                tuples: 0.0,
+                has_index: false,
+                kind: "i",
+                natts: i.columns.len(),
+                checks: 0,
+                replident: "n",
+                options: NULL,
+            }));
         }
     }
     rows

@@ -193,19 +193,26 @@ impl Txn {
     }
 
     /// The transaction's record, created (PENDING, heartbeated from now on)
-    /// if it has none yet, anchored at `first`'s key and written in the
-    /// same command as `first`'s intent: a transaction's first lock or
-    /// prepare costs one replicated command, not two. Returns the record's
-    /// meta and, when it wrote `first`, that intent's timestamp.
-    async fn ensure_record(&mut self, first: &kv::Write) -> Result<(TxnMeta, Option<Timestamp>)> {
+    /// if it has none yet, anchored at the first of `writes` and written in
+    /// the same command as that write's intent, which is then taken out of
+    /// `writes`: a transaction's first lock or prepare costs one replicated
+    /// command, not two. Returns the record's meta and the timestamp of the
+    /// intent it wrote (zero if none).
+    async fn ensure_record(&mut self, writes: &mut Vec<kv::Write>) -> Result<(TxnMeta, Timestamp)> {
         if let Some(lock) = &self.locks {
-            return Ok((lock.meta.clone(), None));
+            return Ok((lock.meta.clone(), Timestamp::ZERO));
         }
+        if writes.is_empty() {
+            return Err(Error::Internal(
+                "a transaction record without a first write".into(),
+            ));
+        }
+        let first = writes.remove(0);
         let meta = self.meta(&first.key);
         let mut regroups = 0;
         let ts = loop {
             match self
-                .prepare_chunk(&meta, std::slice::from_ref(first), true)
+                .prepare_chunk(&meta, std::slice::from_ref(&first), true)
                 .await
             {
                 Ok(ts) => break ts,
@@ -240,7 +247,7 @@ impl Txn {
             commit_spans: Vec::new(),
             stopped,
         });
-        Ok((meta, Some(ts)))
+        Ok((meta, ts))
     }
 
     /// Locks the keys (SELECT … FOR UPDATE): lock-only intents, through the
@@ -261,19 +268,16 @@ impl Txn {
                 lock_only: true,
             })
             .collect();
-        let Some(first) = writes.first() else {
+        if writes.is_empty() {
             return Ok(Timestamp::ZERO);
-        };
-        let (meta, first_ts) = self.ensure_record(first).await?;
-        if first_ts.is_some() {
-            writes.remove(0);
         }
+        let (meta, first_ts) = self.ensure_record(&mut writes).await?;
         // Intents may be on every key from now on, whatever happens next.
         if let Some(l) = self.locks.as_mut() {
             l.keys.extend(keys.iter().cloned());
         }
         let ts = self.prepare_all(&meta, writes).await?;
-        Ok(ts.max(first_ts.unwrap_or(Timestamp::ZERO)))
+        Ok(ts.max(first_ts))
     }
 
     /// Locks the keys a statement is about to read and then change (an
@@ -302,25 +306,16 @@ impl Txn {
 
     /// Commits through the transaction record: writes that span several
     /// ranges, or any commit of a transaction that holds locks.
-    pub(super) async fn commit_two_phase(&mut self, writes: Vec<kv::Write>) -> Result<Timestamp> {
+    pub(super) async fn commit_two_phase(
+        &mut self,
+        mut writes: Vec<kv::Write>,
+    ) -> Result<Timestamp> {
         // Where intents may be: every key sent, now or for a lock.
         let spans = self.intent_spans(&writes);
-        let mut writes = writes;
-        let (meta, first_ts) = match (&self.locks, writes.first()) {
-            (Some(l), _) => (l.meta.clone(), None),
-            (None, Some(first)) => {
-                let first = first.clone();
-                self.ensure_record(&first).await?
-            }
-            (None, None) => return Err(Error::Internal("two-phase commit without writes".into())),
-        };
-        if first_ts.is_some() {
-            writes.remove(0);
-        }
+        let (meta, floor) = self.ensure_record(&mut writes).await?;
         if let Some(l) = self.locks.as_mut() {
             l.commit_spans = spans.clone();
         }
-        let floor = first_ts.unwrap_or(Timestamp::ZERO);
         let result = self.prepare_and_commit(&meta, writes, floor, &spans).await;
         if let Some(l) = self.locks.take() {
             l.heartbeat.abort();
@@ -794,22 +789,23 @@ async fn resolve_spans(
         .await
 }
 
-/// One ResolveIntents request for single keys of one range.
+/// One ResolveIntents request for spans of one range (routed by the
+/// first); `RangeChanged` if they no longer fit in one.
 async fn resolve_keys(
     sender: &DistSender,
     txn_id: &[u8],
     status: TxnStatus,
     commit_ts: Timestamp,
-    keys: &[KeySpan],
+    spans: &[KeySpan],
 ) -> Result<()> {
-    let Some(first) = keys.first() else {
+    let Some(first) = spans.first() else {
         return Ok(());
     };
     let req = Req::ResolveIntents(kv::ResolveIntentsRequest {
         txn_id: txn_id.to_vec(),
         status: status as i32,
         commit_ts: Some(commit_ts.into()),
-        spans: keys.to_vec(),
+        spans: spans.to_vec(),
     });
     let batch = BatchRequest {
         range_id: 0,
@@ -845,22 +841,11 @@ async fn resolve_span(
                 &d.start_key,
                 &d.end_key,
             );
-            let req = Req::ResolveIntents(kv::ResolveIntentsRequest {
-                txn_id: txn_id.to_vec(),
-                status: status as i32,
-                commit_ts: Some(commit_ts.into()),
-                spans: vec![KeySpan {
-                    start: clipped.start.clone(),
-                    end: clipped.end,
-                }],
-            });
-            let batch = BatchRequest {
-                range_id: 0,
-                now: None,
-                txn: None,
-                requests: vec![kv::Request { request: Some(req) }],
+            let span = KeySpan {
+                start: clipped.start,
+                end: clipped.end,
             };
-            match sender.send(&clipped.start, batch, false).await {
+            match resolve_keys(sender, txn_id, status, commit_ts, &[span]).await {
                 Ok(_) => {}
                 Err(Error::RangeChanged) if regroups < MAX_REGROUPS => {
                     regroups += 1;
