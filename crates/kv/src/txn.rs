@@ -35,7 +35,7 @@
 //! [`Error::OutOfMemory`]. The limits are the fields of [`TxnLimits`]
 //! (tests make them small).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -279,6 +279,8 @@ impl Db {
             locks: None,
             collected: None,
             lock_updates: false,
+            locked_values: HashMap::new(),
+            lock_replies: Mutex::new(Vec::new()),
         }
     }
 }
@@ -319,6 +321,14 @@ pub struct Txn {
     /// Keys taken from the caller's cache, with the timestamp each cached
     /// value was read at ([`Txn::assume_read`]).
     assumed: Vec<(Vec<u8>, Timestamp)>,
+    /// Values of keys this transaction locked, as the locks' ranges
+    /// returned them ([`Txn::lock_for_update`]): while the lock holds they
+    /// are what a read returns, so reads take them from here.
+    locked_values: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Values returned by lock requests in flight (gathered from
+    /// concurrent prepares, moved to `locked_values` once the lock's
+    /// refresh succeeded).
+    lock_replies: Mutex<Vec<kv::LockedValue>>,
 }
 
 impl Drop for Txn {
@@ -576,11 +586,28 @@ impl Txn {
         }
     }
 
+    /// A key's value as its lock returned it, if this transaction locked
+    /// it: counted as a read (for refreshes and FOR UPDATE).
+    fn locked_value(&mut self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let v = self.locked_values.get(key)?.clone();
+        self.read_spans.push(Span {
+            start: key.to_vec(),
+            end: vec![],
+        });
+        if v.is_some() {
+            self.note_read(key);
+        }
+        Some(v)
+    }
+
     /// Reads one key.
     pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_open()?;
         if let Some(v) = self.writes.get(key) {
             return Ok(v.clone());
+        }
+        if let Some(v) = self.locked_value(key) {
+            return Ok(v);
         }
         let mut resp = Err(Error::RangeChanged);
         for _ in 0..MAX_REGROUPS {
@@ -612,8 +639,14 @@ impl Txn {
     /// Reads many keys, one batch per range.
     pub async fn get_many(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
         self.check_open()?;
-        let mut out: Vec<Option<Option<Vec<u8>>>> =
-            keys.iter().map(|k| self.writes.get(k).cloned()).collect();
+        let mut out: Vec<Option<Option<Vec<u8>>>> = Vec::with_capacity(keys.len());
+        for k in keys {
+            let known = match self.writes.get(k) {
+                Some(v) => Some(v.clone()),
+                None => self.locked_value(k),
+            };
+            out.push(known);
+        }
         let mut regroups = 0;
         'regroup: loop {
             let mut by_range: BTreeMap<u64, (Vec<u8>, Vec<usize>)> = BTreeMap::new();

@@ -335,6 +335,38 @@ async fn lock_for_update_waits_then_reads_the_newest_value_and_commits() {
     );
 }
 
+/// A lock returns the key's value, so the locker reads it without a read
+/// request: that value is protected like any read. A transaction that
+/// began earlier and writes the key once the lock is gone commits above
+/// the locker's read, not at its own older timestamp (which would slip a
+/// write under a value the locker already used).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_returned_by_a_lock_is_protected_like_a_read() {
+    let (db, _store) = db().await;
+    split_between(&db, &["a", "m"]).await;
+    let mut t = db.begin();
+    t.put(key("a"), b"0".to_vec()).unwrap();
+    t.commit().await.unwrap();
+
+    let mut older = db.begin();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut locker = db.begin();
+    locker.lock_for_update(&[key("a")]).await.unwrap();
+    assert_eq!(locker.get(&key("a")).await.unwrap(), Some(b"0".to_vec()));
+    let read_at = locker.read_ts();
+    assert!(read_at > older.read_ts());
+    // The locker writes elsewhere and commits; its lock on "a" goes.
+    locker.put(key("m"), b"x".to_vec()).unwrap();
+    locker.commit().await.unwrap();
+
+    older.put(key("a"), b"1".to_vec()).unwrap();
+    let older_ts = older.commit().await.unwrap();
+    assert!(
+        older_ts > read_at,
+        "the older writer committed at {older_ts}, not above the locked read at {read_at}"
+    );
+}
+
 /// A writer of higher priority does not abort a lock holder the moment it
 /// meets its lock: it waits out the grace first, and a holder that commits
 /// within it keeps its work. (Here the grace is long, so that the test does

@@ -351,6 +351,20 @@ impl Store {
             }
         }
         meta.write_ts = Some(ts.into());
+        // What a read of each locked key returns from now on while the
+        // lock holds: its newest version (every version is below `ts`, and
+        // the latches keep new ones out until the lock is in place).
+        let mut locked = Vec::new();
+        for w in req.writes.iter().filter(|w| w.lock_only) {
+            if mvcc::get_intent(engine, &w.key)?.is_none() {
+                let value = mvcc::get(engine, &w.key, mvcc::ReadOpts::at(ts))?;
+                locked.push(kv::LockedValue {
+                    key: w.key.clone(),
+                    found: value.is_some(),
+                    value: value.unwrap_or_default(),
+                });
+            }
+        }
         let mut writes: Vec<RawWrite> = record.as_ref().map(put_record).into_iter().collect();
         writes.extend(req.writes.into_iter().map(|w| {
             RawWrite {
@@ -367,9 +381,18 @@ impl Store {
             }
         }));
         self.propose_raw(replica.range_id, writes, 0).await?;
+        if !locked.is_empty() {
+            // The values returned are reads: protect them like reads.
+            let read_at = ts.max(concord_proto::ts(meta.read_ts));
+            let mut tscache = replica.tscache.lock();
+            for l in &locked {
+                tscache.add_point(&l.key, read_at, Some(&meta.id));
+            }
+        }
         Ok(vec![kv::Response {
             response: Some(Resp::Prepare(kv::PrepareResponse {
                 write_ts: Some(ts.into()),
+                locked,
             })),
         }])
     }

@@ -271,11 +271,14 @@ impl Txn {
         if writes.is_empty() {
             return Ok(Timestamp::ZERO);
         }
-        let (meta, first_ts) = self.ensure_record(&mut writes).await?;
+        let (mut meta, first_ts) = self.ensure_record(&mut writes).await?;
         // Intents may be on every key from now on, whatever happens next.
         if let Some(l) = self.locks.as_mut() {
             l.keys.extend(keys.iter().cloned());
         }
+        // The ranges record the values they return as read at this
+        // transaction's current read timestamp (at least).
+        meta.read_ts = Some(self.read_ts.into());
         let ts = self.prepare_all(&meta, writes).await?;
         Ok(ts.max(first_ts))
     }
@@ -300,8 +303,21 @@ impl Txn {
             .collect();
         fresh.sort();
         fresh.dedup();
-        let ts = self.lock_keys(&fresh).await?;
-        self.refresh_to(ts).await
+        self.lock_replies.lock().clear();
+        let locked = self.lock_keys(&fresh).await;
+        let refreshed = match locked {
+            Ok(ts) => self.refresh_to(ts).await,
+            Err(e) => Err(e),
+        };
+        let replies = std::mem::take(&mut *self.lock_replies.lock());
+        refreshed?;
+        // Valid reads now: every version of a locked key is below the lock,
+        // the lock keeps new ones out, and the read timestamp is at or
+        // above the lock's.
+        for r in replies {
+            self.locked_values.insert(r.key, r.found.then_some(r.value));
+        }
+        Ok(())
     }
 
     /// Commits through the transaction record: writes that span several
@@ -585,7 +601,12 @@ impl Txn {
             match self.sender.send(route, plain_batch(meta, req), false).await {
                 Ok(resps) => {
                     return match resps.into_iter().next().and_then(|r| r.response) {
-                        Some(Resp::Prepare(p)) => Ok(concord_proto::ts(p.write_ts)),
+                        Some(Resp::Prepare(p)) => {
+                            if !p.locked.is_empty() {
+                                self.lock_replies.lock().extend(p.locked);
+                            }
+                            Ok(concord_proto::ts(p.write_ts))
+                        }
                         other => Err(Error::Internal(format!(
                             "unexpected response to prepare: {other:?}"
                         ))),
