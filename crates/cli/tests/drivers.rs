@@ -324,4 +324,50 @@ async fn tokio_postgres_copy_and_timestamps() {
         .unwrap();
     assert_eq!(row.get::<_, SystemTime>(0), t);
     assert_eq!(row.get::<_, String>(1), "2023-11-14 22:13:20.123456+00");
+
+    // A CancelRequest (on a connection of its own, with the session's pid
+    // and secret) stops the running statement with 57014, and the session
+    // carries on; inside a block, the block is then failed until ROLLBACK.
+    for in_block in [false, true] {
+        if in_block {
+            a.batch_execute("BEGIN").await.unwrap();
+        }
+        let e = cancel_while_running(&a, "SELECT pg_sleep(60)").await;
+        assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED), "{e:?}");
+        if in_block {
+            let e = a.batch_execute("SELECT 1").await.unwrap_err();
+            assert_eq!(
+                e.code(),
+                Some(&SqlState::IN_FAILED_SQL_TRANSACTION),
+                "{e:?}"
+            );
+            a.batch_execute("ROLLBACK").await.unwrap();
+        }
+        assert_eq!(count(&a, "SELECT count(*) FROM ev").await.unwrap(), 4);
+    }
+}
+
+/// Runs `sql`, sending cancel requests every 200 ms until it returns (the
+/// first may arrive before the statement starts, and cancels nothing);
+/// returns the statement's error. A statement that ends without one fails
+/// the test.
+async fn cancel_while_running(client: &tokio_postgres::Client, sql: &str) -> tokio_postgres::Error {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let token = client.cancel_token();
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let canceller = tokio::spawn({
+        let done = done.clone();
+        async move {
+            while !done.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if !done.load(Ordering::SeqCst) {
+                    let _ = token.cancel_query(tokio_postgres::NoTls).await;
+                }
+            }
+        }
+    });
+    let r = client.batch_execute(sql).await;
+    done.store(true, Ordering::SeqCst);
+    canceller.await.unwrap();
+    r.expect_err("the statement was canceled")
 }

@@ -30,9 +30,16 @@
 //! (pgwire then sends ReadyForQuery, or waits for Sync in the extended
 //! protocol). `COPY … TO STDOUT` streams one CopyData per row.
 //!
+//! A CancelRequest (a connection of its own carrying a session's pid and
+//! secret, as BackendKeyData gave them) fires that session's cancel signal
+//! through pgwire's `ConnectionManager`; the session stops the running
+//! statement with 57014 (see [`Session::set_cancel`]).
+//!
 //! # Not done yet
-//! - cancel requests, TLS and SCRAM authentication (the SQL issue). Any user name is
-//!   accepted without a password (insecure mode).
+//! - TLS and SCRAM authentication. Any user name is accepted without a
+//!   password (insecure mode).
+//! - A CancelRequest reaches only sessions of the node it is sent to (as
+//!   with PostgreSQL behind a load balancer).
 //! - The statements of a pipeline before its Sync are not one implicit
 //!   transaction as in PostgreSQL: outside a block each Execute commits on
 //!   its own, so a failing statement keeps the effects of those before it
@@ -48,6 +55,7 @@ use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     ServerParameterProvider, StartupHandler,
 };
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -57,7 +65,10 @@ use pgwire::api::results::{
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type, DEFAULT_NAME};
-use pgwire::api::{PidSecretKeyGenerator, RandomPidSecretKeyGenerator};
+use pgwire::api::{
+    ConnectionGuard, ConnectionHandle, ConnectionManager, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::extendedquery::{
@@ -80,6 +91,8 @@ pub async fn serve(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Every connection of this node by (pid, secret), for CancelRequests.
+    let connections = Arc::new(ConnectionManager::new());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -92,7 +105,10 @@ pub async fn serve(
                     handler: Arc::new_cyclic(|me| ConnectionHandler {
                         session: Mutex::new(Session::new(ctx.db.clone())),
                         me: me.clone(),
+                        connections: connections.clone(),
+                        cancel: std::sync::Mutex::new(None),
                     }),
+                    cancels: Arc::new(DefaultCancelHandler::new(connections.clone())),
                 });
                 tokio::spawn(async move {
                     if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
@@ -112,10 +128,38 @@ struct ConnectionHandler {
     session: Mutex<Session>,
     /// Itself, for pgwire's query parser handle.
     me: std::sync::Weak<ConnectionHandler>,
+    /// The node's connections, which this one joins at startup.
+    connections: Arc<ConnectionManager>,
+    /// This connection's entry there (removed when the guard drops with
+    /// the connection): what a CancelRequest with its pid and secret fires.
+    cancel: std::sync::Mutex<Option<(Arc<ConnectionHandle>, ConnectionGuard)>>,
+}
+
+impl ConnectionHandler {
+    /// Arms the session's cancel signal for the query about to run.
+    async fn arm_cancel(&self, session: &mut Session) {
+        let handle = self
+            .cancel
+            .lock()
+            .expect("the cancel slot's lock is never held across a panic")
+            .as_ref()
+            .map(|(h, _)| h.clone());
+        let Some(handle) = handle else {
+            return;
+        };
+        let fired = handle.start_query().await;
+        session.set_cancel(Some(Box::pin(async move {
+            // A dropped sender (the next query armed a new one) is no cancel.
+            if fired.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })));
+    }
 }
 
 struct ConnectionHandlers {
     handler: Arc<ConnectionHandler>,
+    cancels: Arc<DefaultCancelHandler>,
 }
 
 impl PgWireServerHandlers for ConnectionHandlers {
@@ -133,6 +177,10 @@ impl PgWireServerHandlers for ConnectionHandlers {
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
         self.handler.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancels.clone()
     }
 }
 
@@ -193,6 +241,11 @@ impl StartupHandler for ConnectionHandler {
         protocol_negotiation(client, startup).await?;
         save_startup_parameters_to_metadata(client, startup);
         let (pid, secret) = PIDS.generate(client);
+        *self
+            .cancel
+            .lock()
+            .expect("the cancel slot's lock is never held across a panic") =
+            Some(self.connections.register(pid, secret.clone()));
         client.set_pid_and_secret_key(pid, secret);
         let mut session = self.session.lock().await;
         for (name, value) in startup_settings(&startup.parameters) {
@@ -226,6 +279,9 @@ fn data_type(ty: &Type) -> DataType {
         Type::TIMESTAMP => DataType::Timestamp,
         Type::TIMESTAMPTZ => DataType::TimestampTz,
         Type::INTERVAL => DataType::Interval,
+        Type::NUMERIC => DataType::Numeric(None),
+        Type::BYTEA => DataType::Bytea,
+        Type::UUID => DataType::Uuid,
         _ => DataType::Unknown,
     }
 }
@@ -246,6 +302,9 @@ pub fn pg_type(ty: &DataType) -> Type {
         DataType::Timestamp => Type::TIMESTAMP,
         DataType::TimestampTz => Type::TIMESTAMPTZ,
         DataType::Interval => Type::INTERVAL,
+        DataType::Numeric(_) => Type::NUMERIC,
+        DataType::Bytea => Type::BYTEA,
+        DataType::Uuid => Type::UUID,
     }
 }
 
@@ -284,6 +343,30 @@ fn encode_value(
     }
     match (v, ty) {
         (Value::Null, _) => enc.encode_field(&None::<i32>),
+        // A column's values may be of a narrower kind than the column
+        // (integers in a numeric CASE, say): sent as the column's type.
+        (Value::Int(_) | Value::Float(_) | Value::Numeric(_), DataType::Numeric(_)) => {
+            match v.cast(ty) {
+                Ok(Value::Numeric(d)) => {
+                    enc.encode_field(&concord_sql::numeric::to_binary(&d).as_slice())
+                }
+                _ => Err(PgWireError::ApiError(
+                    format!("{v} cannot be sent as binary numeric").into(),
+                )),
+            }
+        }
+        (Value::Numeric(d), DataType::Float4) => {
+            enc.encode_field(&(concord_sql::numeric::to_f64(d) as f32))
+        }
+        (Value::Numeric(d), DataType::Float8) => enc.encode_field(&concord_sql::numeric::to_f64(d)),
+        (Value::Numeric(_), _) => match v.cast(ty) {
+            Ok(cast @ (Value::Int(_) | Value::Text(_))) => encode_value(enc, &cast, ty, binary),
+            _ => Err(PgWireError::ApiError(
+                format!("{v} cannot be sent as binary {ty}").into(),
+            )),
+        },
+        (Value::Bytes(b), _) => enc.encode_field(&b.as_slice()),
+        (Value::Uuid(u), _) => enc.encode_field(&u.as_bytes().as_slice()),
         (Value::Bool(b), _) => enc.encode_field(b),
         (Value::Int(i), DataType::Int2) => enc.encode_field(&(*i as i16)),
         (Value::Int(i), DataType::Int4) => enc.encode_field(&(*i as i32)),
@@ -369,6 +452,9 @@ fn decode_param(bytes: Option<&[u8]>, ty: &DataType, binary: bool) -> concord_sq
         DataType::TimestampTz => {
             Value::TimestampTz(i64::from_be_bytes(b.try_into().map_err(|_| bad())?))
         }
+        DataType::Numeric(_) => Value::Numeric(concord_sql::numeric::from_binary(b)?),
+        DataType::Bytea => Value::Bytes(b.to_vec()),
+        DataType::Uuid => Value::Uuid(concord_sql::types::uuid_from_bytes(b).ok_or_else(bad)?),
         DataType::Interval => {
             if b.len() != 16 {
                 return Err(bad());
@@ -622,7 +708,9 @@ impl ExtendedQueryHandler for ConnectionHandler {
             params.push(v);
         }
         let mut session = self.session.lock().await;
+        self.arm_cancel(&mut session).await;
         let result = session.execute_prepared(prepared, &params).await;
+        session.set_cancel(None);
         drop_deallocated(client, &mut session);
         send_reports(client, &mut session).await?;
         match result {
@@ -661,7 +749,9 @@ impl SimpleQueryHandler for ConnectionHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let mut session = self.session.lock().await;
+        self.arm_cancel(&mut session).await;
         let results = session.execute(query).await;
+        session.set_cancel(None);
         drop_deallocated(client, &mut session);
         send_reports(client, &mut session).await?;
         if let [Err(e)] = results.as_slice() {

@@ -104,6 +104,9 @@ pub struct Table {
     /// `WITH (fillfactor = n)`, kept for display (storage is an LSM tree).
     pub fillfactor: u32,
     pub version: u64,
+    /// A view: the SQL of its query, planned in place of a scan wherever
+    /// the view is named. A view has no rows, keys or indexes.
+    pub view: Option<String>,
 }
 
 impl Table {
@@ -181,6 +184,7 @@ impl Table {
                 .collect(),
             fillfactor: desc.fillfactor,
             version: desc.version,
+            view: (!desc.view_query.is_empty()).then(|| desc.view_query.clone()),
         })
     }
 
@@ -233,7 +237,25 @@ impl Table {
                 })
                 .collect(),
             fillfactor: self.fillfactor,
+            view_query: self.view.clone().unwrap_or_default(),
         }
+    }
+
+    /// Whether this is a view.
+    pub fn is_view(&self) -> bool {
+        self.view.is_some()
+    }
+
+    /// Fails unless this is a table (not a view): `what` is refused on a
+    /// view, as PostgreSQL's "… is not a table" (42809).
+    pub fn must_be_table(&self) -> Result<()> {
+        if self.is_view() {
+            return Err(Error::WrongObjectType(format!(
+                "\"{}\" is not a table",
+                self.name
+            )));
+        }
+        Ok(())
     }
 
     /// Removes the column at position `i`, renumbering the positions the

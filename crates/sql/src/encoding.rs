@@ -7,8 +7,9 @@
 //!         column id (varint) ++ tag ++ payload
 //!         tags: 1 bool, 2 int (zigzag varint), 3 float (f64 LE), 4 text (len ++ UTF-8),
 //!               7 date, 8 timestamp, 9 timestamptz (zigzag varint),
-//!               10 interval (months, days, micros as zigzag varints);
-//!               5 and 6 are kept for numeric and bytea
+//!               10 interval (months, days, micros as zigzag varints),
+//!               5 numeric (rust_decimal's 16-byte form, which keeps the scale),
+//!               6 bytea (len ++ bytes), 11 uuid (16 bytes)
 //! ```
 //!
 //! Tables are clustered on their primary key (index 1): the row lives under
@@ -134,6 +135,23 @@ pub fn encode_key_value(out: &mut Vec<u8>, v: &Value) -> Result<()> {
             out.push(0x01);
             out.extend(memcomparable::to_vec(t).map_err(mc_err)?);
         }
+        Value::Numeric(d) => {
+            out.push(0x01);
+            // Equal values are equal keys whatever their scale (1.5 = 1.50).
+            out.extend(
+                memcomparable::Decimal::Normalized(d.normalize())
+                    .to_vec()
+                    .map_err(mc_err)?,
+            );
+        }
+        Value::Bytes(b) => {
+            out.push(0x01);
+            put_key_bytes(out, b);
+        }
+        Value::Uuid(u) => {
+            out.push(0x01);
+            out.extend_from_slice(u.as_bytes());
+        }
         Value::Interval(_) => {
             return Err(Error::FeatureNotSupported(
                 "interval columns in a primary key or index".into(),
@@ -150,6 +168,7 @@ fn encoded_len(bytes: &[u8], ty: &DataType) -> Result<usize> {
     let fixed = match ty {
         DataType::Bool => Some(1),
         DataType::Date => Some(4),
+        DataType::Uuid => Some(16),
         t if t.is_integer() || t.is_float() || t.is_datetime() => Some(8),
         _ => None,
     };
@@ -159,6 +178,9 @@ fn encoded_len(bytes: &[u8], ty: &DataType) -> Result<usize> {
         } else {
             Err(truncated())
         };
+    }
+    if let DataType::Numeric(_) = ty {
+        return decimal_len(bytes).ok_or_else(truncated);
     }
     // Strings: a non-empty marker, then 9-byte groups whose last byte is 9
     // while more groups follow.
@@ -176,6 +198,73 @@ fn encoded_len(bytes: &[u8], ty: &DataType) -> Result<usize> {
             }
         }
     }
+}
+
+/// The length of a memcomparable decimal: a flag byte (some flags are
+/// followed by an exponent byte), then base-100 digit bytes, the last with
+/// its low bit clear (bits inverted for negative values).
+fn decimal_len(bytes: &[u8]) -> Option<usize> {
+    let flag = *bytes.first()?;
+    let mut pos = match flag {
+        0x07 | 0x15 | 0x23 | 0x24 => return Some(1),
+        0x08 | 0x14 | 0x16 | 0x22 => 2,
+        0x09..=0x13 | 0x17..=0x21 => 1,
+        _ => return None,
+    };
+    let negative = (0x07..0x15).contains(&flag);
+    loop {
+        let mut b = *bytes.get(pos)?;
+        if negative {
+            b = !b;
+        }
+        pos += 1;
+        if b & 1 == 0 {
+            return Some(pos);
+        }
+    }
+}
+
+/// A byte string in memcomparable's encoding of strings (the same bytes
+/// as a `String` of them): a marker (0 empty, 1 not), then groups of 8
+/// bytes, zero-padded, each followed by 9 while more groups follow or by
+/// the count of significant bytes in the last.
+fn put_key_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.push(u8::from(!b.is_empty()));
+    let mut done = 0;
+    for chunk in b.chunks(8) {
+        out.extend_from_slice(chunk);
+        out.extend(std::iter::repeat_n(0, 8 - chunk.len()));
+        done += chunk.len();
+        out.push(if done == b.len() {
+            chunk.len() as u8
+        } else {
+            9
+        });
+    }
+}
+
+/// Reads what [`put_key_bytes`] wrote (`field` is exactly that, as
+/// [`encoded_len`] measured it).
+fn get_key_bytes(field: &[u8]) -> Result<Vec<u8>> {
+    let bad = || Error::Internal("malformed bytea key".into());
+    let (&marker, mut rest) = field.split_first().ok_or_else(bad)?;
+    let mut out = Vec::new();
+    if marker == 0 {
+        return Ok(out);
+    }
+    while let Some((group, tail)) = rest.split_first_chunk::<9>() {
+        let n = group[8];
+        if n == 9 {
+            out.extend_from_slice(&group[..8]);
+        } else if (1..=8).contains(&n) {
+            out.extend_from_slice(&group[..n as usize]);
+            return Ok(out);
+        } else {
+            return Err(bad());
+        }
+        rest = tail;
+    }
+    Err(bad())
 }
 
 /// Decodes key columns of the given types from `bytes`.
@@ -204,6 +293,20 @@ pub fn decode_key_values(mut bytes: &[u8], types: &[DataType]) -> Result<Vec<Val
             DataType::TimestampTz => {
                 Value::TimestampTz(memcomparable::from_slice(field).map_err(mc_err)?)
             }
+            DataType::Numeric(typmod) => match memcomparable::Decimal::from_slice(field) {
+                Ok(memcomparable::Decimal::Normalized(d)) => Value::Numeric(match typmod {
+                    // Keys drop trailing zeros; the column shows its scale.
+                    Some((_, s)) => crate::numeric::round_to(d, *s),
+                    None => d,
+                }),
+                Ok(other) => return Err(Error::Internal(format!("numeric key holds {other:?}"))),
+                Err(e) => return Err(mc_err(e)),
+            },
+            DataType::Uuid => Value::Uuid(
+                uuid::Uuid::from_slice(field)
+                    .map_err(|_| Error::Internal("truncated uuid in key".into()))?,
+            ),
+            DataType::Bytea => Value::Bytes(get_key_bytes(field)?),
             _ => Value::Text(memcomparable::from_slice::<String>(field).map_err(mc_err)?),
         };
         bytes = rest;
@@ -299,6 +402,22 @@ pub fn encode_row_value<'a>(columns: impl IntoIterator<Item = (u32, &'a Value)>)
                 out.push(9);
                 put_zigzag(&mut out, *t);
             }
+            Value::Numeric(d) => {
+                put_varint(&mut out, u64::from(id));
+                out.push(5);
+                out.extend_from_slice(&d.serialize());
+            }
+            Value::Bytes(b) => {
+                put_varint(&mut out, u64::from(id));
+                out.push(6);
+                put_varint(&mut out, b.len() as u64);
+                out.extend_from_slice(b);
+            }
+            Value::Uuid(u) => {
+                put_varint(&mut out, u64::from(id));
+                out.push(11);
+                out.extend_from_slice(u.as_bytes());
+            }
             Value::Interval(iv) => {
                 put_varint(&mut out, u64::from(id));
                 out.push(10);
@@ -362,6 +481,24 @@ pub fn decode_row_value(mut bytes: &[u8]) -> Result<Vec<(u32, Value)>> {
                 bytes = &bytes[len..];
                 Value::Text(s)
             }
+            5 | 11 => {
+                let (raw, rest) = bytes.split_first_chunk::<16>().ok_or_else(trunc)?;
+                bytes = rest;
+                if tag == 5 {
+                    Value::Numeric(rust_decimal::Decimal::deserialize(*raw))
+                } else {
+                    Value::Uuid(uuid::Uuid::from_bytes(*raw))
+                }
+            }
+            6 => {
+                let len = get_varint(&mut bytes)? as usize;
+                if bytes.len() < len {
+                    return Err(trunc());
+                }
+                let b = bytes[..len].to_vec();
+                bytes = &bytes[len..];
+                Value::Bytes(b)
+            }
             t => return Err(Error::Internal(format!("unknown value tag {t} in row"))),
         };
         out.push((id, v));
@@ -417,6 +554,72 @@ mod tests {
         let row = encode_row_value(vals.iter().enumerate().map(|(i, v)| (i as u32 + 1, v)));
         let back = decode_row_value(&row).unwrap();
         assert_eq!(back.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), vals);
+    }
+
+    #[test]
+    fn numerics_bytes_and_uuids_order_and_round_trip_as_keys() {
+        let num = |t: &str| Value::Numeric(crate::numeric::parse(t).unwrap());
+        let nums = [
+            "-1000.5",
+            "-1",
+            "-0.001",
+            "0",
+            "0.0001",
+            "0.5",
+            "1",
+            "1.25",
+            "99999999999",
+        ];
+        let keys: Vec<Vec<u8>> = nums
+            .iter()
+            .map(|t| encode_index_key(100, 1, &[&num(t)]).unwrap())
+            .collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "numeric keys out of order"
+        );
+        // Equal values are equal keys, and a column's scale comes back.
+        assert_eq!(
+            encode_index_key(100, 1, &[&num("1.5")]).unwrap(),
+            encode_index_key(100, 1, &[&num("1.50")]).unwrap()
+        );
+        let bytes: Vec<Value> = [&b""[..], b"\0", b"\0\0", b"abcdefgh", b"abcdefgh\0", b"b"]
+            .iter()
+            .map(|b| Value::Bytes(b.to_vec()))
+            .collect();
+        let keys: Vec<Vec<u8>> = bytes
+            .iter()
+            .map(|v| encode_index_key(100, 1, &[v]).unwrap())
+            .collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "bytea keys out of order"
+        );
+        let uuid = Value::Uuid(uuid::Uuid::from_u128(
+            0x0123_4567_89ab_cdef_0123_4567_89ab_cdef,
+        ));
+        let vals = vec![num("12.30"), bytes[4].clone(), uuid, bytes[0].clone()];
+        let types = vec![
+            DataType::Numeric(Some((10, 2))),
+            DataType::Bytea,
+            DataType::Uuid,
+            DataType::Bytea,
+        ];
+        let mut k = Vec::new();
+        for v in &vals {
+            encode_key_value(&mut k, v).unwrap();
+        }
+        let back = decode_key_values(&k, &types).unwrap();
+        assert_eq!(back, vals);
+        assert_eq!(back[0].to_text().unwrap(), "12.30");
+        let row = encode_row_value(vals.iter().enumerate().map(|(i, v)| (i as u32 + 1, v)));
+        let back: Vec<Value> = decode_row_value(&row)
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(back, vals);
+        assert_eq!(back[0].to_text().unwrap(), "12.30");
     }
 
     #[test]

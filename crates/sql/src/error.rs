@@ -18,6 +18,9 @@ pub enum Error {
     /// DROP TABLE of a table that does not exist (42P01).
     #[error("table \"{0}\" does not exist")]
     UndefinedTableToDrop(String),
+    /// DROP VIEW of a view that does not exist (42P01).
+    #[error("view \"{0}\" does not exist")]
+    UndefinedViewToDrop(String),
     /// A qualifier names no table of the FROM clause (42P01).
     #[error("missing FROM-clause entry for table \"{0}\"")]
     MissingFromEntry(String),
@@ -101,6 +104,16 @@ pub enum Error {
     /// Out of range for the type (22003).
     #[error("{0} out of range")]
     NumericOutOfRange(String),
+    /// A number that does not fit a NUMERIC(p, s) column (22003), with the
+    /// bound as detail.
+    #[error("numeric field overflow")]
+    NumericFieldOverflow(String),
+    /// A number beyond what NUMERIC can hold (22003).
+    #[error("{0}")]
+    NumericValueOverflow(String),
+    /// `sqrt` of a negative number and the like (2201F).
+    #[error("{0}")]
+    InvalidArgumentForPowerFunction(String),
     /// Division by zero (22012).
     #[error("division by zero")]
     DivisionByZero,
@@ -122,6 +135,12 @@ pub enum Error {
     /// A scalar subquery returned several rows (21000).
     #[error("more than one row returned by a subquery used as an expression")]
     CardinalityViolation,
+    /// An INSERT … ON CONFLICT DO UPDATE that proposes one key twice (21000).
+    #[error("ON CONFLICT DO UPDATE command cannot affect row a second time")]
+    UpsertSameRowTwice,
+    /// A view where a table is needed, or the other way round (42809).
+    #[error("{0}")]
+    WrongObjectType(String),
     /// A write in a read-only transaction (25006).
     #[error("{0}")]
     ReadOnlyTransaction(String),
@@ -193,6 +212,7 @@ impl Error {
             Error::UndefinedIndex(_) => "42704",
             Error::UndefinedTable(_)
             | Error::UndefinedTableToDrop(_)
+            | Error::UndefinedViewToDrop(_)
             | Error::MissingFromEntry(_) => "42P01",
             Error::UndefinedColumn(_) | Error::UndefinedQualifiedColumn(_) => "42703",
             Error::AmbiguousColumn(_) => "42702",
@@ -207,14 +227,18 @@ impl Error {
             Error::InvalidTextRepresentation { .. } => "22P02",
             Error::InvalidRegularExpression(_) => "2201B",
             Error::BadCopyFileFormat(_) => "22P04",
-            Error::NumericOutOfRange(_) => "22003",
+            Error::NumericOutOfRange(_)
+            | Error::NumericFieldOverflow(_)
+            | Error::NumericValueOverflow(_) => "22003",
             Error::DivisionByZero => "22012",
+            Error::InvalidArgumentForPowerFunction(_) => "2201F",
             Error::StringDataRightTruncation(_) => "22001",
             Error::Grouping(_) => "42803",
             Error::InvalidDatetimeFormat(_) => "22007",
             Error::OutOfMemory(_) => "53200",
             Error::DatetimeFieldOverflow(_) => "22008",
-            Error::CardinalityViolation => "21000",
+            Error::CardinalityViolation | Error::UpsertSameRowTwice => "21000",
+            Error::WrongObjectType(_) => "42809",
             Error::InvalidParameterValue(_) => "22023",
             Error::ReadOnlyTransaction(_) => "25006",
             Error::UndefinedObject(_) => "42704",
@@ -237,6 +261,7 @@ impl Error {
     pub fn detail(&self) -> Option<String> {
         match self {
             Error::UniqueViolation { detail, .. } => Some(detail.clone()),
+            Error::NumericFieldOverflow(detail) => Some(detail.clone()),
             _ => None,
         }
     }

@@ -158,6 +158,7 @@ async fn resolve_subqueries(
         let secs = match arg.eval(row)? {
             Value::Int(i) => i as f64,
             Value::Float(f) => f,
+            Value::Numeric(d) => crate::numeric::to_f64(&d),
             Value::Text(t) => t
                 .trim()
                 .parse()
@@ -669,6 +670,8 @@ enum AggState {
     Sum(Option<Value>),
     MinMax(Option<Value>),
     Avg(f64, i64),
+    /// avg(numeric): exact sum and count.
+    AvgNumeric(rust_decimal::Decimal, i64),
     List(Vec<Option<String>>),
 }
 
@@ -677,6 +680,9 @@ fn new_state(a: &AggCall) -> AggState {
         AggFunc::CountStar | AggFunc::Count => AggState::Count(0),
         AggFunc::Sum => AggState::Sum(None),
         AggFunc::Min | AggFunc::Max => AggState::MinMax(None),
+        AggFunc::Avg if a.arg_type.is_decimal() => {
+            AggState::AvgNumeric(rust_decimal::Decimal::ZERO, 0)
+        }
         AggFunc::Avg => AggState::Avg(0.0, 0),
         AggFunc::StringAgg | AggFunc::ArrayAgg => AggState::List(Vec::new()),
     }
@@ -699,7 +705,7 @@ fn update_state(state: &mut AggState, a: &AggCall, v: Value) -> Result<()> {
         AggState::Sum(s) => {
             *s = Some(match s.take() {
                 None => match v {
-                    Value::Int(_) | Value::Float(_) => v,
+                    Value::Int(_) | Value::Float(_) | Value::Numeric(_) => v,
                     other => {
                         return Err(Error::UndefinedFunction(format!(
                             "sum({})",
@@ -739,6 +745,22 @@ fn update_state(state: &mut AggState, a: &AggCall, v: Value) -> Result<()> {
             }
             *n += 1;
         }
+        AggState::AvgNumeric(sum, n) => {
+            let d = match v {
+                Value::Numeric(d) => d,
+                Value::Int(i) => i.into(),
+                other => {
+                    return Err(Error::UndefinedFunction(format!(
+                        "avg({})",
+                        other.type_name()
+                    )))
+                }
+            };
+            *sum = sum.checked_add(d).ok_or_else(|| {
+                Error::NumericValueOverflow("value overflows numeric format".into())
+            })?;
+            *n += 1;
+        }
     }
     Ok(())
 }
@@ -754,6 +776,10 @@ fn finish_state(state: AggState, a: &AggCall) -> Value {
         AggState::MinMax(m) => m.unwrap_or(Value::Null),
         AggState::Avg(_, 0) => Value::Null,
         AggState::Avg(sum, n) => Value::Float(sum / n as f64),
+        AggState::AvgNumeric(_, 0) => Value::Null,
+        AggState::AvgNumeric(sum, n) => Value::Numeric(
+            crate::numeric::avg(sum, n).expect("a sum divided by a positive count fits"),
+        ),
         AggState::List(items) if items.is_empty() => Value::Null,
         AggState::List(items) if a.func == AggFunc::ArrayAgg => {
             Value::Text(crate::pg_catalog::format_array(&items))
@@ -863,6 +889,7 @@ pub async fn alter_table(
         }
         return Err(Error::UndefinedTable(table_name.to_string()));
     };
+    table.must_be_table()?;
     for op in ops {
         match op {
             AlterOp::AddPrimaryKey { columns } => add_primary_key(txn, &mut table, columns).await?,
@@ -1135,12 +1162,42 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
             for (((row, key), old), probes) in rows.into_iter().zip(keys).zip(existing).zip(probes)
             {
                 let pk_clash = old.is_some() || written.contains(&key);
+                if let (
+                    true,
+                    OnConflict::DoUpdate {
+                        assignments,
+                        selection,
+                    },
+                ) = (pk_clash, on_conflict)
+                {
+                    if written.contains(&key) {
+                        return Err(Error::UpsertSameRowTwice);
+                    }
+                    let old = old.expect("a primary key clash not written here is a stored row");
+                    let existing = table.decode_row(&key, &old)?;
+                    let updated = upsert_row(
+                        table,
+                        checks,
+                        (assignments, selection.as_ref()),
+                        &existing,
+                        &row,
+                        txn,
+                        ctx,
+                    )
+                    .await?;
+                    if let Some(new) = updated {
+                        written.insert(key.clone());
+                        txn.put(key, table.row_value(&new))?;
+                        inserted.push(new);
+                    }
+                    continue;
+                }
                 let unique_clash = probes
                     .iter()
                     .find(|p| p.held_by_other || taken.contains(&p.key));
                 if pk_clash || unique_clash.is_some() {
                     let skip = match on_conflict {
-                        OnConflict::Error => false,
+                        OnConflict::Error | OnConflict::DoUpdate { .. } => false,
                         OnConflict::DoNothing => true,
                         OnConflict::DoNothingOnPrimaryKey => unique_clash.is_none(),
                     };
@@ -1342,6 +1399,63 @@ struct UniqueProbe<'t> {
     held_by_other: bool,
 }
 
+/// ON CONFLICT DO UPDATE of one row: evaluates the SET list and WHERE over
+/// the existing row followed by the proposed one, checks the new row, and
+/// writes its changed index entries (the caller writes the row). `None` if
+/// the WHERE leaves the row alone.
+async fn upsert_row(
+    table: &Table,
+    checks: &[(String, Expr)],
+    (assignments, selection): (&[(usize, Expr)], Option<&Expr>),
+    existing: &Row,
+    proposed: &Row,
+    txn: &mut Txn,
+    ctx: &mut ExecContext,
+) -> Result<Option<Row>> {
+    let mut both = existing.clone();
+    both.extend(proposed.iter().cloned());
+    if let Some(w) = selection {
+        let keep = Evaluator::new(std::slice::from_ref(w))
+            .eval_all(&both, txn, ctx)
+            .await?;
+        if !keep.first().is_some_and(Value::is_true) {
+            return Ok(None);
+        }
+    }
+    let exprs: Vec<Expr> = assignments.iter().map(|(_, e)| e.clone()).collect();
+    let values = Evaluator::new(&exprs).eval_all(&both, txn, ctx).await?;
+    let mut new = existing.clone();
+    for (v, (col, _)) in values.into_iter().zip(assignments) {
+        new[*col] = v;
+    }
+    let new = prepare_row(table, new)?;
+    check_row(table, checks, &new)?;
+    let mut changed = Vec::new();
+    for idx in &table.indexes {
+        let before = table.index_entry(idx, existing)?;
+        let after = table.index_entry(idx, &new)?;
+        if before.key != after.key || before.value != after.value {
+            changed.push((before.key, after));
+        }
+    }
+    if changed.iter().any(|(_, e)| e.unique) {
+        let probes = unique_probes(table, std::iter::once(&new), txn).await?;
+        if let Some(p) = probes.into_iter().flatten().find(|p| p.held_by_other) {
+            return Err(Error::UniqueViolation {
+                constraint: p.index.name.clone(),
+                detail: table.describe_index_key(p.index, &new),
+            });
+        }
+    }
+    for (old_key, entry) in changed {
+        if old_key != entry.key {
+            txn.delete(old_key)?;
+        }
+        txn.put(entry.key, entry.value)?;
+    }
+    Ok(Some(new))
+}
+
 /// For each row about to be written, its keys in the table's unique
 /// indexes (none for a key with a NULL), probed in one batched read.
 async fn unique_probes<'t, 'r>(
@@ -1389,6 +1503,7 @@ pub async fn create_index(
     if_not_exists: bool,
 ) -> Result<()> {
     let mut table = catalog::must_get_table(txn, table_name).await?;
+    table.must_be_table()?;
     let mut positions = Vec::with_capacity(columns.len());
     for (c, _) in columns {
         let i = table

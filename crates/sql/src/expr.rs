@@ -13,6 +13,7 @@ use std::fmt;
 
 use crate::datetime;
 use crate::error::{Error, Result};
+use crate::numeric;
 use crate::types::{DataType, Value};
 
 /// Binary operators.
@@ -88,6 +89,19 @@ pub enum Func {
     CurrentDatabase,
     /// A new row id for a table without a primary key ([`crate::rowid`]).
     UniqueRowid,
+    /// `gen_random_uuid()`: a version 4 UUID.
+    GenRandomUuid,
+    /// `round(x [, places])`: numeric half away from zero, double
+    /// precision half to even.
+    Round,
+    /// `trunc(x [, places])`.
+    Trunc,
+    Ceil,
+    Floor,
+    Sign,
+    Sqrt,
+    /// `power(x, y)` and `x ^ y`.
+    Power,
     /// `pg_sleep(seconds)`: the executor sleeps (see `exec`); NULL.
     PgSleep,
     /// `clock_timestamp()`: the time now (volatile; `now()` and
@@ -223,6 +237,7 @@ impl Expr {
                         .ok_or_else(|| Error::NumericOutOfRange("bigint".into()))?,
                 ),
                 Value::Float(f) => Value::Float(-f),
+                Value::Numeric(d) => Value::Numeric(-d),
                 Value::Interval(iv) => Value::Interval(iv.negate()?),
                 v => return Err(Error::UndefinedOperator(format!("- {}", v.type_name()))),
             },
@@ -578,7 +593,10 @@ pub fn binary_values(op: BinOp, lv: Value, rv: Value) -> Result<Value> {
         | (op, a, b @ (Date(_) | Timestamp(_) | TimestampTz(_) | Interval(_))) => {
             datetime_arith(op, a, b)?
         }
-        (op, a @ (Int(_) | Float(_)), b @ (Int(_) | Float(_))) => {
+        (op, Numeric(a), Numeric(b)) => Numeric(numeric::arith(op, a, b)?),
+        (op, Numeric(a), Int(b)) => Numeric(numeric::arith(op, a, b.into())?),
+        (op, Int(a), Numeric(b)) => Numeric(numeric::arith(op, a.into(), b)?),
+        (op, a @ (Int(_) | Float(_) | Numeric(_)), b @ (Int(_) | Float(_) | Numeric(_))) => {
             let x = to_f64(&a);
             let y = to_f64(&b);
             let v = match op {
@@ -606,6 +624,64 @@ pub fn binary_values(op: BinOp, lv: Value, rv: Value) -> Result<Value> {
         }
         (op, a, b) => return Err(no_operator(op, &a, &b)),
     })
+}
+
+/// `round` and `trunc`: numeric (an integer counts as one) to `places`
+/// (0 if absent), double precision to an integer.
+fn round_like(v: Value, places: Value, truncate: bool) -> Result<Value> {
+    use rust_decimal::RoundingStrategy as R;
+    let strategy = if truncate {
+        R::ToZero
+    } else {
+        R::MidpointAwayFromZero
+    };
+    let places = match places {
+        Value::Null => 0,
+        Value::Int(p) => p,
+        other => {
+            return Err(Error::UndefinedFunction(format!(
+                "round(numeric, {})",
+                other.type_name()
+            )))
+        }
+    };
+    let d = match v {
+        Value::Float(f) => {
+            if places == 0 {
+                return Ok(Value::Float(if truncate {
+                    f.trunc()
+                } else {
+                    f.round_ties_even()
+                }));
+            }
+            numeric::from_f64(f)?
+        }
+        Value::Int(i) if places == 0 => return Ok(Value::Float(i as f64)),
+        Value::Int(i) => rust_decimal::Decimal::from(i),
+        Value::Numeric(d) => d,
+        other => {
+            return Err(Error::UndefinedFunction(format!(
+                "round({})",
+                other.type_name()
+            )))
+        }
+    };
+    if places >= 0 {
+        let p = places.min(28) as u32;
+        let mut r = d.round_dp_with_strategy(p, strategy);
+        r.rescale(p);
+        return Ok(Value::Numeric(r));
+    }
+    // Negative places round to tens, hundreds, …
+    let shift = rust_decimal::Decimal::from(10i64.pow((-places).min(18) as u32));
+    let r = (d / shift).round_dp_with_strategy(0, strategy) * shift;
+    Ok(Value::Numeric(r.round_dp(0)))
+}
+
+/// A float as a numeric with 16 significant digits (what PostgreSQL shows
+/// for inexact numeric functions).
+fn sig16(f: f64) -> Result<rust_decimal::Decimal> {
+    numeric::parse(&format!("{f:.15e}")).map(|d| d.normalize())
 }
 
 /// "operator does not exist: date + date" (42883).
@@ -658,9 +734,11 @@ fn datetime_arith(op: BinOp, a: Value, b: Value) -> Result<Value> {
         }
         (BinOp::Add, Interval(a), Interval(b)) => Interval(a.add(&b)?),
         (BinOp::Sub, Interval(a), Interval(b)) => Interval(a.add(&b.negate()?)?),
-        (BinOp::Mul, Interval(iv), n @ (Int(_) | Float(_)))
-        | (BinOp::Mul, n @ (Int(_) | Float(_)), Interval(iv)) => Interval(iv.mul(to_f64(&n))?),
-        (BinOp::Div, Interval(iv), n @ (Int(_) | Float(_))) => {
+        (BinOp::Mul, Interval(iv), n @ (Int(_) | Float(_) | Numeric(_)))
+        | (BinOp::Mul, n @ (Int(_) | Float(_) | Numeric(_)), Interval(iv)) => {
+            Interval(iv.mul(to_f64(&n))?)
+        }
+        (BinOp::Div, Interval(iv), n @ (Int(_) | Float(_) | Numeric(_))) => {
             let n = to_f64(&n);
             if n == 0.0 {
                 return Err(Error::DivisionByZero);
@@ -675,6 +753,7 @@ fn to_f64(v: &Value) -> f64 {
     match v {
         Value::Int(i) => *i as f64,
         Value::Float(f) => *f,
+        Value::Numeric(d) => numeric::to_f64(d),
         _ => f64::NAN,
     }
 }
@@ -701,6 +780,9 @@ fn eval_func(f: Func, args: &[Expr], row: &[Value]) -> Result<Value> {
         Func::Version => Value::Text(crate::version_string()),
         Func::CurrentDatabase => Value::Text(crate::catalog::DEFAULT_DATABASE.into()),
         Func::UniqueRowid => Value::Int(crate::rowid::unique_rowid()),
+        Func::GenRandomUuid => {
+            Value::Uuid(uuid::Builder::from_random_bytes(rand::random()).into_uuid())
+        }
         // The executor sleeps before evaluating (`exec::resolve_subqueries`).
         Func::PgSleep => Value::Null,
         Func::ClockTimestamp => Value::TimestampTz(datetime::now_micros()),
@@ -831,9 +913,77 @@ fn eval_func(f: Func, args: &[Expr], row: &[Value]) -> Result<Value> {
                     .ok_or_else(|| Error::NumericOutOfRange("bigint".into()))?,
             ),
             (Func::Abs, Value::Float(x)) => Value::Float(x.abs()),
+            (Func::Abs, Value::Numeric(d)) => Value::Numeric(d.abs()),
+            (Func::Round, v) => round_like(v, arg(1), false)?,
+            (Func::Trunc, v) => round_like(v, arg(1), true)?,
+            (Func::Ceil, Value::Numeric(d)) => Value::Numeric(d.ceil()),
+            (Func::Floor, Value::Numeric(d)) => Value::Numeric(d.floor()),
+            (Func::Ceil, v @ (Value::Int(_) | Value::Float(_))) => Value::Float(to_f64(&v).ceil()),
+            (Func::Floor, v @ (Value::Int(_) | Value::Float(_))) => {
+                Value::Float(to_f64(&v).floor())
+            }
+            (Func::Sign, Value::Numeric(d)) => Value::Numeric(if d.is_zero() {
+                rust_decimal::Decimal::ZERO
+            } else if d.is_sign_negative() {
+                rust_decimal::Decimal::NEGATIVE_ONE
+            } else {
+                rust_decimal::Decimal::ONE
+            }),
+            (Func::Sign, v @ (Value::Int(_) | Value::Float(_))) => {
+                let x = to_f64(&v);
+                Value::Float(if x == 0.0 { 0.0 } else { x.signum() })
+            }
+            (Func::Sqrt, v @ (Value::Int(_) | Value::Float(_) | Value::Numeric(_))) => {
+                let x = to_f64(&v);
+                if x < 0.0 {
+                    return Err(Error::InvalidArgumentForPowerFunction(
+                        "cannot take square root of a negative number".into(),
+                    ));
+                }
+                match v {
+                    // 16 significant digits, as PostgreSQL shows sqrt(numeric).
+                    Value::Numeric(_) => Value::Numeric(sig16(x.sqrt())?),
+                    _ => Value::Float(x.sqrt()),
+                }
+            }
+            (Func::Power, v) => match (v, arg(1)) {
+                (_, Value::Null) => Value::Null,
+                (Value::Numeric(a), Value::Int(b)) if (0..=64).contains(&b) => {
+                    let mut r = rust_decimal::Decimal::ONE;
+                    for _ in 0..b {
+                        r = r.checked_mul(a).ok_or_else(|| {
+                            Error::NumericValueOverflow("value overflows numeric format".into())
+                        })?;
+                    }
+                    Value::Numeric(r)
+                }
+                (a, b) => {
+                    let (x, y) = (to_f64(&a), to_f64(&b));
+                    if x == 0.0 && y < 0.0 {
+                        return Err(Error::InvalidArgumentForPowerFunction(
+                            "zero raised to a negative power is undefined".into(),
+                        ));
+                    }
+                    let r = x.powf(y);
+                    if r.is_nan() && !x.is_nan() && !y.is_nan() {
+                        return Err(Error::InvalidArgumentForPowerFunction(
+                            "a negative number raised to a non-integer power yields a complex \
+                             result"
+                                .into(),
+                        ));
+                    }
+                    match (a, b) {
+                        (Value::Numeric(_), _) | (_, Value::Numeric(_)) => {
+                            Value::Numeric(sig16(r)?)
+                        }
+                        _ => Value::Float(r),
+                    }
+                }
+            },
             (Func::Lower, Value::Text(s)) => Value::Text(s.to_lowercase()),
             (Func::Upper, Value::Text(s)) => Value::Text(s.to_uppercase()),
             (Func::Length, Value::Text(s)) => Value::Int(s.chars().count() as i64),
+            (Func::Length, Value::Bytes(b)) => Value::Int(b.len() as i64),
             (f, v) => {
                 return Err(Error::UndefinedFunction(
                     format!("{f:?}({})", v.type_name()).to_lowercase(),
@@ -985,6 +1135,9 @@ fn array_element_eq(x: &Value, item: &str) -> Result<bool> {
         Value::Timestamp(_) => DataType::Timestamp,
         Value::TimestampTz(_) => DataType::TimestampTz,
         Value::Interval(_) => DataType::Interval,
+        Value::Numeric(_) => DataType::Numeric(None),
+        Value::Bytes(_) => DataType::Bytea,
+        Value::Uuid(_) => DataType::Uuid,
         Value::Null | Value::Text(_) => DataType::Text,
     };
     let item = Value::Text(item.to_string()).cast(&ty)?;

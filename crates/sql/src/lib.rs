@@ -32,10 +32,11 @@
 //! 5. Errors are [`Error`]s, each with its SQLSTATE ([`Error::sqlstate`]).
 //!
 //! # Not done yet
-//! CTEs, LATERAL, secondary indexes, DECIMAL/DATE/TIMESTAMP/BYTEA and other
-//! types, prepared statement parameters, descriptor leases, statistics and
-//! cost-based planning, streaming execution, pushdown to ranges: see
-//! `docs/plans/sql-engine.md`.
+//! LATERAL, NUMERIC beyond 28 digits (and its NaN and infinities), views
+//! that can be written through, ON CONFLICT on an index other than the
+//! primary key, sequences (SERIAL is a unique row id), descriptor leases,
+//! statistics and cost-based planning, streaming execution, pushdown to
+//! ranges: see `docs/plans/sql-engine.md`.
 
 pub mod catalog;
 pub mod copy;
@@ -44,6 +45,7 @@ pub mod encoding;
 pub mod error;
 pub mod exec;
 pub mod expr;
+pub mod numeric;
 pub mod parser;
 pub mod pg_catalog;
 pub mod plan;
@@ -55,7 +57,7 @@ pub mod types;
 
 pub use error::{Error, Result};
 pub use parser::{parse, AsOf, Stmt};
-pub use session::{Prepared, Session, StatementResult, TxnStatus};
+pub use session::{CancelSignal, Prepared, Session, StatementResult, TxnStatus};
 pub use types::{DataType, Value};
 
 /// The PostgreSQL version Concord reports to clients.

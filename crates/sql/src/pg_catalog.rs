@@ -106,6 +106,10 @@ pub fn type_oid(ty: &DataType) -> (i64, i64) {
         DataType::Timestamp => (1114, -1),
         DataType::TimestampTz => (1184, -1),
         DataType::Interval => (1186, -1),
+        // PostgreSQL's numeric typmod: ((precision << 16) | scale) + 4.
+        DataType::Numeric(m) => (1700, m.map_or(-1, |(p, s)| ((p << 16 | s) + 4) as i64)),
+        DataType::Bytea => (17, -1),
+        DataType::Uuid => (2950, -1),
         DataType::Unknown => (705, -1),
     }
 }
@@ -114,6 +118,7 @@ pub fn type_oid(ty: &DataType) -> (i64, i64) {
 /// array type oid).
 const TYPES: &[(i64, &str, i64, &str, i64, i64)] = &[
     (16, "bool", 1, "B", 0, 1000),
+    (17, "bytea", -1, "U", 0, 1001),
     (18, "char", 1, "Z", 0, 1002),
     (19, "name", 64, "S", 950, 1003),
     (20, "int8", 8, "N", 0, 1016),
@@ -131,6 +136,8 @@ const TYPES: &[(i64, &str, i64, &str, i64, i64)] = &[
     (1114, "timestamp", 8, "D", 0, 1115),
     (1184, "timestamptz", 8, "D", 0, 1185),
     (1186, "interval", 16, "T", 0, 1187),
+    (1700, "numeric", -1, "N", 0, 1231),
+    (2950, "uuid", 16, "U", 0, 2951),
     (2205, "regclass", 4, "N", 0, 2210),
     (2206, "regtype", 4, "N", 0, 2211),
     (4089, "regnamespace", 4, "N", 0, 4090),
@@ -154,6 +161,7 @@ pub fn format_type(oid: i64, typmod: Option<i64>) -> String {
         (1043, None) => "character varying".into(),
         (1114, _) => "timestamp without time zone".into(),
         (1184, _) => "timestamp with time zone".into(),
+        (1700, Some(m)) => format!("numeric({},{})", (m >> 16) & 0xffff, m & 0xffff),
         _ => match TYPES.iter().find(|t| t.0 == oid) {
             Some(t) => t.1.to_string(),
             None => "???".into(),
@@ -406,10 +414,10 @@ fn pg_class(snap: &Snapshot) -> Vec<Vec<Value>> {
         rows.push(class_row(ClassRow {
             oid: table_oid(table),
             name: &table.name,
-            am: HEAP_AM,
+            am: if table.is_view() { 0 } else { HEAP_AM },
             tuples: -1.0,
             has_index: !idx.is_empty(),
-            kind: "r",
+            kind: if table.is_view() { "v" } else { "r" },
             natts: visible(table).count(),
             checks: table.checks.len(),
             replident: "d",
@@ -1364,8 +1372,12 @@ static RELATIONS: &[VTable] = &[
                         t(DEFAULT_DATABASE),
                         t("public"),
                         t(&table.name),
-                        t("BASE TABLE"),
-                        t("YES"),
+                        t(if table.is_view() {
+                            "VIEW"
+                        } else {
+                            "BASE TABLE"
+                        }),
+                        t(if table.is_view() { "NO" } else { "YES" }),
                         t("NO"),
                     ]
                 })
@@ -1731,6 +1743,7 @@ mod tests {
             checks: vec![("accounts_aid_check".into(), "aid > 0".into())],
             fillfactor: 100,
             version: 1,
+            view: None,
         };
         t1.columns[2].default = Some("'x'".into());
         t1.indexes.push(Index {

@@ -51,6 +51,16 @@ pub enum Plan {
         table: Table,
         if_not_exists: bool,
     },
+    /// `CREATE [OR REPLACE] VIEW`: `table` is the view's descriptor.
+    CreateView {
+        table: Table,
+        or_replace: bool,
+        if_not_exists: bool,
+    },
+    DropView {
+        names: Vec<String>,
+        if_exists: bool,
+    },
     DropTable {
         names: Vec<String>,
         if_exists: bool,
@@ -124,7 +134,7 @@ pub enum Plan {
 }
 
 /// What an INSERT does with a row whose key is taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum OnConflict {
     /// Fail with 23505.
     Error,
@@ -133,6 +143,13 @@ pub enum OnConflict {
     /// `ON CONFLICT (pk columns) DO NOTHING`: skip a primary key clash,
     /// fail on another unique index.
     DoNothingOnPrimaryKey,
+    /// `ON CONFLICT (pk columns) DO UPDATE SET … [WHERE …]`: a row whose
+    /// primary key is taken updates the row there instead. The expressions
+    /// read the existing row followed by the proposed one (`excluded`).
+    DoUpdate {
+        assignments: Vec<(usize, Expr)>,
+        selection: Option<Expr>,
+    },
 }
 
 /// Which primary keys a scan reads.
@@ -566,10 +583,10 @@ impl Plan {
                     out,
                     "insert into {}{}",
                     table.name,
-                    if *on_conflict == OnConflict::Error {
-                        ""
-                    } else {
-                        " (on conflict do nothing)"
+                    match on_conflict {
+                        OnConflict::Error => "",
+                        OnConflict::DoUpdate { .. } => " (on conflict do update)",
+                        _ => " (on conflict do nothing)",
                     }
                 );
                 source.explain_into(&mut out, 1);

@@ -43,28 +43,22 @@ fn literal(v: &Value) -> ast::Expr {
         Value::Null => ast::Expr::value(ast::Value::Null),
         Value::Bool(b) => ast::Expr::value(ast::Value::Boolean(*b)),
         Value::Int(i) => number(i.to_string()),
-        Value::Float(f) if f.is_finite() => {
-            // `{:?}` is the shortest text that parses back to the same f64,
-            // and always has a '.' or an exponent (so it binds as a float).
-            number(format!("{f:?}"))
-        }
-        Value::Float(f) => ast::Expr::Cast {
-            kind: ast::CastKind::DoubleColon,
-            expr: Box::new(ast::Expr::value(ast::Value::SingleQuotedString(
-                if f.is_nan() {
-                    "NaN".into()
-                } else if *f > 0.0 {
-                    "Infinity".into()
-                } else {
-                    "-Infinity".into()
-                },
-            ))),
-            data_type: ast::DataType::DoublePrecision,
-            format: None,
-        },
         Value::Text(s) => ast::Expr::value(ast::Value::SingleQuotedString(s.clone())),
-        Value::Date(_) | Value::Timestamp(_) | Value::TimestampTz(_) | Value::Interval(_) => {
+        // Typed by a cast of their text (which reads back exactly): a bare
+        // `1.5` would bind as numeric.
+        Value::Float(_)
+        | Value::Numeric(_)
+        | Value::Bytes(_)
+        | Value::Uuid(_)
+        | Value::Date(_)
+        | Value::Timestamp(_)
+        | Value::TimestampTz(_)
+        | Value::Interval(_) => {
             let data_type = match v {
+                Value::Float(_) => ast::DataType::DoublePrecision,
+                Value::Numeric(_) => ast::DataType::Numeric(ast::ExactNumberInfo::None),
+                Value::Bytes(_) => ast::DataType::Bytea,
+                Value::Uuid(_) => ast::DataType::Uuid,
                 Value::Date(_) => ast::DataType::Date,
                 Value::Timestamp(_) => ast::DataType::Timestamp(None, ast::TimezoneInfo::None),
                 Value::TimestampTz(_) => {
@@ -134,7 +128,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             out.to_string(),
-            "UPDATE t SET v = v + 0.1 WHERE k = -7 AND s = 'it''s'"
+            "UPDATE t SET v = v + '0.1'::DOUBLE PRECISION WHERE k = -7 AND s = 'it''s'"
         );
         assert!(substitute(&s, &[Value::Int(1)]).is_err());
         let nan = substitute(&one("SELECT $1"), &[Value::Float(f64::NAN)]).unwrap();

@@ -3,7 +3,8 @@
 //! A [`Value`] is one datum; a [`DataType`] is what a column or expression
 //! holds. Integers of every width are carried as `i64` and checked against
 //! their type's range on assignment and on arithmetic; floats as `f64`;
-//! strings as `String`. NULL is a value of every type, and comparisons follow
+//! strings as `String`; NUMERIC as an exact decimal ([`crate::numeric`]);
+//! BYTEA as bytes; UUID as 16 bytes. NULL is a value of every type, and comparisons follow
 //! PostgreSQL's three-valued logic ([`Value::sql_cmp`] returns `None` when
 //! either side is NULL). For sorting, [`Value::sort_cmp`] is a total order
 //! with NULLs greater than everything (PostgreSQL's default `NULLS LAST` for
@@ -13,8 +14,11 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
+use rust_decimal::Decimal;
+
 use crate::datetime::{self, Interval};
 use crate::error::{Error, Result};
+use crate::numeric;
 
 /// A SQL data type.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -36,6 +40,13 @@ pub enum DataType {
     Timestamp,
     TimestampTz,
     Interval,
+    /// `NUMERIC(precision, scale)`; `None` = unconstrained (see
+    /// [`crate::numeric`]).
+    Numeric(Option<(u32, u32)>),
+    /// `BYTEA`: a byte string.
+    Bytea,
+    /// `UUID`.
+    Uuid,
     /// The type of a bare NULL literal, before context gives it one.
     Unknown,
 }
@@ -59,6 +70,10 @@ impl DataType {
             DataType::Timestamp => "timestamp without time zone".into(),
             DataType::TimestampTz => "timestamp with time zone".into(),
             DataType::Interval => "interval".into(),
+            DataType::Numeric(None) => "numeric".into(),
+            DataType::Numeric(Some((p, s))) => format!("numeric({p},{s})"),
+            DataType::Bytea => "bytea".into(),
+            DataType::Uuid => "uuid".into(),
             DataType::Unknown => "unknown".into(),
         }
     }
@@ -79,6 +94,9 @@ impl DataType {
             DataType::Timestamp => "timestamp",
             DataType::TimestampTz => "timestamptz",
             DataType::Interval => "interval",
+            DataType::Numeric(_) => "numeric",
+            DataType::Bytea => "bytea",
+            DataType::Uuid => "uuid",
             DataType::Unknown => "unknown",
         }
     }
@@ -99,6 +117,10 @@ impl DataType {
             "timestamp" => DataType::Timestamp,
             "timestamptz" => DataType::TimestampTz,
             "interval" => DataType::Interval,
+            // Precision in the high 16 bits, scale in the low (precision ≥ 1).
+            "numeric" => DataType::Numeric((width > 0).then_some((width >> 16, width & 0xffff))),
+            "bytea" => DataType::Bytea,
+            "uuid" => DataType::Uuid,
             other => return Err(Error::Internal(format!("unknown type {other} in catalog"))),
         })
     }
@@ -107,6 +129,7 @@ impl DataType {
     pub fn catalog_width(&self) -> u32 {
         match self {
             DataType::Varchar(Some(n)) | DataType::Char(Some(n)) => *n,
+            DataType::Numeric(Some((p, s))) => (p << 16) | s,
             _ => 0,
         }
     }
@@ -123,7 +146,12 @@ impl DataType {
 
     /// Whether values are numbers.
     pub fn is_numeric(&self) -> bool {
-        self.is_integer() || self.is_float()
+        self.is_integer() || self.is_float() || self.is_decimal()
+    }
+
+    /// Whether values are exact decimals (NUMERIC).
+    pub fn is_decimal(&self) -> bool {
+        matches!(self, DataType::Numeric(_))
     }
 
     /// Whether values are strings.
@@ -174,6 +202,10 @@ pub enum Value {
     /// Microseconds since 2000-01-01 00:00:00 UTC.
     TimestampTz(i64),
     Interval(Interval),
+    /// An exact decimal, with the scale it shows ([`crate::numeric`]).
+    Numeric(Decimal),
+    Bytes(Vec<u8>),
+    Uuid(uuid::Uuid),
 }
 
 impl PartialEq for Value {
@@ -210,6 +242,14 @@ impl Hash for Value {
                 t.hash(state)
             }
             Value::Interval(iv) => iv.normalized().hash(state),
+            // Equal to an integer or float of the same value, so hashed as one.
+            Value::Numeric(d) => {
+                let f = numeric::to_f64(d);
+                let f = if f == 0.0 { 0.0 } else { f };
+                f.to_bits().hash(state)
+            }
+            Value::Bytes(b) => b.hash(state),
+            Value::Uuid(u) => u.hash(state),
         }
     }
 }
@@ -248,6 +288,13 @@ impl Value {
             (Date(a), Timestamp(b) | TimestampTz(b)) => datetime::date_as_ts(*a).cmp(b),
             (Timestamp(a) | TimestampTz(a), Date(b)) => a.cmp(&datetime::date_as_ts(*b)),
             (Interval(a), Interval(b)) => a.cmp(b),
+            (Numeric(a), Numeric(b)) => a.cmp(b),
+            (Int(a), Numeric(b)) => Decimal::from(*a).cmp(b),
+            (Numeric(a), Int(b)) => a.cmp(&Decimal::from(*b)),
+            (Float(a), Numeric(b)) => float_cmp(*a, numeric::to_f64(b)),
+            (Numeric(a), Float(b)) => float_cmp(numeric::to_f64(a), *b),
+            (Bytes(a), Bytes(b)) => a.cmp(b),
+            (Uuid(a), Uuid(b)) => a.cmp(b),
             // Values of different types never meet in a well-typed plan; order
             // them by type so that sorting stays total.
             (a, b) => a.type_rank().cmp(&b.type_rank()),
@@ -257,10 +304,12 @@ impl Value {
     fn type_rank(&self) -> u8 {
         match self {
             Value::Bool(_) => 1,
-            Value::Int(_) | Value::Float(_) => 2,
+            Value::Int(_) | Value::Float(_) | Value::Numeric(_) => 2,
             Value::Text(_) => 3,
             Value::Date(_) | Value::Timestamp(_) | Value::TimestampTz(_) => 4,
             Value::Interval(_) => 5,
+            Value::Bytes(_) => 7,
+            Value::Uuid(_) => 8,
             Value::Null => 6,
         }
     }
@@ -281,6 +330,25 @@ impl Value {
         let v = match (self, ty) {
             (Null, _) => Null,
             (_, DataType::Unknown) => self.clone(),
+            (Numeric(d), DataType::Numeric(m)) => Numeric(fit_numeric(*d, *m)?),
+            (Int(i), DataType::Numeric(m)) => Numeric(fit_numeric(Decimal::from(*i), *m)?),
+            (Float(f), DataType::Numeric(m)) => Numeric(fit_numeric(numeric::from_f64(*f)?, *m)?),
+            (Numeric(d), t) if t.is_integer() => {
+                let i = numeric::to_i64(d).ok_or_else(|| Error::NumericOutOfRange(t.name()))?;
+                Int(i).convert(t, explicit)?
+            }
+            (Numeric(d), t) if t.is_float() => Float(numeric::to_f64(d)).convert(t, explicit)?,
+            (Bool(_), DataType::Numeric(_)) => {
+                return Err(Error::DatatypeMismatch(
+                    "cannot cast type boolean to numeric".into(),
+                ))
+            }
+            (Bytes(b), DataType::Bytea) => Bytes(b.clone()),
+            (Uuid(u), DataType::Uuid) => Uuid(*u),
+            (Numeric(_) | Bytes(_) | Uuid(_), t) if t.is_string() => {
+                let s = self.to_text().unwrap_or_default();
+                Text(s).convert(t, explicit)?
+            }
             (Bool(b), DataType::Bool) => Bool(*b),
             (Bool(b), t) if t.is_integer() => Int(*b as i64),
             (Bool(b), t) if t.is_string() => Text(if *b { "true" } else { "false" }.into()),
@@ -364,6 +432,9 @@ impl Value {
             Value::Timestamp(_) => "timestamp without time zone",
             Value::TimestampTz(_) => "timestamp with time zone",
             Value::Interval(_) => "interval",
+            Value::Numeric(_) => "numeric",
+            Value::Bytes(_) => "bytea",
+            Value::Uuid(_) => "uuid",
         }
     }
 
@@ -379,6 +450,9 @@ impl Value {
             Value::Timestamp(t) => Some(datetime::format_timestamp(*t)),
             Value::TimestampTz(t) => Some(datetime::format_timestamptz(*t)),
             Value::Interval(iv) => Some(datetime::format_interval(iv)),
+            Value::Numeric(d) => Some(numeric::format(d)),
+            Value::Bytes(b) => Some(format_bytea(b)),
+            Value::Uuid(u) => Some(u.hyphenated().to_string()),
         }
     }
 
@@ -475,6 +549,87 @@ pub fn format_float(f: f64) -> String {
     shortest(f, (1e-4..1e15).contains(&f.abs()))
 }
 
+/// A numeric fitted to its column's precision and scale, if it has them.
+fn fit_numeric(d: Decimal, typmod: Option<(u32, u32)>) -> Result<Decimal> {
+    match typmod {
+        Some((p, s)) => numeric::apply_typmod(d, p, s),
+        None => Ok(d),
+    }
+}
+
+/// A UUID from its 16 bytes (binary wire format); `None` for another length.
+pub fn uuid_from_bytes(b: &[u8]) -> Option<uuid::Uuid> {
+    uuid::Uuid::from_slice(b).ok()
+}
+
+/// BYTEA's text output (PostgreSQL's default `bytea_output = hex`).
+pub fn format_bytea(b: &[u8]) -> String {
+    let mut s = String::with_capacity(2 + 2 * b.len());
+    s.push_str("\\x");
+    for byte in b {
+        s.push_str(&format!("{byte:02x}"));
+    }
+    s
+}
+
+/// BYTEA's text input: `\x` followed by hex pairs (blanks between pairs
+/// allowed), or the escape format, where `\\` is a backslash, `\nnn` an
+/// octal byte, and any other character itself.
+pub fn parse_bytea(s: &str) -> Result<Vec<u8>> {
+    let bad = || Error::InvalidTextRepresentation {
+        ty: "bytea".into(),
+        value: s.to_string(),
+    };
+    if let Some(hex) = s.strip_prefix("\\x").or_else(|| s.strip_prefix("\\X")) {
+        let digit = |c: u8| -> Result<u8> {
+            (c as char).to_digit(16).map(|d| d as u8).ok_or_else(|| {
+                Error::InvalidParameterValue(format!(
+                    "invalid hexadecimal digit: \"{}\"",
+                    c as char
+                ))
+            })
+        };
+        let digits: Vec<u8> = hex.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+        let mut out = Vec::with_capacity(digits.len() / 2);
+        for pair in digits.chunks(2) {
+            let hi = digit(pair[0])?;
+            let lo = match pair.get(1) {
+                Some(&c) => digit(c)?,
+                None => {
+                    return Err(Error::InvalidParameterValue(
+                        "invalid hexadecimal data: odd number of digits".into(),
+                    ))
+                }
+            };
+            out.push(hi * 16 + lo);
+        }
+        return Ok(out);
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+        } else if bytes.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else {
+            let oct = bytes.get(i + 1..i + 4).ok_or_else(bad)?;
+            let ok = oct[0] >= b'0'
+                && oct[0] <= b'3'
+                && oct[1..].iter().all(|c| (b'0'..=b'7').contains(c));
+            if !ok {
+                return Err(bad());
+            }
+            out.push((oct[0] - b'0') * 64 + (oct[1] - b'0') * 8 + (oct[2] - b'0'));
+            i += 4;
+        }
+    }
+    Ok(out)
+}
+
 /// Parses text as a value of `ty` (input functions of PostgreSQL types).
 pub fn parse_text(s: &str, ty: &DataType) -> Result<Value> {
     let bad = || Error::InvalidTextRepresentation {
@@ -517,6 +672,9 @@ pub fn parse_text(s: &str, ty: &DataType) -> Result<Value> {
         DataType::Timestamp => Value::Timestamp(datetime::parse_timestamp(s)?),
         DataType::TimestampTz => Value::TimestampTz(datetime::parse_timestamptz(s)?),
         DataType::Interval => Value::Interval(datetime::parse_interval(s)?),
+        DataType::Numeric(m) => Value::Numeric(fit_numeric(numeric::parse(s)?, *m)?),
+        DataType::Bytea => Value::Bytes(parse_bytea(s)?),
+        DataType::Uuid => Value::Uuid(uuid::Uuid::try_parse(t).map_err(|_| bad())?),
     })
 }
 

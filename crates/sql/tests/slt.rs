@@ -133,5 +133,9 @@ slt!(
     constraints,
     session,
     datetime,
-    alter
+    alter,
+    numeric,
+    bytea_uuid,
+    upsert,
+    views
 );

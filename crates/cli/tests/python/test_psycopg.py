@@ -23,6 +23,8 @@ with a retry loop on SerializationFailure (40001).
 
 import csv
 import datetime as dt
+import uuid
+from decimal import Decimal
 import io
 import logging
 import os
@@ -172,17 +174,17 @@ def connection_info():
         ok("a first parameterised query")
 
 
-# Every type Concord supports today. NUMERIC, BYTEA and UUID are not
-# implemented yet (Python Decimal, bytes and uuid.UUID have nothing to map
-# to), so they are left out; add them here when they are.
+# Every type Concord supports today.
 TYPES_COLUMNS = """
     id INT PRIMARY KEY, b BOOL, i2 SMALLINT, i4 INT, i8 BIGINT,
     f4 REAL, f8 DOUBLE PRECISION, t TEXT, vc VARCHAR(10), c CHAR(4),
-    d DATE, ts TIMESTAMP, tstz TIMESTAMPTZ, iv INTERVAL
+    d DATE, ts TIMESTAMP, tstz TIMESTAMPTZ, iv INTERVAL,
+    n NUMERIC(12,4), nu NUMERIC, by BYTEA, u UUID
 """
 TYPE_OIDS = {
     "id": 23, "b": 16, "i2": 21, "i4": 23, "i8": 20, "f4": 700, "f8": 701,
     "t": 25, "vc": 1043, "c": 1042, "d": 1082, "ts": 1114, "tstz": 1184, "iv": 1186,
+    "n": 1700, "nu": 1700, "by": 17, "u": 2950,
 }  # fmt: skip
 NCOLS = len(TYPE_OIDS)
 TYPE_ROWS = [
@@ -190,22 +192,27 @@ TYPE_ROWS = [
      "plain", "vc", "ab",
      dt.date(2024, 2, 29), dt.datetime(2024, 3, 1, 10, 20, 30, 123456),
      dt.datetime(2024, 3, 1, 10, 20, 30, 654321, tzinfo=UTC),
-     dt.timedelta(days=3, hours=1, minutes=2, seconds=3, microseconds=456)),
+     dt.timedelta(days=3, hours=1, minutes=2, seconds=3, microseconds=456),
+     Decimal("12345678.1234"), Decimal("3.14159265358979323846"), b"\x00\x01\xff",
+     uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")),
     (2, False, 32767, -2147483648, 9223372036854775807, -0.5, -1e-300,
      "héllo ☃ tab\t nl\n quote' dq\" back\\ 𝄞", "ünïcödé", "xyzw",
      dt.date(1999, 12, 31), dt.datetime(1970, 1, 1),
      dt.datetime(2000, 1, 1, 5, 30, tzinfo=IST),
-     dt.timedelta(days=-1, seconds=5)),
+     dt.timedelta(days=-1, seconds=5),
+     Decimal("-0.0001"), Decimal("-123456789012345678"), b"", uuid.UUID(int=1)),
     (3, True, 0, 0, 0, 0.0, 1.7976931348623157e308,
      "", "", "",
      dt.date(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
      dt.datetime(1901, 12, 13, 20, 45, 52, 1, tzinfo=UTC),
-     dt.timedelta(0)),
+     dt.timedelta(0),
+     Decimal("0"), Decimal("0.000"), bytes(range(256)), uuid.UUID(int=(1 << 128) - 1)),
     (4, False, 7, 7, -1, 1e-38, 1 / 3,
      "x" * 5000, "ten chars!", "a b",
      dt.date(9999, 12, 31), dt.datetime(1999, 12, 31, 23, 59, 59, 999999),
      dt.datetime(2038, 1, 19, 3, 14, 8, tzinfo=UTC),
-     dt.timedelta(days=-400, microseconds=-1)),
+     dt.timedelta(days=-400, microseconds=-1),
+     Decimal("99999999.9999"), Decimal("1E+20"), b"'\\\"", uuid.UUID(int=0x1234 << 64)),
     (5,) + (None,) * (NCOLS - 1),
 ]  # fmt: skip
 
@@ -219,6 +226,8 @@ def expected_value(col, v):
         return v.ljust(4)
     if col == "f4":
         return struct.unpack("f", float4(v))[0]
+    if col == "n":
+        return v.quantize(Decimal("0.0001"))
     return v
 
 
@@ -236,8 +245,11 @@ def compare_row(got, sent, how):
             if float4(g) != float4(want):
                 raise AssertionError(f"{how}: column {col}: sent {s!r}, got {g!r}")
             continue
-        # type() too: True == 1, and a date is not a datetime.
-        if type(g) is not type(want) or g != want:
+        # type() too: True == 1, and a date is not a datetime. A numeric
+        # keeps its scale: 1.5 and 1.50 are equal Decimals, not equal text.
+        if type(g) is not type(want) or g != want or (
+            isinstance(want, Decimal) and str(g) != str(want) and col == "n"
+        ):
             raise AssertionError(f"{how}: column {col}: sent {s!r}, got {g!r}")
         if isinstance(want, dt.datetime) and want.tzinfo is not None:
             assert g.tzinfo is not None, f"{how}: {col} lost its time zone"
@@ -274,8 +286,9 @@ def types_round_trip():
             oids = {d.name: d.type_code for d in cur.description}
             assert oids == TYPE_OIDS, oids
             ok(f"{how} results: every value equal to what was sent, with its Python type "
-               "(int, float, str, bool, date, naive and aware datetime, timedelta), NULLs as None,"
-               " CHAR(4) padded, column type OIDs as PostgreSQL's")  # fmt: skip
+               "(int, float, str, bool, date, naive and aware datetime, timedelta, Decimal, bytes,"
+               " UUID), NULLs as None, CHAR(4) padded, NUMERIC(12,4) with 4 places, column type "
+               "OIDs as PostgreSQL's")  # fmt: skip
 
         cur = conn.cursor(binary=True)
         cur.execute("SELECT id FROM psy_types WHERE d = %s AND ts = %s AND tstz = %s AND iv = %s",
@@ -297,6 +310,15 @@ def types_round_trip():
                     (21, "hi", dt.date(2024, 2, 28), dt.timedelta(hours=1)))  # fmt: skip
         assert cur.fetchone() == (42, "hi!", dt.date(2024, 2, 29), dt.timedelta(hours=2))
         ok("parameters in expressions, results in binary")
+        cur.execute("SELECT id FROM psy_types WHERE n = %s AND u = %s AND by = %s",
+                    TYPE_ROWS[0][14:15] + TYPE_ROWS[0][17:18] + TYPE_ROWS[0][16:17])  # fmt: skip
+        assert cur.fetchall() == [(1,)]
+        cur.execute("SELECT %s::numeric / 3, %s + 0.5, round(%s::numeric, 1)",
+                    (Decimal("1"), Decimal("2.25"), Decimal("2.45")))  # fmt: skip
+        assert cur.fetchone() == (Decimal("0.33333333333333333333"), Decimal("2.75"),
+                                  Decimal("2.5"))  # fmt: skip
+        ok("numeric, uuid and bytea parameters in WHERE; numeric arithmetic with PostgreSQL's "
+           "scales in binary results")  # fmt: skip
 
 
 @check

@@ -31,6 +31,7 @@ use super::{
     expect_bool, ident_name, is_table_function, plan_query, plan_table_function, select_spans,
     system_relation, table_name, Binder, PlanCtx, Scope, ScopeColumn,
 };
+use crate::catalog::Table;
 use crate::error::{Error, Result};
 use crate::expr::{BinOp, Expr, Func};
 use crate::plan::{JoinKind, Node, ScanSpans};
@@ -173,6 +174,9 @@ fn plan_factor(tf: &TableFactor, cx: &PlanCtx, outer: &[&Scope]) -> Result<Rel> 
                 }
             }
             let table = cx.table(&table_name(name)?)?;
+            if table.is_view() {
+                return plan_view(&table, alias.as_ref(), cx);
+            }
             let scope = Scope::of_table(&table, None).aliased(alias.as_ref())?;
             Ok(Rel {
                 node: Node::Scan {
@@ -217,6 +221,54 @@ fn plan_factor(tf: &TableFactor, cx: &PlanCtx, outer: &[&Scope]) -> Result<Rel> 
         }
         other => Err(Error::FeatureNotSupported(format!("FROM {other}"))),
     }
+}
+
+/// A view named in FROM: its stored query, planned in place, with the
+/// view's column names. A view whose tables changed under it (`SELECT *`
+/// of a table that gained columns) still yields the columns it was
+/// created with.
+fn plan_view(view: &Table, alias: Option<&ast::TableAlias>, cx: &PlanCtx) -> Result<Rel> {
+    let sql = view.view.as_deref().expect("plan_view is called for views");
+    let depth = cx.view_depth.get();
+    if depth >= super::MAX_VIEW_DEPTH {
+        return Err(Error::FeatureNotSupported(format!(
+            "views nested more than {} deep (or a view that refers to itself): \"{}\"",
+            super::MAX_VIEW_DEPTH,
+            view.name
+        )));
+    }
+    let q = super::parse_view_query(sql)?;
+    cx.view_depth.set(depth + 1);
+    // The view's query sees no CTE of the statement that names it.
+    let ctes = cx.ctes.take();
+    let planned = plan_query(&q, cx, &[]);
+    *cx.ctes.borrow_mut() = ctes;
+    cx.view_depth.set(depth);
+    let (node, out) = planned?;
+    if out.len() < view.columns.len() {
+        return Err(Error::FeatureNotSupported(format!(
+            "view \"{}\" no longer matches its tables; recreate it",
+            view.name
+        )));
+    }
+    let node = if out.len() > view.columns.len() {
+        Node::Project {
+            input: Box::new(node),
+            exprs: (0..view.columns.len()).map(Expr::Column).collect(),
+        }
+    } else {
+        node
+    };
+    let scope = Scope {
+        columns: view
+            .columns
+            .iter()
+            .zip(out)
+            .map(|(c, o)| ScopeColumn::new(Some(view.name.clone()), c.name.clone(), o.ty))
+            .collect(),
+    }
+    .aliased(alias)?;
+    Ok(Rel { node, scope })
 }
 
 /// A relation of `pg_catalog` or `information_schema`: its rows, generated

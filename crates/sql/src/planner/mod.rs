@@ -421,6 +421,7 @@ impl<'a> Binder<'a> {
         let result_type = match func {
             AggFunc::CountStar | AggFunc::Count => DataType::Int8,
             AggFunc::Sum if arg_type.is_integer() => DataType::Int8,
+            AggFunc::Sum | AggFunc::Avg if arg_type.is_decimal() => DataType::Numeric(None),
             AggFunc::Sum | AggFunc::Avg
                 if arg_type.is_numeric() || arg_type == DataType::Unknown =>
             {
@@ -509,6 +510,9 @@ impl<'a> Binder<'a> {
                         }
                         if let Expr::Literal(Value::Float(f)) = &x {
                             return Ok((Expr::Literal(Value::Float(-f)), ty));
+                        }
+                        if let Expr::Literal(Value::Numeric(d)) = &x {
+                            return Ok((Expr::Literal(Value::Numeric(-*d)), ty));
                         }
                         (fold(Expr::Neg(Box::new(x)))?, ty)
                     }
@@ -742,6 +746,28 @@ impl<'a> Binder<'a> {
                 )
             }
             A::Function(f) => self.bind_function(f)?,
+            A::Ceil {
+                expr,
+                field: ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime),
+            }
+            | A::Floor {
+                expr,
+                field: ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime),
+            } => {
+                let (x, t) = self.bind(expr)?;
+                let ceil = matches!(e, A::Ceil { .. });
+                if !t.is_numeric() && t != DataType::Unknown {
+                    let name = if ceil { "ceil" } else { "floor" };
+                    return Err(Error::UndefinedFunction(format!("{name}({t})")));
+                }
+                let ty = if t.is_decimal() {
+                    DataType::Numeric(None)
+                } else {
+                    DataType::Float8
+                };
+                let func = if ceil { Func::Ceil } else { Func::Floor };
+                (fold(Expr::Func(func, vec![x]))?, ty)
+            }
             A::TypedString(ts) => {
                 let ty = bind_type(&ts.data_type)?;
                 let s = match &ts.value.value {
@@ -991,7 +1017,70 @@ impl<'a> Binder<'a> {
                 if !bound[0].1.is_numeric() && bound[0].1 != DataType::Unknown {
                     return Err(Error::UndefinedFunction(format!("abs({})", bound[0].1)));
                 }
-                (Func::Abs, bound[0].1.clone())
+                let ty = match &bound[0].1 {
+                    DataType::Numeric(_) => DataType::Numeric(None),
+                    t => t.clone(),
+                };
+                (Func::Abs, ty)
+            }
+            "round" | "trunc" | "ceil" | "ceiling" | "floor" | "sign" | "sqrt" => {
+                let places = bound.len() == 2 && matches!(name.as_str(), "round" | "trunc");
+                if !places {
+                    arity(1)?;
+                } else if !bound[1].1.is_integer() && bound[1].1 != DataType::Unknown {
+                    return Err(Error::UndefinedFunction(format!(
+                        "{name}({}, {})",
+                        bound[0].1, bound[1].1
+                    )));
+                }
+                let t = &bound[0].1;
+                if !t.is_numeric() && *t != DataType::Unknown {
+                    return Err(Error::UndefinedFunction(format!("{name}({t})")));
+                }
+                // An integer argument reads as double precision, as in
+                // PostgreSQL; with places, the result is numeric.
+                let ty = if t.is_decimal() || places {
+                    DataType::Numeric(None)
+                } else {
+                    DataType::Float8
+                };
+                let func = match name.as_str() {
+                    "round" => Func::Round,
+                    "trunc" => Func::Trunc,
+                    "ceil" | "ceiling" => Func::Ceil,
+                    "floor" => Func::Floor,
+                    "sign" => Func::Sign,
+                    _ => Func::Sqrt,
+                };
+                (func, ty)
+            }
+            "power" | "pow" => {
+                arity(2)?;
+                for (_, t) in &bound {
+                    if !t.is_numeric() && *t != DataType::Unknown {
+                        return Err(Error::UndefinedFunction(format!(
+                            "{name}({}, {})",
+                            bound[0].1, bound[1].1
+                        )));
+                    }
+                }
+                let ty = if bound.iter().any(|(_, t)| t.is_decimal()) {
+                    DataType::Numeric(None)
+                } else {
+                    DataType::Float8
+                };
+                (Func::Power, ty)
+            }
+            "mod" => {
+                arity(2)?;
+                let mut bound = bound.into_iter();
+                let l = bound.next().expect("arity checked: 2 arguments");
+                let r = bound.next().expect("arity checked: 2 arguments");
+                return bind_binary(BinOp::Mod, l, r);
+            }
+            "gen_random_uuid" => {
+                arity(0)?;
+                (Func::GenRandomUuid, DataType::Uuid)
             }
             "lower" | "upper" => {
                 arity(1)?;
@@ -1007,7 +1096,9 @@ impl<'a> Binder<'a> {
             }
             "length" | "char_length" | "character_length" => {
                 arity(1)?;
-                string_arg(0)?;
+                if bound[0].1 != DataType::Bytea {
+                    string_arg(0)?;
+                }
                 (Func::Length, DataType::Int4)
             }
             "coalesce" => {
@@ -1153,7 +1244,13 @@ fn unify(a: &DataType, b: &DataType, what: &str) -> Result<DataType> {
         (DataType::Unknown, t) | (t, DataType::Unknown) => t.clone(),
         (x, y) if x == y => x.clone(),
         (x, y) if x.is_integer() && y.is_integer() => DataType::Int8,
-        (x, y) if x.is_numeric() && y.is_numeric() => DataType::Float8,
+        (x, y) if x.is_numeric() && y.is_numeric() => {
+            if x.is_float() || y.is_float() {
+                DataType::Float8
+            } else {
+                DataType::Numeric(None)
+            }
+        }
         (x, y) if x.is_string() && y.is_string() => DataType::Text,
         (DataType::TimestampTz, y) | (y, DataType::TimestampTz) if y.is_datetime() => {
             DataType::TimestampTz
@@ -1177,18 +1274,16 @@ fn bind_literal(v: &ast::Value) -> Result<(Expr, DataType)> {
                     DataType::Int8
                 };
                 (Expr::Literal(Value::Int(i)), ty)
-            } else if n
-                .trim_start_matches('-')
-                .chars()
-                .all(|c| c.is_ascii_digit())
-            {
-                // Too big for bigint: PostgreSQL would make it numeric.
-                return Err(Error::NumericOutOfRange("bigint".into()));
             } else {
-                let f: f64 = n
-                    .parse()
-                    .map_err(|_| Error::Syntax(format!("invalid number {n}")))?;
-                (Expr::Literal(Value::Float(f)), DataType::Float8)
+                // As in PostgreSQL, `1.5`, `1e3` and integers too big for
+                // bigint are numeric.
+                let d = crate::numeric::parse(n).map_err(|e| match e {
+                    Error::InvalidTextRepresentation { .. } => {
+                        Error::Syntax(format!("invalid number {n}"))
+                    }
+                    e => e,
+                })?;
+                (Expr::Literal(Value::Numeric(d)), DataType::Numeric(None))
             }
         }
         ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) => {
@@ -1280,7 +1375,21 @@ fn bind_binary(op: BinOp, l: (Expr, DataType), r: (Expr, DataType)) -> Result<(E
         }
         _ if op.is_comparison() => {
             comparable(&lt, &rt, op)?;
-            DataType::Bool
+            // An integer compared with a numeric is read as one, so that a
+            // numeric key column can use the constant as a key.
+            let as_numeric = |(e, t): (Expr, DataType), other: &DataType| -> Result<Expr> {
+                if t.is_integer() && other.is_decimal() {
+                    fold(Expr::Cast(Box::new(e), DataType::Numeric(None)))
+                } else {
+                    Ok(e)
+                }
+            };
+            let le = as_numeric((le, lt.clone()), &rt)?;
+            let re = as_numeric((re, rt.clone()), &lt)?;
+            return Ok((
+                fold(Expr::Binary(op, Box::new(le), Box::new(re)))?,
+                DataType::Bool,
+            ));
         }
         BinOp::Concat => {
             if !(lt.is_string()
@@ -1312,7 +1421,15 @@ fn bind_binary(op: BinOp, l: (Expr, DataType), r: (Expr, DataType)) -> Result<(E
                         b.clone()
                     }
                 }
-                (a, b) if a.is_numeric() && b.is_numeric() => DataType::Float8,
+                // With a float, float; numeric with numeric or an
+                // integer, exact.
+                (a, b) if a.is_numeric() && b.is_numeric() => {
+                    if a.is_float() || b.is_float() {
+                        DataType::Float8
+                    } else {
+                        DataType::Numeric(None)
+                    }
+                }
                 _ => return Err(mismatch()),
             };
             let e = Expr::Binary(op, Box::new(le), Box::new(re));
@@ -1445,6 +1562,130 @@ fn fold(e: Expr) -> Result<Expr> {
     }
 }
 
+/// `CREATE [OR REPLACE] VIEW name [(columns)] AS query`: the query is
+/// planned now (so a view that does not bind is refused) and stored as
+/// text with the columns it yields.
+fn plan_create_view(cv: &ast::CreateView, cx: &PlanCtx) -> Result<Plan> {
+    if cv.materialized {
+        return Err(Error::FeatureNotSupported("materialized views".into()));
+    }
+    let name = table_name(&cv.name)?;
+    let (_, out) = plan_query(&cv.query, cx, &[])?;
+    if cv.columns.len() > out.len() {
+        return Err(Error::Syntax(
+            "CREATE VIEW specifies more column names than columns".into(),
+        ));
+    }
+    let mut columns: Vec<Column> = Vec::with_capacity(out.len());
+    for (i, c) in out.into_iter().enumerate() {
+        let col_name = cv
+            .columns
+            .get(i)
+            .map(|d| ident_name(&d.name))
+            .unwrap_or(c.name);
+        if columns.iter().any(|x| x.name == col_name) {
+            return Err(Error::DuplicateColumn(col_name));
+        }
+        columns.push(Column {
+            id: i as u32 + 1,
+            name: col_name,
+            // An untyped literal's column is text, as in PostgreSQL.
+            ty: match c.ty {
+                DataType::Unknown => DataType::Text,
+                t => t,
+            },
+            nullable: true,
+            default: None,
+            hidden: false,
+        });
+    }
+    let next_column_id = columns.len() as u32 + 1;
+    Ok(Plan::CreateView {
+        table: Table {
+            id: 0,
+            name,
+            columns,
+            pk: vec![],
+            primary_id: catalog::PRIMARY_INDEX_ID,
+            indexes: vec![],
+            next_index_id: catalog::PRIMARY_INDEX_ID + 1,
+            next_column_id,
+            checks: vec![],
+            fillfactor: 0,
+            version: 0,
+            view: Some(cv.query.to_string()),
+        },
+        or_replace: cv.or_replace,
+        if_not_exists: cv.if_not_exists,
+    })
+}
+
+/// How deep views may refer to views.
+const MAX_VIEW_DEPTH: usize = 32;
+
+/// The relations a view's query names.
+fn view_relations(sql: &str) -> Result<Vec<String>> {
+    let q = parse_view_query(sql)?;
+    let mut names = Vec::new();
+    let _ = visit_relations(&q, |n| {
+        if let Ok(t) = table_name(n) {
+            if !names.contains(&t) {
+                names.push(t);
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Ok(names)
+}
+
+/// A stored view query, parsed.
+pub(crate) fn parse_view_query(sql: &str) -> Result<Box<ast::Query>> {
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_query())
+        .map_err(|e| Error::Internal(format!("stored view query {sql:?} does not parse: {e}")))
+}
+
+/// Whether a column's type is `SMALLSERIAL`, `SERIAL` or `BIGSERIAL`.
+fn serial_type(t: &ast::DataType) -> bool {
+    match t {
+        ast::DataType::Custom(name, _) => matches!(
+            custom_type_name(name).as_str(),
+            "serial" | "serial2" | "serial4" | "serial8" | "smallserial" | "bigserial"
+        ),
+        _ => false,
+    }
+}
+
+/// `NUMERIC`, `NUMERIC(p)`, `NUMERIC(p, s)`.
+fn numeric_type(info: &ast::ExactNumberInfo) -> Result<DataType> {
+    let (p, s) = match info {
+        ast::ExactNumberInfo::None => return Ok(DataType::Numeric(None)),
+        ast::ExactNumberInfo::Precision(p) => (*p, 0),
+        ast::ExactNumberInfo::PrecisionAndScale(p, s) => (*p, *s),
+    };
+    if p < 1 || p > u64::from(crate::numeric::MAX_PRECISION) {
+        return Err(Error::InvalidParameterValue(format!(
+            "NUMERIC precision {p} must be between 1 and {}",
+            crate::numeric::MAX_PRECISION
+        )));
+    }
+    let s = u64::try_from(s)
+        .map_err(|_| Error::FeatureNotSupported("NUMERIC with a negative scale".into()))?;
+    if s > p {
+        return Err(Error::InvalidParameterValue(format!(
+            "NUMERIC scale {s} must be between 0 and precision {p}"
+        )));
+    }
+    if s > 28 {
+        return Err(Error::FeatureNotSupported(format!(
+            "NUMERIC scale {s} (at most 28 places after the point)"
+        )));
+    }
+    Ok(DataType::Numeric(Some((p as u32, s as u32))))
+}
+
 /// The SQL type named by a column definition or cast.
 pub fn bind_type(t: &ast::DataType) -> Result<DataType> {
     use ast::DataType as D;
@@ -1485,6 +1726,9 @@ pub fn bind_type(t: &ast::DataType) -> Result<DataType> {
             DataType::TimestampTz
         }
         D::Interval { .. } => DataType::Interval,
+        D::Numeric(info) | D::Decimal(info) | D::Dec(info) => numeric_type(info)?,
+        D::Bytea => DataType::Bytea,
+        D::Uuid => DataType::Uuid,
         // Arrays are kept in their text form (see `pg_catalog`).
         D::Array(_) => DataType::Text,
         D::Custom(name, _) => match custom_type_name(name).as_str() {
@@ -1588,6 +1832,8 @@ pub struct PlanCtx {
     /// Every descriptor, when the statement reads the system catalogs
     /// ([`crate::pg_catalog`]).
     snapshot: Option<std::sync::Arc<crate::pg_catalog::Snapshot>>,
+    /// How many views deep the planner is (a bound on views of views).
+    view_depth: Cell<usize>,
 }
 
 /// A CTE in scope.
@@ -1614,7 +1860,27 @@ impl PlanCtx {
             }
             ControlFlow::<()>::Continue(())
         });
-        let found = catalog::get_tables(txn, &names).await?;
+        let mut found = catalog::get_tables(txn, &names).await?;
+        // The tables views name, and the views they name, to a bound depth.
+        let mut depth = 0;
+        loop {
+            let mut more: Vec<String> = Vec::new();
+            for t in found.iter().flatten() {
+                if let Some(sql) = &t.view {
+                    for n in view_relations(sql)? {
+                        if !names.contains(&n) && !more.contains(&n) {
+                            more.push(n);
+                        }
+                    }
+                }
+            }
+            if more.is_empty() || depth == MAX_VIEW_DEPTH {
+                break;
+            }
+            depth += 1;
+            found.extend(catalog::get_tables(txn, &more).await?);
+            names.extend(more);
+        }
         let snapshot = if needs_catalog(stmt) {
             Some(std::sync::Arc::new(crate::pg_catalog::Snapshot {
                 tables: catalog::list_tables(txn).await?,
@@ -1632,6 +1898,7 @@ impl PlanCtx {
             next_subquery: Cell::new(0),
             ctes: RefCell::new(Vec::new()),
             now: crate::datetime::from_unix_nanos(txn.read_ts().wall),
+            view_depth: Cell::new(0),
         })
     }
 
@@ -1728,6 +1995,7 @@ fn plan_statement(stmt: &Statement, cx: &PlanCtx) -> Result<Plan> {
             }
         },
         Statement::CreateTable(ct) => plan_create_table(ct),
+        Statement::CreateView(cv) => plan_create_view(cv, cx),
         Statement::Drop {
             object_type,
             if_exists,
@@ -1741,6 +2009,10 @@ fn plan_statement(stmt: &Statement, cx: &PlanCtx) -> Result<Plan> {
                     if_exists: *if_exists,
                 }),
                 ast::ObjectType::Index => Ok(Plan::DropIndex {
+                    names,
+                    if_exists: *if_exists,
+                }),
+                ast::ObjectType::View => Ok(Plan::DropView {
                     names,
                     if_exists: *if_exists,
                 }),
@@ -1907,9 +2179,16 @@ fn plan_create_table(ct: &ast::CreateTable) -> Result<Plan> {
         if columns.iter().any(|c| c.name == col_name) {
             return Err(Error::DuplicateColumn(col_name));
         }
-        let ty = bind_type(&def.data_type)?;
-        let mut nullable = true;
-        let mut default = None;
+        // SERIAL is BIGINT NOT NULL DEFAULT unique_rowid(), as in
+        // CockroachDB: unique, increasing per node, not dense.
+        let serial = serial_type(&def.data_type);
+        let ty = if serial {
+            DataType::Int8
+        } else {
+            bind_type(&def.data_type)?
+        };
+        let mut nullable = !serial;
+        let mut default = serial.then(|| "unique_rowid()".to_string());
         for opt in &def.options {
             if basic_column_option(&opt.option, &ty, &mut nullable, &mut default)? {
                 continue;
@@ -2024,6 +2303,7 @@ fn plan_create_table(ct: &ast::CreateTable) -> Result<Plan> {
         checks: vec![],
         fillfactor: storage_params(&ct.table_options)?,
         version: 0,
+        view: None,
     };
     // Constraint names follow PostgreSQL: t_col_key, t_col_check, with a
     // number appended when taken.
@@ -3197,6 +3477,9 @@ fn key_compatible(ty: &DataType, v: &Value) -> bool {
                 Value::Text(_)
             )
             | (DataType::Date, Value::Date(_))
+            | (DataType::Numeric(_), Value::Numeric(_))
+            | (DataType::Bytea, Value::Bytes(_))
+            | (DataType::Uuid, Value::Uuid(_))
             | (
                 DataType::Timestamp | DataType::TimestampTz,
                 Value::Timestamp(_) | Value::TimestampTz(_)
@@ -3267,7 +3550,7 @@ fn plan_insert(ins: &ast::Insert, cx: &PlanCtx) -> Result<Plan> {
         ast::TableObject::TableName(n) => table_name(n)?,
         other => return Err(Error::FeatureNotSupported(format!("INSERT INTO {other}"))),
     };
-    let table = cx.table(&name)?;
+    let table = writable(cx.table(&name)?, "insert into")?;
     let columns: Vec<usize> = if ins.columns.is_empty() {
         (0..table.columns.len())
             .filter(|&i| !table.columns[i].hidden)
@@ -3358,30 +3641,50 @@ fn plan_insert(ins: &ast::Insert, cx: &PlanCtx) -> Result<Plan> {
     let on_conflict = match &ins.on {
         None => OnConflict::Error,
         Some(ast::OnInsert::OnConflict(oc)) => match &oc.action {
-            ast::OnConflictAction::DoNothing => match &oc.conflict_target {
-                None => OnConflict::DoNothing,
-                Some(ast::ConflictTarget::Columns { columns: cols, .. }) => {
-                    let mut names: Vec<String> = cols.iter().map(ident_name).collect();
-                    let mut pk: Vec<String> = table
-                        .pk
-                        .iter()
-                        .map(|&i| table.columns[i].name.clone())
-                        .collect();
-                    names.sort();
-                    pk.sort();
-                    if names != pk {
-                        return Err(Error::FeatureNotSupported(
-                            "ON CONFLICT with a target other than the primary key".into(),
-                        ));
-                    }
+            ast::OnConflictAction::DoNothing => {
+                if targets_primary_key(&oc.conflict_target, &table)? {
                     OnConflict::DoNothingOnPrimaryKey
+                } else {
+                    OnConflict::DoNothing
                 }
-                Some(other) => {
-                    return Err(Error::FeatureNotSupported(format!("ON CONFLICT {other}")))
+            }
+            ast::OnConflictAction::DoUpdate(du) => {
+                if !targets_primary_key(&oc.conflict_target, &table)? {
+                    return Err(Error::Syntax(
+                        "ON CONFLICT DO UPDATE requires inference specification or constraint \
+                         name"
+                            .into(),
+                    ));
                 }
-            },
-            ast::OnConflictAction::DoUpdate(_) => {
-                return Err(Error::FeatureNotSupported("ON CONFLICT DO UPDATE".into()))
+                // The existing row, then the proposed one as `excluded`
+                // (reachable only qualified).
+                let alias = ins.table_alias.as_ref().map(|a| ident_name(&a.alias));
+                let mut scope = Scope::of_table(&table, alias.as_deref());
+                let mut excluded = Scope::of_table(&table, Some("excluded"));
+                for c in &mut excluded.columns {
+                    c.merged = true;
+                }
+                scope.columns.extend(excluded.columns);
+                let assignments =
+                    bind_assignments(&du.assignments, &table, &scope, cx, "ON CONFLICT DO UPDATE")?;
+                if let Some((i, _)) = assignments.iter().find(|(i, _)| table.pk.contains(i)) {
+                    return Err(Error::FeatureNotSupported(format!(
+                        "ON CONFLICT DO UPDATE that changes primary key column \"{}\"",
+                        table.columns[*i].name
+                    )));
+                }
+                let selection = match &du.selection {
+                    None => None,
+                    Some(w) => {
+                        let (x, ty) = Binder::new(&scope, &[], cx, "WHERE").bind(w)?;
+                        expect_bool(&ty, "WHERE")?;
+                        Some(x)
+                    }
+                };
+                OnConflict::DoUpdate {
+                    assignments,
+                    selection,
+                }
             }
         },
         Some(other) => return Err(Error::FeatureNotSupported(format!("{other}"))),
@@ -3436,10 +3739,31 @@ fn plan_update(upd: &ast::Update, cx: &PlanCtx) -> Result<Plan> {
         return Err(Error::FeatureNotSupported("UPDATE ... FROM / joins".into()));
     }
     let (name, alias) = plain_table(&upd.table.relation)?;
-    let table = cx.table(&name)?;
+    let table = writable(cx.table(&name)?, "update")?;
     let scope = Scope::of_table(&table, alias.as_deref());
+    let assignments = bind_assignments(&upd.assignments, &table, &scope, cx, "UPDATE")?;
+    let source = dml_source(&table, &upd.selection, &scope, cx)?;
+    let returning = plan_returning(&upd.returning, &table)?;
+    Ok(Plan::Update {
+        checks: bind_checks(&table)?,
+        table,
+        source,
+        assignments,
+        returning,
+    })
+}
+
+/// The `SET col = expr, …` of an UPDATE or of ON CONFLICT DO UPDATE:
+/// (table column, expression over `scope`).
+fn bind_assignments(
+    list: &[ast::Assignment],
+    table: &Table,
+    scope: &Scope,
+    cx: &PlanCtx,
+    clause: &'static str,
+) -> Result<Vec<(usize, Expr)>> {
     let mut assignments = Vec::new();
-    for a in &upd.assignments {
+    for a in list {
         let col_name = match &a.target {
             ast::AssignmentTarget::ColumnName(n) => {
                 n.0.last()
@@ -3464,7 +3788,7 @@ fn plan_update(upd: &ast::Update, cx: &PlanCtx) -> Result<Plan> {
                 None => Expr::Literal(Value::Null),
             }
         } else {
-            let (x, ty) = Binder::new(&scope, &[], cx, "UPDATE").bind(&a.value)?;
+            let (x, ty) = Binder::new(scope, &[], cx, clause).bind(&a.value)?;
             let col_ty = &table.columns[i].ty;
             if let Expr::Param(n) = x {
                 params::infer(n, col_ty);
@@ -3478,15 +3802,42 @@ fn plan_update(upd: &ast::Update, cx: &PlanCtx) -> Result<Plan> {
         };
         assignments.push((i, x));
     }
-    let source = dml_source(&table, &upd.selection, &scope, cx)?;
-    let returning = plan_returning(&upd.returning, &table)?;
-    Ok(Plan::Update {
-        checks: bind_checks(&table)?,
-        table,
-        source,
-        assignments,
-        returning,
-    })
+    Ok(assignments)
+}
+
+/// Whether an ON CONFLICT target names exactly the primary key columns.
+fn targets_primary_key(target: &Option<ast::ConflictTarget>, table: &Table) -> Result<bool> {
+    match target {
+        None => Ok(false),
+        Some(ast::ConflictTarget::Columns { columns: cols, .. }) => {
+            let mut names: Vec<String> = cols.iter().map(ident_name).collect();
+            let mut pk: Vec<String> = table
+                .pk
+                .iter()
+                .map(|&i| table.columns[i].name.clone())
+                .collect();
+            names.sort();
+            pk.sort();
+            if names != pk {
+                return Err(Error::FeatureNotSupported(
+                    "ON CONFLICT with a target other than the primary key".into(),
+                ));
+            }
+            Ok(true)
+        }
+        Some(other) => Err(Error::FeatureNotSupported(format!("ON CONFLICT {other}"))),
+    }
+}
+
+/// The table a DML statement writes: views are read-only here.
+fn writable(table: Table, verb: &str) -> Result<Table> {
+    if table.is_view() {
+        return Err(Error::FeatureNotSupported(format!(
+            "cannot {verb} view \"{}\" (views are read-only)",
+            table.name
+        )));
+    }
+    Ok(table)
 }
 
 fn plan_delete(del: &ast::Delete, cx: &PlanCtx) -> Result<Plan> {
@@ -3504,7 +3855,7 @@ fn plan_delete(del: &ast::Delete, cx: &PlanCtx) -> Result<Plan> {
         ));
     }
     let (name, alias) = plain_table(&twj.relation)?;
-    let table = cx.table(&name)?;
+    let table = writable(cx.table(&name)?, "delete from")?;
     let scope = Scope::of_table(&table, alias.as_deref());
     let source = dml_source(&table, &del.selection, &scope, cx)?;
     let returning = plan_returning(&del.returning, &table)?;

@@ -89,7 +89,13 @@ pub struct Session {
     prepared_names: BTreeSet<String>,
     /// Statements DEALLOCATE removed, for the wire layer to drop.
     deallocated: Vec<String>,
+    /// Resolves when the client asks to cancel what runs now (a
+    /// CancelRequest); the wire layer arms it for each query.
+    cancel: Option<CancelSignal>,
 }
+
+/// A future that resolves when the running statement is to be canceled.
+pub type CancelSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>;
 
 /// Settings a client is told about (PostgreSQL's GUC_REPORT set).
 const REPORTED: [&str; 13] = [
@@ -163,7 +169,16 @@ impl Session {
             copy: None,
             prepared_names: BTreeSet::new(),
             deallocated: Vec::new(),
+            cancel: None,
         }
+    }
+
+    /// Arms (or, with `None`, disarms) cancellation: the statement running
+    /// when `signal` resolves stops with 57014, as if its statement_timeout
+    /// had passed. A COMMIT is never cut short (its outcome would be
+    /// unknown).
+    pub fn set_cancel(&mut self, signal: Option<CancelSignal>) {
+        self.cancel = signal;
     }
 
     /// The transaction status.
@@ -215,17 +230,43 @@ impl Session {
             .get("statement_timeout")
             .and_then(|v| parse_timeout(v))
             .filter(|d| !d.is_zero() && !is_commit);
-        match limit {
-            None => self.execute_stmt_inner(stmt).await,
-            // A statement cut short leaves an open transaction block
-            // aborted (see `execute_statement`), as PostgreSQL does.
-            Some(d) => match tokio::time::timeout(d, self.execute_stmt_inner(stmt)).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::QueryCanceled(
-                    "canceling statement due to statement timeout".into(),
-                )),
-            },
+        let mut cancel = if is_commit { None } else { self.cancel.take() };
+        // A statement cut short leaves an open transaction block aborted
+        // (see `execute_statement`), as PostgreSQL does.
+        let timed = async {
+            match limit {
+                None => self.execute_stmt_inner(stmt).await,
+                Some(d) => match tokio::time::timeout(d, self.execute_stmt_inner(stmt)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::QueryCanceled(
+                        "canceling statement due to statement timeout".into(),
+                    )),
+                },
+            }
+        };
+        let r = match cancel.as_mut() {
+            None => timed.await,
+            Some(signal) => {
+                let r = tokio::select! {
+                    r = timed => Some(r),
+                    _ = signal => None,
+                };
+                match r {
+                    Some(r) => r,
+                    None => {
+                        // Fired: this query is canceled; the signal is spent.
+                        cancel = None;
+                        Err(Error::QueryCanceled(
+                            "canceling statement due to user request".into(),
+                        ))
+                    }
+                }
+            }
+        };
+        if cancel.is_some() {
+            self.cancel = cancel;
         }
+        r
     }
 
     async fn execute_stmt_inner(&mut self, stmt: &Stmt) -> Result<StatementResult> {
@@ -927,10 +968,68 @@ async fn execute_plan(plan: Plan, txn: &mut Txn) -> Result<StatementResult> {
             catalog::create_table(txn, table).await?;
             tag("CREATE TABLE")
         }
+        Plan::CreateView {
+            mut table,
+            or_replace,
+            if_not_exists,
+        } => {
+            match catalog::get_table(txn, &table.name).await? {
+                None => {
+                    catalog::create_table(txn, table).await?;
+                }
+                Some(_) if if_not_exists => {}
+                Some(old) if or_replace && old.is_view() => {
+                    // PostgreSQL keeps the old columns, in order: a new
+                    // query may only add columns after them.
+                    let keeps = old.columns.len() <= table.columns.len()
+                        && old
+                            .columns
+                            .iter()
+                            .zip(&table.columns)
+                            .all(|(a, b)| a.name == b.name && a.ty == b.ty);
+                    if !keeps {
+                        return Err(Error::InvalidTableDefinition(
+                            if old.columns.len() > table.columns.len() {
+                                "cannot drop columns from view".into()
+                            } else {
+                                format!(
+                                    "cannot change the name or type of a column of view \"{}\"",
+                                    old.name
+                                )
+                            },
+                        ));
+                    }
+                    table.id = old.id;
+                    table.version = old.version;
+                    catalog::update_table(txn, &mut table)?;
+                }
+                Some(old) => return Err(Error::DuplicateTable(old.name)),
+            }
+            tag("CREATE VIEW")
+        }
+        Plan::DropView { names, if_exists } => {
+            for name in names {
+                match catalog::get_table(txn, &name).await? {
+                    Some(t) if t.is_view() => catalog::drop_table(txn, &t).await?,
+                    Some(t) => {
+                        return Err(Error::WrongObjectType(format!(
+                            "\"{}\" is not a view",
+                            t.name
+                        )))
+                    }
+                    None if if_exists => {}
+                    None => return Err(Error::UndefinedViewToDrop(name)),
+                }
+            }
+            tag("DROP VIEW")
+        }
         Plan::DropTable { names, if_exists } => {
             for name in names {
                 match catalog::get_table(txn, &name).await? {
-                    Some(t) => catalog::drop_table(txn, &t).await?,
+                    Some(t) => {
+                        t.must_be_table()?;
+                        catalog::drop_table(txn, &t).await?
+                    }
                     None if if_exists => {}
                     None => return Err(Error::UndefinedTableToDrop(name)),
                 }
@@ -963,6 +1062,7 @@ async fn execute_plan(plan: Plan, txn: &mut Txn) -> Result<StatementResult> {
                 }
             }
             for t in found.iter().flatten() {
+                t.must_be_table()?;
                 exec::truncate(txn, t).await?;
             }
             tag("TRUNCATE TABLE")
