@@ -1,7 +1,9 @@
 //! Compiles `proto/*.proto` with protox (pure Rust, no system `protoc`) and
 //! generates the prost message types and tonic services.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not baked in when it compiles: a build
+    // script binary can be reused for another checkout of this crate.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         "concord/meta.proto",
         "concord/kv.proto",

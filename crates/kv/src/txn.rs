@@ -421,7 +421,12 @@ impl Txn {
                 }
                 // Readers wait for (never abort) a live writer.
                 Err(Error::WriteIntent { key, intent }) => {
-                    self.handle_intent(&key, &intent, false).await?;
+                    let keys_asked = if requests.iter().any(|r| matches!(r, Req::Scan(_))) {
+                        usize::MAX
+                    } else {
+                        requests.len()
+                    };
+                    self.handle_intent(&key, &intent, false, keys_asked).await?;
                 }
                 other => return other,
             }
@@ -1007,7 +1012,8 @@ impl Txn {
                 Err(Error::NeedsRefresh { ts }) => self.refresh_to(ts).await?,
                 Err(Error::RangeChanged) => continue,
                 Err(Error::WriteIntent { key, intent }) => {
-                    self.handle_intent(&key, &intent, true).await?
+                    self.handle_intent(&key, &intent, true, writes.len())
+                        .await?
                 }
                 Err(e) => return Err(e),
             }

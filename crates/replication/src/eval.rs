@@ -443,7 +443,11 @@ impl Store {
     }
 
     /// Splits the range at a key: evaluated with the whole range latched, so
-    /// that nothing runs against it while its bounds change.
+    /// that nothing runs against it while its bounds change. The right
+    /// side's size is counted before the latch is taken (a scan of tens of
+    /// MiB would otherwise stall every request on the range): writes that
+    /// land in between make it approximate, which the size-based split
+    /// queue tolerates.
     async fn eval_split(
         &self,
         replica: &ReplicaHandle,
@@ -457,6 +461,20 @@ impl Store {
             )));
         }
         check_key(replica, &key)?;
+        let counted = {
+            let d = replica.desc.read();
+            concord_proto::meta::RangeDescriptor {
+                start_key: key.clone(),
+                end_key: d.end_key.clone(),
+                ..Default::default()
+            }
+        };
+        let engine = self.engine().clone();
+        let right_bytes = tokio::task::spawn_blocking(move || {
+            concord_storage::snapshot::span_bytes(engine.as_ref(), &counted)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("counting the right side's bytes: {e}")))??;
         let span = {
             let d = replica.desc.read();
             LatchSpan::write_span(&d.start_key, &d.end_key)
@@ -486,7 +504,6 @@ impl Store {
             next_replica_id: desc.next_replica_id,
             generation: left.generation,
         };
-        let right_bytes = span_bytes(self.engine().as_ref(), &right)?;
         let cmd = RaftCommand {
             id: new_command_id(),
             cmd: Some(concord_proto::meta::raft_command::Cmd::Split(
@@ -598,19 +615,6 @@ fn refresh_spans(
         }
     }
     Ok(())
-}
-
-/// Bytes stored in a range's span (versions and intents), by scanning.
-fn span_bytes(
-    engine: &dyn concord_storage::Engine,
-    desc: &concord_proto::meta::RangeDescriptor,
-) -> Result<u64, Error> {
-    let snap = concord_storage::snapshot::build(engine, desc)?;
-    Ok(snap
-        .kvs
-        .iter()
-        .map(|kv| (kv.key.len() + kv.value.len()) as u64)
-        .sum())
 }
 
 fn new_command_id() -> Vec<u8> {

@@ -25,6 +25,26 @@ fn data_bounds(desc: &RangeDescriptor) -> (Vec<u8>, Option<Vec<u8>>) {
     (lower, upper)
 }
 
+/// The bytes (keys and values) a snapshot of the range would hold,
+/// counted by iterating, without building it.
+pub fn span_bytes(engine: &dyn Engine, desc: &RangeDescriptor) -> Result<u64> {
+    let mut total = 0u64;
+    let mut add = |cf: Cf, lower: &[u8], upper: Option<&[u8]>| -> Result<()> {
+        let mut it = engine.iter(cf, lower, upper);
+        while it.valid()? {
+            total += (it.key().len() + it.value().len()) as u64;
+            it.next();
+        }
+        Ok(())
+    };
+    let end = (!desc.end_key.is_empty()).then_some(desc.end_key.as_slice());
+    add(Cf::Lock, &desc.start_key, end)?;
+    let (lower, upper) = data_bounds(desc);
+    add(Cf::Data, &lower, upper.as_deref())?;
+    add(Cf::Txn, &lower, upper.as_deref())?;
+    Ok(total)
+}
+
 /// Reads a range's state from the engine.
 pub fn build(engine: &dyn Engine, desc: &RangeDescriptor) -> Result<RangeSnapshot> {
     let mut kvs = Vec::new();

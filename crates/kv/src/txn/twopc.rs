@@ -91,6 +91,10 @@ const MAX_INTENT_WAIT: Duration = Duration::from_secs(20);
 /// How long a push asks the record's range to wait for a pending
 /// transaction to finish (it answers as soon as the record changes).
 const PUSH_WAIT: Duration = Duration::from_millis(500);
+/// A request for at most this many keys that meets the intent of a
+/// finished transaction resolves that key alone; a larger one (or a scan)
+/// resolves the span of intents around it.
+const POINT_RESOLVE_MAX_KEYS: usize = 16;
 /// The longest pause between two pushes that came back at once.
 const MAX_PUSH_BACKOFF: Duration = Duration::from_millis(20);
 
@@ -128,6 +132,7 @@ impl Txn {
         key: &[u8],
         intent: &TxnMeta,
         may_abort: bool,
+        keys_asked: usize,
     ) -> Result<()> {
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(2);
@@ -160,10 +165,16 @@ impl Txn {
                 },
             };
             if let Some((status, commit_ts)) = finished {
-                // The whole span of the record holding the key (at most a
-                // chunk of intents), else the key alone.
+                // A request for many keys (a scan, a big batch) resolves the
+                // whole span of the record holding the key (at most a chunk
+                // of intents), or it would meet them one at a time; a
+                // request for a few keys resolves the key alone, leaving the
+                // span to the holder's cleanup, so that it does not stall
+                // (under the span's latch) behind thousands of intents it
+                // does not need (a benchmark right after a bulk load).
                 let span = record
                     .as_ref()
+                    .filter(|_| keys_asked > POINT_RESOLVE_MAX_KEYS)
                     .and_then(|r| r.intent_spans.iter().find(|s| span_holds(s, key)))
                     .cloned()
                     .unwrap_or_else(|| KeySpan {
@@ -613,7 +624,8 @@ impl Txn {
                     }
                 }
                 Err(Error::WriteIntent { key, intent }) => {
-                    self.handle_intent(&key, &intent, true).await?
+                    self.handle_intent(&key, &intent, true, writes.len())
+                        .await?
                 }
                 Err(e) => return Err(e),
             }
