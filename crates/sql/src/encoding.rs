@@ -364,66 +364,59 @@ fn get_zigzag(bytes: &mut &[u8]) -> Result<i64> {
 pub fn encode_row_value<'a>(columns: impl IntoIterator<Item = (u32, &'a Value)>) -> Vec<u8> {
     let mut out = Vec::new();
     for (id, v) in columns {
+        if v.is_null() {
+            continue;
+        }
+        put_varint(&mut out, u64::from(id));
         match v {
-            Value::Null => continue,
+            Value::Null => unreachable!("NULLs are skipped above"),
             Value::Bool(b) => {
-                put_varint(&mut out, u64::from(id));
                 out.push(1);
                 out.push(*b as u8);
             }
             Value::Int(i) => {
-                put_varint(&mut out, u64::from(id));
                 out.push(2);
                 put_zigzag(&mut out, *i);
             }
             Value::Float(f) => {
-                put_varint(&mut out, u64::from(id));
                 out.push(3);
                 out.extend_from_slice(&f.to_le_bytes());
             }
             Value::Text(s) => {
-                put_varint(&mut out, u64::from(id));
                 out.push(4);
                 put_varint(&mut out, s.len() as u64);
                 out.extend_from_slice(s.as_bytes());
             }
-            Value::Date(d) => {
-                put_varint(&mut out, u64::from(id));
-                out.push(7);
-                put_zigzag(&mut out, i64::from(*d));
-            }
-            Value::Timestamp(t) => {
-                put_varint(&mut out, u64::from(id));
-                out.push(8);
-                put_zigzag(&mut out, *t);
-            }
-            Value::TimestampTz(t) => {
-                put_varint(&mut out, u64::from(id));
-                out.push(9);
-                put_zigzag(&mut out, *t);
-            }
             Value::Numeric(d) => {
-                put_varint(&mut out, u64::from(id));
                 out.push(5);
                 out.extend_from_slice(&d.serialize());
             }
             Value::Bytes(b) => {
-                put_varint(&mut out, u64::from(id));
                 out.push(6);
                 put_varint(&mut out, b.len() as u64);
                 out.extend_from_slice(b);
             }
-            Value::Uuid(u) => {
-                put_varint(&mut out, u64::from(id));
-                out.push(11);
-                out.extend_from_slice(u.as_bytes());
+            Value::Date(d) => {
+                out.push(7);
+                put_zigzag(&mut out, i64::from(*d));
+            }
+            Value::Timestamp(t) => {
+                out.push(8);
+                put_zigzag(&mut out, *t);
+            }
+            Value::TimestampTz(t) => {
+                out.push(9);
+                put_zigzag(&mut out, *t);
             }
             Value::Interval(iv) => {
-                put_varint(&mut out, u64::from(id));
                 out.push(10);
                 put_zigzag(&mut out, i64::from(iv.months));
                 put_zigzag(&mut out, i64::from(iv.days));
                 put_zigzag(&mut out, iv.micros);
+            }
+            Value::Uuid(u) => {
+                out.push(11);
+                out.extend_from_slice(u.as_bytes());
             }
         }
     }

@@ -52,8 +52,10 @@
 //! cleanup resolves) are computed from every key the transaction sent, cut
 //! the same way: each span holds at most a chunk's worth of the
 //! transaction's intents, so each ResolveIntents command is bounded too. A
-//! transaction that meets the intent of a finished transaction resolves the
-//! whole span holding it (one request instead of one per key).
+//! scan or a request for many keys that meets the intent of a finished
+//! transaction resolves the whole span holding it (one request instead of
+//! one per key); a request for a few keys resolves just the key, so that a
+//! point write does not wait behind thousands of intents it does not need.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
