@@ -93,6 +93,7 @@ pub async fn serve(
 ) {
     // Every connection of this node by (pid, secret), for CancelRequests.
     let connections = Arc::new(ConnectionManager::new());
+    let cancels = Arc::new(DefaultCancelHandler::new(connections.clone()));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -108,7 +109,7 @@ pub async fn serve(
                         connections: connections.clone(),
                         cancel: std::sync::Mutex::new(None),
                     }),
-                    cancels: Arc::new(DefaultCancelHandler::new(connections.clone())),
+                    cancels: cancels.clone(),
                 });
                 tokio::spawn(async move {
                     if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
@@ -343,28 +344,21 @@ fn encode_value(
     }
     match (v, ty) {
         (Value::Null, _) => enc.encode_field(&None::<i32>),
-        // A column's values may be of a narrower kind than the column
-        // (integers in a numeric CASE, say): sent as the column's type.
-        (Value::Int(_) | Value::Float(_) | Value::Numeric(_), DataType::Numeric(_)) => {
+        (Value::Numeric(d), DataType::Numeric(_)) => {
+            enc.encode_field(&concord_sql::numeric::to_binary(d).as_slice())
+        }
+        // A value of another kind than its column (integers in a numeric
+        // CASE, a numeric in a float one): sent as the column's type.
+        (Value::Int(_) | Value::Float(_), DataType::Numeric(_)) | (Value::Numeric(_), _) => {
             match v.cast(ty) {
-                Ok(Value::Numeric(d)) => {
-                    enc.encode_field(&concord_sql::numeric::to_binary(&d).as_slice())
+                Ok(cast) if std::mem::discriminant(&cast) != std::mem::discriminant(v) => {
+                    encode_value(enc, &cast, ty, binary)
                 }
                 _ => Err(PgWireError::ApiError(
-                    format!("{v} cannot be sent as binary numeric").into(),
+                    format!("{v} cannot be sent as binary {ty}").into(),
                 )),
             }
         }
-        (Value::Numeric(d), DataType::Float4) => {
-            enc.encode_field(&(concord_sql::numeric::to_f64(d) as f32))
-        }
-        (Value::Numeric(d), DataType::Float8) => enc.encode_field(&concord_sql::numeric::to_f64(d)),
-        (Value::Numeric(_), _) => match v.cast(ty) {
-            Ok(cast @ (Value::Int(_) | Value::Text(_))) => encode_value(enc, &cast, ty, binary),
-            _ => Err(PgWireError::ApiError(
-                format!("{v} cannot be sent as binary {ty}").into(),
-            )),
-        },
         (Value::Bytes(b), _) => enc.encode_field(&b.as_slice()),
         (Value::Uuid(u), _) => enc.encode_field(&u.as_bytes().as_slice()),
         (Value::Bool(b), _) => enc.encode_field(b),

@@ -246,8 +246,8 @@ impl Table {
         self.view.is_some()
     }
 
-    /// Fails unless this is a table (not a view): `what` is refused on a
-    /// view, as PostgreSQL's "… is not a table" (42809).
+    /// Fails unless this is a table, not a view, with PostgreSQL's
+    /// "… is not a table" (42809).
     pub fn must_be_table(&self) -> Result<()> {
         if self.is_view() {
             return Err(Error::WrongObjectType(format!(

@@ -360,6 +360,23 @@ fn get_zigzag(bytes: &mut &[u8]) -> Result<i64> {
     Ok(((z >> 1) as i64) ^ -((z & 1) as i64))
 }
 
+/// Appends a length (varint) and the bytes.
+fn put_len_prefixed(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// Reads what [`put_len_prefixed`] wrote.
+fn take_len_prefixed<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8]> {
+    let len = get_varint(bytes)? as usize;
+    if bytes.len() < len {
+        return Err(Error::Internal("truncated row value".into()));
+    }
+    let (head, rest) = bytes.split_at(len);
+    *bytes = rest;
+    Ok(head)
+}
+
 /// Encodes the non-key columns of a row: `(column id, value)` pairs.
 pub fn encode_row_value<'a>(columns: impl IntoIterator<Item = (u32, &'a Value)>) -> Vec<u8> {
     let mut out = Vec::new();
@@ -384,8 +401,7 @@ pub fn encode_row_value<'a>(columns: impl IntoIterator<Item = (u32, &'a Value)>)
             }
             Value::Text(s) => {
                 out.push(4);
-                put_varint(&mut out, s.len() as u64);
-                out.extend_from_slice(s.as_bytes());
+                put_len_prefixed(&mut out, s.as_bytes());
             }
             Value::Numeric(d) => {
                 out.push(5);
@@ -393,8 +409,7 @@ pub fn encode_row_value<'a>(columns: impl IntoIterator<Item = (u32, &'a Value)>)
             }
             Value::Bytes(b) => {
                 out.push(6);
-                put_varint(&mut out, b.len() as u64);
-                out.extend_from_slice(b);
+                put_len_prefixed(&mut out, b);
             }
             Value::Date(d) => {
                 out.push(7);
@@ -463,17 +478,11 @@ pub fn decode_row_value(mut bytes: &[u8]) -> Result<Vec<(u32, Value)>> {
                 bytes = &bytes[8..];
                 Value::Float(f)
             }
-            4 => {
-                let len = get_varint(&mut bytes)? as usize;
-                if bytes.len() < len {
-                    return Err(trunc());
-                }
-                let s = std::str::from_utf8(&bytes[..len])
+            4 => Value::Text(
+                std::str::from_utf8(take_len_prefixed(&mut bytes)?)
                     .map_err(|_| Error::Internal("invalid UTF-8 in row value".into()))?
-                    .to_string();
-                bytes = &bytes[len..];
-                Value::Text(s)
-            }
+                    .to_string(),
+            ),
             5 | 11 => {
                 let (raw, rest) = bytes.split_first_chunk::<16>().ok_or_else(trunc)?;
                 bytes = rest;
@@ -483,15 +492,7 @@ pub fn decode_row_value(mut bytes: &[u8]) -> Result<Vec<(u32, Value)>> {
                     Value::Uuid(uuid::Uuid::from_bytes(*raw))
                 }
             }
-            6 => {
-                let len = get_varint(&mut bytes)? as usize;
-                if bytes.len() < len {
-                    return Err(trunc());
-                }
-                let b = bytes[..len].to_vec();
-                bytes = &bytes[len..];
-                Value::Bytes(b)
-            }
+            6 => Value::Bytes(take_len_prefixed(&mut bytes)?.to_vec()),
             t => return Err(Error::Internal(format!("unknown value tag {t} in row"))),
         };
         out.push((id, v));
@@ -539,14 +540,26 @@ mod tests {
             DataType::Bool,
             DataType::Float8,
         ];
+        let (from_key, from_row) = round_trip(&vals, &types);
+        assert_eq!(from_key, vals);
+        assert_eq!(from_row, vals);
+    }
+
+    /// `vals` encoded as key columns of `types` and decoded, and encoded as
+    /// a row value and decoded.
+    fn round_trip(vals: &[Value], types: &[DataType]) -> (Vec<Value>, Vec<Value>) {
         let mut k = Vec::new();
-        for v in &vals {
+        for v in vals {
             encode_key_value(&mut k, v).unwrap();
         }
-        assert_eq!(decode_key_values(&k, &types).unwrap(), vals);
+        let from_key = decode_key_values(&k, types).unwrap();
         let row = encode_row_value(vals.iter().enumerate().map(|(i, v)| (i as u32 + 1, v)));
-        let back = decode_row_value(&row).unwrap();
-        assert_eq!(back.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), vals);
+        let from_row = decode_row_value(&row)
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        (from_key, from_row)
     }
 
     #[test]
@@ -598,21 +611,11 @@ mod tests {
             DataType::Uuid,
             DataType::Bytea,
         ];
-        let mut k = Vec::new();
-        for v in &vals {
-            encode_key_value(&mut k, v).unwrap();
+        let (from_key, from_row) = round_trip(&vals, &types);
+        for back in [from_key, from_row] {
+            assert_eq!(back, vals);
+            assert_eq!(back[0].to_text().unwrap(), "12.30");
         }
-        let back = decode_key_values(&k, &types).unwrap();
-        assert_eq!(back, vals);
-        assert_eq!(back[0].to_text().unwrap(), "12.30");
-        let row = encode_row_value(vals.iter().enumerate().map(|(i, v)| (i as u32 + 1, v)));
-        let back: Vec<Value> = decode_row_value(&row)
-            .unwrap()
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect();
-        assert_eq!(back, vals);
-        assert_eq!(back[0].to_text().unwrap(), "12.30");
     }
 
     #[test]

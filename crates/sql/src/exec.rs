@@ -1282,21 +1282,16 @@ pub async fn execute_dml(plan: &Plan, txn: &mut Txn) -> Result<DmlResult> {
             let mut changed_rows = Vec::new();
             let mut new_entries = Vec::new();
             for (old, new) in old_rows.iter().zip(&new_rows) {
-                let mut changed = false;
-                for idx in &table.indexes {
-                    let before = table.index_entry(idx, old)?;
-                    let after = table.index_entry(idx, new)?;
-                    if before.key != after.key || before.value != after.value {
-                        // Out first even when the key stays (the row's
-                        // primary key moved): the unique check below must
-                        // not see it as another row's.
-                        txn.delete(before.key)?;
-                        changed = true;
-                        new_entries.push(after);
-                    }
-                }
-                if changed {
+                let changed = changed_index_entries(table, old, new)?;
+                if !changed.is_empty() {
                     changed_rows.push(new);
+                }
+                for (old_key, after) in changed {
+                    // Out first even when the key stays (the row's primary
+                    // key moved): the unique check below must not see it
+                    // as another row's.
+                    txn.delete(old_key)?;
+                    new_entries.push(after);
                 }
             }
             if !changed_rows.is_empty() {
@@ -1399,6 +1394,24 @@ struct UniqueProbe<'t> {
     held_by_other: bool,
 }
 
+/// The secondary index entries that differ between a row's `old` and `new`
+/// versions: the old entry's key and the new entry, index by index.
+fn changed_index_entries(
+    table: &Table,
+    old: &Row,
+    new: &Row,
+) -> Result<Vec<(Vec<u8>, crate::catalog::IndexEntry)>> {
+    let mut changed = Vec::new();
+    for idx in &table.indexes {
+        let before = table.index_entry(idx, old)?;
+        let after = table.index_entry(idx, new)?;
+        if before.key != after.key || before.value != after.value {
+            changed.push((before.key, after));
+        }
+    }
+    Ok(changed)
+}
+
 /// ON CONFLICT DO UPDATE of one row: evaluates the SET list and WHERE over
 /// the existing row followed by the proposed one, checks the new row, and
 /// writes its changed index entries (the caller writes the row). `None` if
@@ -1430,14 +1443,7 @@ async fn upsert_row(
     }
     let new = prepare_row(table, new)?;
     check_row(table, checks, &new)?;
-    let mut changed = Vec::new();
-    for idx in &table.indexes {
-        let before = table.index_entry(idx, existing)?;
-        let after = table.index_entry(idx, &new)?;
-        if before.key != after.key || before.value != after.value {
-            changed.push((before.key, after));
-        }
-    }
+    let changed = changed_index_entries(table, existing, &new)?;
     if changed.iter().any(|(_, e)| e.unique) {
         let probes = unique_probes(table, std::iter::once(&new), txn).await?;
         if let Some(p) = probes.into_iter().flatten().find(|p| p.held_by_other) {

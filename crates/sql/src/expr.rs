@@ -668,9 +668,7 @@ fn round_like(v: Value, places: Value, truncate: bool) -> Result<Value> {
     };
     if places >= 0 {
         let p = places.min(28) as u32;
-        let mut r = d.round_dp_with_strategy(p, strategy);
-        r.rescale(p);
-        return Ok(Value::Numeric(r));
+        return Ok(Value::Numeric(numeric::rescale_with(d, p, strategy)));
     }
     // Negative places round to tens, hundreds, …
     let shift = rust_decimal::Decimal::from(10i64.pow((-places).min(18) as u32));

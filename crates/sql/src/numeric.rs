@@ -109,8 +109,15 @@ pub fn format(d: &Decimal) -> String {
 /// Rounds half away from zero to `scale` places and shows exactly that
 /// many (adding zeros).
 pub fn round_to(d: Decimal, scale: u32) -> Decimal {
-    let mut r = d.round_dp_with_strategy(scale.min(28), RoundingStrategy::MidpointAwayFromZero);
-    r.rescale(scale.min(28));
+    rescale_with(d, scale, RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// Rounds by `strategy` to `scale` places (at most 28) and shows exactly
+/// that many.
+pub fn rescale_with(d: Decimal, scale: u32, strategy: RoundingStrategy) -> Decimal {
+    let scale = scale.min(28);
+    let mut r = d.round_dp_with_strategy(scale, strategy);
+    r.rescale(scale);
     r
 }
 

@@ -511,9 +511,6 @@ impl<'a> Binder<'a> {
                         if let Expr::Literal(Value::Float(f)) = &x {
                             return Ok((Expr::Literal(Value::Float(-f)), ty));
                         }
-                        if let Expr::Literal(Value::Numeric(d)) = &x {
-                            return Ok((Expr::Literal(Value::Numeric(-*d)), ty));
-                        }
                         (fold(Expr::Neg(Box::new(x)))?, ty)
                     }
                     ast::UnaryOperator::Plus => (x, ty),
@@ -1623,11 +1620,9 @@ fn plan_create_view(cv: &ast::CreateView, cx: &PlanCtx) -> Result<Plan> {
 /// How deep views may refer to views.
 const MAX_VIEW_DEPTH: usize = 32;
 
-/// The relations a view's query names.
-fn view_relations(sql: &str) -> Result<Vec<String>> {
-    let q = parse_view_query(sql)?;
-    let mut names = Vec::new();
-    let _ = visit_relations(&q, |n| {
+/// Adds the names of the relations `node` mentions to `names`, each once.
+fn collect_relation_names<V: ast::Visit>(node: &V, names: &mut Vec<String>) {
+    let _ = visit_relations(node, |n| {
         if let Ok(t) = table_name(n) {
             if !names.contains(&t) {
                 names.push(t);
@@ -1635,7 +1630,6 @@ fn view_relations(sql: &str) -> Result<Vec<String>> {
         }
         ControlFlow::<()>::Continue(())
     });
-    Ok(names)
 }
 
 /// A stored view query, parsed.
@@ -1852,28 +1846,21 @@ impl PlanCtx {
     /// reported when the binder meets it).
     pub async fn load(stmt: &Statement, txn: &mut Txn) -> Result<PlanCtx> {
         let mut names: Vec<String> = Vec::new();
-        let _ = visit_relations(stmt, |n| {
-            if let Ok(t) = table_name(n) {
-                if !names.contains(&t) {
-                    names.push(t);
-                }
-            }
-            ControlFlow::<()>::Continue(())
-        });
+        collect_relation_names(stmt, &mut names);
         let mut found = catalog::get_tables(txn, &names).await?;
         // The tables views name, and the views they name, to a bound depth.
         let mut depth = 0;
+        // Views fetched in an earlier round have been expanded already.
+        let mut expanded = 0;
         loop {
             let mut more: Vec<String> = Vec::new();
-            for t in found.iter().flatten() {
+            for t in found[expanded..].iter().flatten() {
                 if let Some(sql) = &t.view {
-                    for n in view_relations(sql)? {
-                        if !names.contains(&n) && !more.contains(&n) {
-                            more.push(n);
-                        }
-                    }
+                    collect_relation_names(&*parse_view_query(sql)?, &mut more);
                 }
             }
+            more.retain(|n| !names.contains(n));
+            expanded = found.len();
             if more.is_empty() || depth == MAX_VIEW_DEPTH {
                 break;
             }
