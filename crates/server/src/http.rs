@@ -157,6 +157,14 @@ pub fn render_metrics(ctx: &NodeContext) -> Result<String, prometheus::Error> {
             .set(st.bytes as i64);
         raft.with_label_values(&[id.as_str(), "leader_replica_id"])
             .set(st.leader_replica_id as i64);
+        let (points, spans) = {
+            let c = r.tscache.lock();
+            (c.points_len(), c.spans_len())
+        };
+        raft.with_label_values(&[id.as_str(), "tscache_points"])
+            .set(points as i64);
+        raft.with_label_values(&[id.as_str(), "tscache_spans"])
+            .set(spans as i64);
         let leading = st.role == "leader";
         n_leaders += leading as i64;
         is_leader
