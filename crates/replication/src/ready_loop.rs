@@ -107,8 +107,10 @@ struct Replica {
 
 /// What applying an entry asks the loop to do once the batch is written.
 enum AfterWrite {
-    /// A split created this range: start its replica.
-    CreateRange(RangeDescriptor),
+    /// A split created this range: start its replica, and campaign at once
+    /// if this node led the left side (rather than leave the new range
+    /// without a leader for an election timeout).
+    CreateRange(RangeDescriptor, bool),
     /// A membership change removed this node's replica of the range.
     Destroy(u64),
     /// A closed timestamp applied (visible to reads once the batch is written).
@@ -751,10 +753,16 @@ impl ReadyLoop {
         }
         for a in after {
             match a {
-                AfterWrite::CreateRange(desc) => {
+                AfterWrite::CreateRange(desc, campaign) => {
                     let range_id = desc.range_id;
                     if let Err(e) = self.add_replica(desc) {
                         tracing::error!(range_id, "cannot start the right side of a split: {e}");
+                    } else if campaign {
+                        if let Some(right) = self.replicas.get_mut(&range_id) {
+                            if let Err(e) = right.raw.campaign() {
+                                tracing::debug!(range_id, "campaign after a split: {e}");
+                            }
+                        }
                     }
                 }
                 AfterWrite::Destroy(range_id) => self.destroy_replica(range_id)?,
@@ -1128,7 +1136,8 @@ impl ReadyLoop {
                     if !gc.is_zero() {
                         local::save_gc_threshold(batch, right.range_id, gc);
                     }
-                    after.push(AfterWrite::CreateRange(right.clone()));
+                    let led_left = r.raw.raft.state == StateRole::Leader;
+                    after.push(AfterWrite::CreateRange(right.clone(), led_left));
                 }
                 tracing::info!(range_id, right = right.range_id, "range split");
                 Ok(())

@@ -191,7 +191,11 @@ pub fn plan(v: &RangeView) -> Option<Action> {
         return None;
     }
     // 5. Rebalance replicas: from the most loaded member node to the least
-    //    loaded non-member, when both are clearly off the mean.
+    //    loaded non-member, when one of them is clearly off the mean and
+    //    the other is on its far side (a new node far below the mean takes
+    //    replicas from nodes only a little above it). Moving one replica
+    //    from `most` to `least` with most >= least + 2 never overshoots, so
+    //    the spread only narrows.
     let n = healthy_nodes.len() as f64;
     let mean_replicas = healthy_nodes.iter().map(|x| (v.load)(*x).0).sum::<u64>() as f64 / n;
     if let Some(c) = candidate() {
@@ -201,29 +205,32 @@ pub fn plan(v: &RangeView) -> Option<Action> {
             .max()
             .unwrap_or(0);
         let least = (v.load)(c).0;
-        if most as f64 > mean_replicas * 1.1
-            && (least as f64) < mean_replicas * 0.9
-            && most >= least + 2
-        {
+        let (most_f, least_f) = (most as f64, least as f64);
+        let off = most_f > mean_replicas * 1.1 || least_f < mean_replicas * 0.9;
+        if off && most_f > mean_replicas && least_f < mean_replicas && most >= least + 2 {
             return Some(Action::AddLearner(c));
         }
     }
-    // 6. Rebalance leaders: if this node leads clearly more than its share.
+    // 6. Rebalance leaders: if this node leads clearly more than its share,
+    //    or more than its share while a member leads clearly less.
     let mean_leaders = healthy_nodes.iter().map(|x| (v.load)(*x).1).sum::<u64>() as f64 / n;
     let mine = (v.load)(v.me).1 as f64;
-    if mine > mean_leaders * 1.15 && mine >= mean_leaders + 1.0 {
-        return voters
-            .iter()
-            .filter(|r| {
-                r.node_id != v.me
-                    && v.may_lead(r.node_id)
-                    && v.caught_up(r.replica_id)
-                    && ((v.load)(r.node_id).1 as f64) < mean_leaders
-            })
-            .min_by_key(|r| ((v.load)(r.node_id).1, r.node_id))
-            .map(|r| Action::TransferLeader(r.replica_id));
+    if mine <= mean_leaders {
+        return None;
     }
-    None
+    let target = voters
+        .iter()
+        .filter(|r| {
+            r.node_id != v.me
+                && v.may_lead(r.node_id)
+                && v.caught_up(r.replica_id)
+                && ((v.load)(r.node_id).1 as f64) < mean_leaders
+        })
+        .min_by_key(|r| ((v.load)(r.node_id).1, r.node_id))?;
+    let theirs = (v.load)(target.node_id).1 as f64;
+    let over = mine > mean_leaders * 1.15 && mine >= mean_leaders + 1.0;
+    let under = theirs < mean_leaders * 0.85 && mine >= theirs + 2.0;
+    (over || under).then_some(Action::TransferLeader(target.replica_id))
 }
 
 fn single(change_type: ConfChangeType, id: u64) -> ConfChangeV2 {
@@ -700,6 +707,31 @@ mod tests {
             ),
             Some(Action::Remove(2))
         );
+    }
+
+    #[test]
+    fn a_node_far_below_the_mean_takes_load_from_nodes_a_little_above_it() {
+        // 93 replicas and 31 leaders over 4 nodes (means 23.25 and 7.75):
+        // no node is 10% above the replica mean or 15% above the leader
+        // mean, but node 4 is clearly below both.
+        let loads = [(1, 25, 9), (2, 25, 8), (3, 25, 8), (4, 18, 6)];
+        let d = desc(&[(1, false), (2, false), (3, false)]);
+        assert_eq!(
+            decide(&d, &[], &[], &loads, true),
+            Some(Action::AddLearner(4))
+        );
+        let d = desc(&[(1, false), (2, false), (4, false)]);
+        assert_eq!(
+            decide(&d, &[], &[], &loads, true),
+            Some(Action::TransferLeader(3)),
+            "to node 4's replica (id 3)"
+        );
+        // Close enough: nothing moves.
+        let loads = [(1, 24, 8), (2, 24, 8), (3, 24, 8), (4, 21, 7)];
+        let d = desc(&[(1, false), (2, false), (3, false)]);
+        assert_eq!(decide(&d, &[], &[], &loads, true), None);
+        let d = desc(&[(1, false), (2, false), (4, false)]);
+        assert_eq!(decide(&d, &[], &[], &loads, true), None);
     }
 
     #[test]

@@ -453,6 +453,31 @@ impl Session {
         }
     }
 
+    /// After `CREATE TABLE` ran in `txn`: gives the new table a range of
+    /// its own by splitting at its key prefix, as CockroachDB does, so that
+    /// its rows never share a Raft group with the system keyspace (range 1:
+    /// meta2 and the descriptors, which every node reads) or with another
+    /// table. The split happens before the commit: the prefix holds no rows
+    /// yet, and if the transaction aborts an empty range is all that is
+    /// left. It is best effort: a table whose split failed works the same,
+    /// it only shares a range until the split queue cuts it by size.
+    async fn split_off_new_table(&self, stmt: &Statement, txn: &mut Txn) {
+        let Statement::CreateTable(ct) = stmt else {
+            return;
+        };
+        let Ok(name) = planner::table_name(&ct.name) else {
+            return;
+        };
+        let table = match catalog::get_table(txn, &name).await {
+            Ok(Some(t)) if !t.is_view() => t,
+            _ => return,
+        };
+        let prefix = crate::encoding::table_prefix(table.id);
+        if let Err(e) = self.db.admin_split(&prefix).await {
+            tracing::warn!(table = %name, "could not split a new table into its own range: {e}");
+        }
+    }
+
     /// `ALTER TABLE t SPLIT AT <rows>`: splits the table's ranges at the
     /// primary keys (or key prefixes) the rows give.
     async fn split_at(&mut self, table: &ObjectName, rows: &Query) -> Result<StatementResult> {
@@ -656,7 +681,13 @@ impl Session {
                 }
                 let r = match self.session_statement(stmt) {
                     Ok(Some(r)) => Ok(r),
-                    Ok(None) => run(stmt, &mut txn).await,
+                    Ok(None) => match run(stmt, &mut txn).await {
+                        Ok(r) => {
+                            self.split_off_new_table(stmt, &mut txn).await;
+                            Ok(r)
+                        }
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 };
                 match r {
@@ -703,7 +734,10 @@ impl Session {
             // Each retry runs with a higher priority in conflicts.
             let mut txn = self.db.begin_attempt(attempt);
             let result = match run(stmt, &mut txn).await {
-                Ok(r) => txn.commit().await.map(|_| r).map_err(Error::from),
+                Ok(r) => {
+                    self.split_off_new_table(stmt, &mut txn).await;
+                    txn.commit().await.map(|_| r).map_err(Error::from)
+                }
                 Err(e) => {
                     txn.rollback();
                     Err(e)
