@@ -98,17 +98,33 @@ impl RaftLogStorage {
     /// send it a snapshot, which carries the range's data. Data that exists
     /// before the range's first entry (the right side of a split) is thereby
     /// never skipped.
-    pub fn initialize(batch: &mut WriteBatch, range_id: u64, conf_state: &ConfState) -> Result<()> {
-        let hs = HardState {
-            term: RAFT_INITIAL_TERM,
-            commit: RAFT_INITIAL_INDEX,
-            ..Default::default()
-        };
-        batch.put(
-            Cf::Raft,
-            keys::raft_hard_state(range_id),
-            hs.write_to_bytes().map_err(|e| corrupt("hard state", e))?,
-        );
+    ///
+    /// `keep_hard_state`: a replica of the range already exists on this
+    /// node, created empty by a message of the range's new leader (a vote
+    /// or an append that arrived before this node applied the split). Its
+    /// hard state is left as it is, whatever order this batch and that
+    /// replica's own writes land in: it may hold a vote of a term above the
+    /// initial one, which must never be forgotten (a second vote in that
+    /// term could elect two leaders). [`RaftLogStorage::open`] raises its
+    /// term and commit index to the initial ones where they are below.
+    pub fn initialize(
+        batch: &mut WriteBatch,
+        range_id: u64,
+        conf_state: &ConfState,
+        keep_hard_state: bool,
+    ) -> Result<()> {
+        if !keep_hard_state {
+            let hs = HardState {
+                term: RAFT_INITIAL_TERM,
+                commit: RAFT_INITIAL_INDEX,
+                ..Default::default()
+            };
+            batch.put(
+                Cf::Raft,
+                keys::raft_hard_state(range_id),
+                hs.write_to_bytes().map_err(|e| corrupt("hard state", e))?,
+            );
+        }
         batch.put(
             Cf::Raft,
             raft_key(range_id, RAFT_CONF_STATE),
@@ -140,7 +156,7 @@ impl RaftLogStorage {
 
     /// Loads a range's Raft state from the engine.
     pub fn open(engine: Arc<dyn Engine>, range_id: u64) -> Result<Self> {
-        let hard_state = match engine.get(Cf::Raft, &keys::raft_hard_state(range_id))? {
+        let mut hard_state = match engine.get(Cf::Raft, &keys::raft_hard_state(range_id))? {
             Some(raw) => HardState::parse_from_bytes(&raw).map_err(|e| corrupt("hard state", e))?,
             None => HardState::default(),
         };
@@ -156,6 +172,18 @@ impl RaftLogStorage {
             }
             None => (0, 0),
         };
+        // Everything up to the truncation point is committed, and a
+        // replica's term is never below that of an entry it holds. A hard
+        // state below them was written by a replica that was created empty
+        // and then initialized by a split (see `initialize`): raise it. A
+        // vote belongs to its term, so it goes if the term moves.
+        if hard_state.term < truncated.1 {
+            hard_state.term = truncated.1;
+            hard_state.vote = 0;
+        }
+        if hard_state.commit < truncated.0 {
+            hard_state.commit = truncated.0;
+        }
         let mut storage = RaftLogStorage {
             range_id,
             engine,
@@ -512,5 +540,66 @@ impl raft::Storage for RaftLogStorage {
             "sending a range snapshot"
         );
         Ok(snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryEngine;
+
+    fn hs(term: u64, vote: u64, commit: u64) -> HardState {
+        HardState {
+            term,
+            vote,
+            commit,
+            ..Default::default()
+        }
+    }
+
+    /// Opens range 7 after `before` (the hard state an empty replica wrote,
+    /// if any) and a split's initialization, in either order.
+    fn open_after(before: Option<HardState>, init_first: bool, keep: bool) -> HardState {
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let mut init = WriteBatch::new();
+        RaftLogStorage::initialize(&mut init, 7, &ConfState::default(), keep).unwrap();
+        let mut own = WriteBatch::new();
+        if let Some(h) = &before {
+            own.put(
+                Cf::Raft,
+                keys::raft_hard_state(7),
+                h.write_to_bytes().unwrap(),
+            );
+        }
+        let (a, b) = if init_first { (init, own) } else { (own, init) };
+        engine.write(a, false).unwrap();
+        engine.write(b, false).unwrap();
+        RaftLogStorage::open(engine, 7)
+            .unwrap()
+            .hard_state()
+            .clone()
+    }
+
+    #[test]
+    fn a_new_range_starts_at_the_initial_term_and_commit() {
+        assert_eq!(open_after(None, true, false), hs(5, 0, 5));
+    }
+
+    #[test]
+    fn a_split_keeps_the_vote_an_empty_replica_cast_whatever_lands_last() {
+        // The new range's leader asked for a vote in term 6 before this
+        // node applied the split; the empty replica voted for replica 2.
+        for init_first in [true, false] {
+            assert_eq!(
+                open_after(Some(hs(6, 2, 0)), init_first, true),
+                hs(6, 2, 5),
+                "init_first={init_first}"
+            );
+        }
+        // A pre-vote changes no term: nothing was written.
+        assert_eq!(open_after(None, true, true), hs(5, 0, 5));
+        // A hard state below the initial term is raised, and its vote
+        // (of that older term) goes.
+        assert_eq!(open_after(Some(hs(3, 1, 0)), false, true), hs(5, 0, 5));
     }
 }
