@@ -117,6 +117,9 @@ enum AfterWrite {
     Closed(u64, concord_hlc::Timestamp),
 }
 
+/// A ready-loop iteration longer than this is logged with its breakdown.
+const SLOW_ITERATION: Duration = Duration::from_millis(500);
+
 pub(crate) struct ReadyLoop {
     store: Arc<StoreInner>,
     transport: Arc<dyn RaftTransport>,
@@ -681,11 +684,13 @@ impl ReadyLoop {
         if range_ids.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         let mut batch = WriteBatch::new();
         let mut sync = false;
         let mut results: ApplyResults = Vec::new();
         let mut after: Vec<AfterWrite> = Vec::new();
         let mut readies = Vec::with_capacity(range_ids.len());
+        let n_ranges = range_ids.len();
 
         // Phase 1: messages, role changes, snapshot or apply, append, hard state.
         for range_id in range_ids {
@@ -716,9 +721,12 @@ impl ReadyLoop {
             sync |= rd.must_sync();
             readies.push((range_id, r, rd));
         }
+        let phase1 = started.elapsed();
+        let batch_bytes = batch.size();
         if !batch.is_empty() {
             self.store.engine.write(batch, sync)?;
         }
+        let written = started.elapsed();
 
         // Phase 2: persisted messages, advance, newly committed entries.
         let mut batch = WriteBatch::new();
@@ -775,6 +783,21 @@ impl ReadyLoop {
             }
         }
         self.truncate_logs(&touched)?;
+        // One iteration serves every range of the node: while it runs, no
+        // range sends heartbeats, and past an election timeout leaders step
+        // down (check quorum). Say where a slow one spent its time.
+        let took = started.elapsed();
+        if took > SLOW_ITERATION {
+            tracing::warn!(
+                ranges = n_ranges,
+                batch_bytes,
+                sync,
+                phase1_ms = phase1.as_millis() as u64,
+                write_ms = (written - phase1).as_millis() as u64,
+                rest_ms = (took - written).as_millis() as u64,
+                "slow ready loop iteration"
+            );
+        }
 
         for (resp, result) in results {
             let _ = resp.send(result);

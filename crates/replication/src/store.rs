@@ -82,7 +82,11 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             tick_interval: Duration::from_millis(100),
-            election_ticks: 10,
+            // 2-4 s, and a leader steps down after 2 s without a quorum.
+            // At 1-2 s, a bulk load on a shared disk made fsyncs of all
+            // nodes take ~1 s at once (see the ready loop's slow-iteration
+            // warning), and every leader stepped down mid-statement.
+            election_ticks: 20,
             heartbeat_ticks: 2,
             raft_timeout: Duration::from_secs(4),
             tscache_entries: 100_000,
