@@ -1147,20 +1147,11 @@ impl ReadyLoop {
                 // (Look in the store's map: replicas being processed in this
                 // iteration are out of the loop's own map.)
                 let existing = self.store.replicas.read().get(&right.range_id).cloned();
-                if existing
-                    .as_ref()
-                    .is_none_or(|x| !x.status.lock().initialized)
-                {
+                if existing.is_none_or(|x| !x.status.lock().initialized) {
                     // An empty replica created by the new range's messages
-                    // keeps its hard state (its vote).
-                    let keep_hard_state = existing.is_some();
-                    RaftLogStorage::initialize(
-                        batch,
-                        right.range_id,
-                        &conf_state_of(&right),
-                        keep_hard_state,
-                    )
-                    .map_err(Error::Storage)?;
+                    // keeps its hard state (its vote): initialize writes none.
+                    RaftLogStorage::initialize(batch, right.range_id, &conf_state_of(&right))
+                        .map_err(Error::Storage)?;
                     local::save_range(batch, &right);
                     save_range_bytes(batch, right.range_id, split.right_bytes);
                     // The right side inherits the GC threshold (its old

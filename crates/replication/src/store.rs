@@ -377,7 +377,7 @@ impl Store {
         }
         local::save_range(&mut batch, &first_range);
         let conf = crate::ready_loop::conf_state_of(&first_range);
-        RaftLogStorage::initialize(&mut batch, first_range.range_id, &conf, false)?;
+        RaftLogStorage::initialize(&mut batch, first_range.range_id, &conf)?;
         // The first range's meta2 entry, written identically on every
         // initial node as part of the state at the range's initial index.
         concord_storage::mvcc::put_version(

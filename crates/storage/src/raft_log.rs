@@ -99,32 +99,16 @@ impl RaftLogStorage {
     /// before the range's first entry (the right side of a split) is thereby
     /// never skipped.
     ///
-    /// `keep_hard_state`: a replica of the range already exists on this
+    /// No hard state is written: [`RaftLogStorage::open`] derives the
+    /// initial one (term and commit at the initial index) from the
+    /// truncation point. A replica of the range may already exist on this
     /// node, created empty by a message of the range's new leader (a vote
-    /// or an append that arrived before this node applied the split). Its
-    /// hard state is left as it is, whatever order this batch and that
-    /// replica's own writes land in: it may hold a vote of a term above the
-    /// initial one, which must never be forgotten (a second vote in that
-    /// term could elect two leaders). [`RaftLogStorage::open`] raises its
-    /// term and commit index to the initial ones where they are below.
-    pub fn initialize(
-        batch: &mut WriteBatch,
-        range_id: u64,
-        conf_state: &ConfState,
-        keep_hard_state: bool,
-    ) -> Result<()> {
-        if !keep_hard_state {
-            let hs = HardState {
-                term: RAFT_INITIAL_TERM,
-                commit: RAFT_INITIAL_INDEX,
-                ..Default::default()
-            };
-            batch.put(
-                Cf::Raft,
-                keys::raft_hard_state(range_id),
-                hs.write_to_bytes().map_err(|e| corrupt("hard state", e))?,
-            );
-        }
+    /// or an append that arrived before this node applied the split); the
+    /// hard state it wrote stays, whatever order its writes and this batch
+    /// land in, and with it its vote in a term above the initial one, which
+    /// must never be forgotten (a second vote in that term could elect two
+    /// leaders).
+    pub fn initialize(batch: &mut WriteBatch, range_id: u64, conf_state: &ConfState) -> Result<()> {
         batch.put(
             Cf::Raft,
             raft_key(range_id, RAFT_CONF_STATE),
@@ -173,10 +157,10 @@ impl RaftLogStorage {
             None => (0, 0),
         };
         // Everything up to the truncation point is committed, and a
-        // replica's term is never below that of an entry it holds. A hard
-        // state below them was written by a replica that was created empty
-        // and then initialized by a split (see `initialize`): raise it. A
-        // vote belongs to its term, so it goes if the term moves.
+        // replica's term is never below that of an entry it holds. A new
+        // range has no hard state yet, and a replica created empty and then
+        // initialized by a split (see `initialize`) has one below them:
+        // raise it. A vote belongs to its term, so it goes if the term moves.
         if hard_state.term < truncated.1 {
             hard_state.term = truncated.1;
             hard_state.vote = 0;
@@ -559,10 +543,10 @@ mod tests {
 
     /// Opens range 7 after `before` (the hard state an empty replica wrote,
     /// if any) and a split's initialization, in either order.
-    fn open_after(before: Option<HardState>, init_first: bool, keep: bool) -> HardState {
+    fn open_after(before: Option<HardState>, init_first: bool) -> HardState {
         let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
         let mut init = WriteBatch::new();
-        RaftLogStorage::initialize(&mut init, 7, &ConfState::default(), keep).unwrap();
+        RaftLogStorage::initialize(&mut init, 7, &ConfState::default()).unwrap();
         let mut own = WriteBatch::new();
         if let Some(h) = &before {
             own.put(
@@ -582,7 +566,7 @@ mod tests {
 
     #[test]
     fn a_new_range_starts_at_the_initial_term_and_commit() {
-        assert_eq!(open_after(None, true, false), hs(5, 0, 5));
+        assert_eq!(open_after(None, true), hs(5, 0, 5));
     }
 
     #[test]
@@ -591,15 +575,15 @@ mod tests {
         // node applied the split; the empty replica voted for replica 2.
         for init_first in [true, false] {
             assert_eq!(
-                open_after(Some(hs(6, 2, 0)), init_first, true),
+                open_after(Some(hs(6, 2, 0)), init_first),
                 hs(6, 2, 5),
                 "init_first={init_first}"
             );
         }
         // A pre-vote changes no term: nothing was written.
-        assert_eq!(open_after(None, true, true), hs(5, 0, 5));
+        assert_eq!(open_after(None, false), hs(5, 0, 5));
         // A hard state below the initial term is raised, and its vote
         // (of that older term) goes.
-        assert_eq!(open_after(Some(hs(3, 1, 0)), false, true), hs(5, 0, 5));
+        assert_eq!(open_after(Some(hs(3, 1, 0)), false), hs(5, 0, 5));
     }
 }

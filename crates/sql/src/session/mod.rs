@@ -681,13 +681,13 @@ impl Session {
                 }
                 let r = match self.session_statement(stmt) {
                     Ok(Some(r)) => Ok(r),
-                    Ok(None) => match run(stmt, &mut txn).await {
-                        Ok(r) => {
+                    Ok(None) => {
+                        let r = run(stmt, &mut txn).await;
+                        if r.is_ok() {
                             self.split_off_new_table(stmt, &mut txn).await;
-                            Ok(r)
                         }
-                        Err(e) => Err(e),
-                    },
+                        r
+                    }
                     Err(e) => Err(e),
                 };
                 match r {
