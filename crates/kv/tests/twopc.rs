@@ -459,3 +459,92 @@ async fn a_push_waits_at_a_pending_record_and_hears_the_commit() {
         .expect("the record is kept until its intents are resolved");
     assert_eq!(record.status, TxnStatus::Committed as i32);
 }
+
+fn locks_held(store: &Store) -> usize {
+    store.replicas().iter().map(|r| r.locks.lock().len()).sum()
+}
+
+/// A transaction's first lock is replicated with its record; its later
+/// locks are held in the leader's memory (no intent is written for them),
+/// and they block writers just the same until the transaction ends, when
+/// they are released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_after_the_first_are_held_in_memory_and_block_writers_the_same() {
+    let (db, store) = db().await;
+    split_between(&db, &["a", "m"]).await;
+    let mut holder = db.begin_attempt(10);
+    holder.lock_for_update(&[key("a")]).await.unwrap();
+    holder.lock_for_update(&[key("m")]).await.unwrap();
+    assert_eq!(intents(&store), 1, "only the first lock is an intent");
+    assert_eq!(locks_held(&store), 1, "the second is in memory");
+    assert_eq!(store.locks_in_memory(), 1);
+    assert_eq!(read(&db, "m").await, None, "readers pass");
+
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut w = db.begin_attempt(0);
+            w.put(key("m"), b"writer".to_vec()).unwrap();
+            w.commit().await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!writer.is_finished(), "the writer waits for the lock");
+    holder.put(key("m"), b"holder".to_vec()).unwrap();
+    holder.commit().await.unwrap();
+    writer.await.unwrap().unwrap();
+    assert_eq!(read(&db, "m").await, Some(b"writer".to_vec()), "second");
+    assert!(
+        wait_until(Duration::from_secs(5), || intents(&store) == 0
+            && records(&store) == 0
+            && locks_held(&store) == 0)
+        .await,
+        "intents, records and in-memory locks are cleaned up"
+    );
+
+    // A rollback releases the in-memory lock too.
+    let mut holder = db.begin_attempt(10);
+    holder.lock_for_update(&[key("a")]).await.unwrap();
+    holder.lock_for_update(&[key("m")]).await.unwrap();
+    assert_eq!(locks_held(&store), 1);
+    holder.rollback();
+    assert!(
+        wait_until(Duration::from_secs(5), || locks_held(&store) == 0).await,
+        "the rollback released the lock"
+    );
+    let mut w = db.begin();
+    w.put(key("m"), b"after".to_vec()).unwrap();
+    w.commit().await.unwrap();
+}
+
+/// Losing the in-memory table (as a new leader does) costs the holder a
+/// retry, never a stale read: the value its lock returned was read at the
+/// lock's timestamp and the commit refreshes it, so a write that slipped in
+/// while the lock was gone fails the holder with 40001.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_in_memory_lock_costs_a_retry_not_a_lost_update() {
+    let (db, store) = db().await;
+    split_between(&db, &["a", "m"]).await;
+    let mut t = db.begin();
+    t.put(key("m"), b"0".to_vec()).unwrap();
+    t.commit().await.unwrap();
+
+    let mut holder = db.begin_attempt(10);
+    holder.lock_for_update(&[key("a")]).await.unwrap();
+    holder.lock_for_update(&[key("m")]).await.unwrap();
+    assert_eq!(holder.get(&key("m")).await.unwrap(), Some(b"0".to_vec()));
+    for r in store.replicas() {
+        r.locks.lock().clear();
+    }
+    let mut w = db.begin();
+    w.put(key("m"), b"1".to_vec()).unwrap();
+    w.commit().await.expect("nothing blocks the writer now");
+
+    holder.put(key("m"), b"0+1".to_vec()).unwrap();
+    let err = holder
+        .commit()
+        .await
+        .expect_err("the holder's read is stale");
+    assert!(err.is_retryable(), "a retryable error, got {err}");
+    assert_eq!(read(&db, "m").await, Some(b"1".to_vec()));
+}

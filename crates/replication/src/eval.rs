@@ -263,6 +263,7 @@ impl Store {
                     }));
                 }
             }
+            crate::txn_eval::check_lock_table(replica, &w.key, ctx.txn_id.unwrap_or_default())?;
         }
         if ts > ctx.read_ts && commit.reads_elsewhere {
             // Reads on other ranges must be refreshed by the coordinator.

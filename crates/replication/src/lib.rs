@@ -25,7 +25,7 @@
 //! the cluster with term bumps, and a leader that loses contact with a quorum
 //! steps down within an election timeout, so requests to it fail fast instead
 //! of hanging. Reads go through ReadIndex (the leader confirms it still leads
-//! before serving), so they are linearizable.
+//! before serving) or the leader's read lease, so they are linearizable.
 //!
 //! Replica ids are Raft peer ids and are distinct from node ids: a range
 //! descriptor maps one to the other.
@@ -36,11 +36,13 @@
 //!
 //! # Not done yet
 //! - Range merges; streaming snapshots in chunks.
-//! - Leases: every read pays a ReadIndex heartbeat round (shared by all reads
-//!   that arrive together).
+//! - Epoch-based range leases: a read is served under the leader's Raft read
+//!   lease (see `ready_loop`'s module doc) or pays a ReadIndex heartbeat
+//!   round (shared by all reads that arrive together).
 
 pub mod eval;
 pub mod latch;
+pub mod locktable;
 mod logging;
 pub mod ready_loop;
 pub mod store;

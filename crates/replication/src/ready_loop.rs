@@ -29,6 +29,19 @@
 //! it says. The applied index is written in the same batch as the data it
 //! applied, so replaying the log after a crash never applies an entry twice.
 //!
+//! # Leases
+//! A leader whose ReadIndex round a quorum answered holds a read lease from
+//! when it sent the round for [`crate::StoreConfig::read_lease`] (half an
+//! election timeout): reads in it are served at the commit index with no
+//! round. With check-quorum, a follower that heard from its leader refuses
+//! votes for an election timeout, and ticks never outrun the clock, so no
+//! other leader can exist before the lease ends. A restarted node forgot
+//! whom it heard from: it refuses votes for an election timeout
+//! ([`ReadyLoop::hold_votes_for`]). Role changes, leadership transfers
+//! (their target campaigns past the refusal) and membership changes drop
+//! the lease. It is measured on the monotonic clock, which runs through a
+//! pause of the process.
+//!
 //! # The range lifecycle, as seen from here
 //! - *Creation.* A range starts at bootstrap or from a split with its log at
 //!   index 5 (see `RaftLogStorage::initialize`) on every replica. A replica
@@ -90,7 +103,11 @@ struct Replica {
     /// Read requests that arrived in this loop iteration.
     reads_new: Vec<Responder>,
     /// Read requests sent to Raft, by request context.
-    reads_in_flight: HashMap<Vec<u8>, Vec<Responder>>,
+    /// Read requests sent to Raft, by request context, with when they
+    /// were sent (a quorum's answer starts a lease from then).
+    reads_in_flight: HashMap<Vec<u8>, (Instant, Vec<Responder>)>,
+    /// Until when this leader may serve reads without asking a quorum.
+    lease_until: Option<Instant>,
     /// Read requests whose read index is known, waiting for apply.
     reads_ready: Vec<(u64, Vec<Responder>)>,
     /// Index of the first entry of the current leader term (leaders only).
@@ -126,6 +143,9 @@ pub(crate) struct ReadyLoop {
     replicas: HashMap<u64, Replica>,
     rx: mpsc::Receiver<LoopMsg>,
     read_seq: u64,
+    /// Until when this node refuses to vote (it restarted; see
+    /// [`ReadyLoop::hold_votes_for`]).
+    votes_held_until: Option<Instant>,
 }
 
 /// Results of applying, delivered once the batch that holds them is written.
@@ -175,7 +195,18 @@ impl ReadyLoop {
             replicas: HashMap::new(),
             rx,
             read_seq: 0,
+            votes_held_until: None,
         }
+    }
+
+    /// Refuses votes (other than a leader's transfer) for `d` from now.
+    ///
+    /// Read leases rest on followers refusing to vote for an election
+    /// timeout after they last heard from their leader (raft-rs does so
+    /// with check-quorum). A restarted node has forgotten whom it heard
+    /// from and when, so it holds its votes for that long instead.
+    pub(crate) fn hold_votes_for(&mut self, d: Duration) {
+        self.votes_held_until = Some(Instant::now() + d);
     }
 
     /// Starts the replica of an initialized range on this node.
@@ -247,6 +278,7 @@ impl ReadyLoop {
                 concord_hlc::Timestamp::ZERO,
                 self.store.config.tscache_entries,
             )),
+            locks: Mutex::default(),
             closed_ts: Mutex::new(concord_hlc::Timestamp::ZERO),
             records_changed: tokio::sync::Notify::new(),
             status: Mutex::new(ReplicaStatus {
@@ -266,6 +298,7 @@ impl ReadyLoop {
                 proposals: HashMap::new(),
                 reads_new: Vec::new(),
                 reads_in_flight: HashMap::new(),
+                lease_until: None,
                 reads_ready: Vec::new(),
                 term_start_index: 0,
                 snapshots_in_flight: HashMap::new(),
@@ -365,7 +398,7 @@ impl ReadyLoop {
         for resp in r.reads_new.drain(..) {
             let _ = resp.send(Err(err()));
         }
-        for (_, v) in r.reads_in_flight.drain() {
+        for (_, (_, v)) in r.reads_in_flight.drain() {
             for resp in v {
                 let _ = resp.send(Err(err()));
             }
@@ -492,6 +525,9 @@ impl ReadyLoop {
                 {
                     return;
                 }
+                if self.refuses_vote(&msg) {
+                    return;
+                }
                 let r = self.replicas.get_mut(&range_id).expect("accepted above");
                 if from_node != 0 {
                     r.peers.insert(msg.from, from_node);
@@ -578,6 +614,9 @@ impl ReadyLoop {
             } => {
                 if let Some(r) = self.replicas.get_mut(&range_id) {
                     if r.raw.raft.state == StateRole::Leader {
+                        // The target campaigns at once, past its voters'
+                        // refusal to vote: no lease from here on.
+                        r.lease_until = None;
                         r.raw.transfer_leader(to_replica);
                     }
                 }
@@ -594,8 +633,25 @@ impl ReadyLoop {
             LoopMsg::DestroyReplica { range_id, resp } => {
                 let _ = resp.send(self.destroy_replica(range_id).map_err(Error::Storage));
             }
+            LoopMsg::Freeze(d) => std::thread::sleep(d),
             LoopMsg::Stop => {}
         }
+    }
+
+    /// Whether `msg` is a vote request this node must not answer yet (see
+    /// [`ReadyLoop::hold_votes_for`]).
+    fn refuses_vote(&mut self, msg: &Message) -> bool {
+        let Some(until) = self.votes_held_until else {
+            return false;
+        };
+        if Instant::now() >= until {
+            self.votes_held_until = None;
+            return false;
+        }
+        matches!(
+            msg.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        ) && msg.context[..] != raft::CAMPAIGN_TRANSFER[..]
     }
 
     /// Tells Raft about snapshots that were never acknowledged, so that it
@@ -640,11 +696,31 @@ impl ReadyLoop {
                 }
                 continue;
             }
+            let now = Instant::now();
+            if r.lease_until.is_some_and(|until| now < until)
+                && r.raw.raft.lead_transferee.is_none()
+            {
+                // Under a lease no other leader can exist: everything
+                // committed is known here.
+                let index = r.raw.raft.raft_log.committed;
+                let waiters = std::mem::take(&mut r.reads_new);
+                self.store
+                    .lease_reads
+                    .fetch_add(waiters.len() as u64, Ordering::Relaxed);
+                if r.applied.index >= index {
+                    for resp in waiters {
+                        let _ = resp.send(Ok(()));
+                    }
+                } else {
+                    r.reads_ready.push((index, waiters));
+                }
+                continue;
+            }
             self.read_seq += 1;
             let ctx = self.read_seq.to_be_bytes().to_vec();
             r.raw.read_index(ctx.clone());
             r.reads_in_flight
-                .insert(ctx, std::mem::take(&mut r.reads_new));
+                .insert(ctx, (now, std::mem::take(&mut r.reads_new)));
         }
     }
 
@@ -703,7 +779,14 @@ impl ReadyLoop {
                 self.on_role_change(&mut r, role, leader);
             }
             for rs in rd.take_read_states() {
-                if let Some(waiters) = r.reads_in_flight.remove(&rs.request_ctx) {
+                if let Some((sent, waiters)) = r.reads_in_flight.remove(&rs.request_ctx) {
+                    // A quorum heard from this leader after `sent`: none of
+                    // them votes for another until an election timeout
+                    // after that.
+                    if let Some(lease) = self.store.config.read_lease() {
+                        let until = sent + lease;
+                        r.lease_until = Some(r.lease_until.map_or(until, |u| u.max(until)));
+                    }
                     r.reads_ready.push((rs.index, waiters));
                 }
             }
@@ -897,6 +980,12 @@ impl ReadyLoop {
     fn on_role_change(&mut self, r: &mut Replica, role: StateRole, leader: u64) {
         let was_leader = r.handle.status.lock().role == "leader";
         let is_leader = role == StateRole::Leader;
+        if was_leader != is_leader {
+            // Unreplicated locks and leases live and die with a leadership
+            // term.
+            r.handle.locks.lock().clear();
+            r.lease_until = None;
+        }
         if was_leader && !is_leader {
             tracing::info!(range_id = r.handle.range_id, "lost leadership");
             let range_id = r.handle.range_id;
@@ -909,7 +998,7 @@ impl ReadyLoop {
                 range_id,
                 leader_node: None,
             };
-            for (_, v) in r.reads_in_flight.drain() {
+            for (_, (_, v)) in r.reads_in_flight.drain() {
                 for resp in v {
                     let _ = resp.send(Err(err.clone()));
                 }
@@ -1031,6 +1120,9 @@ impl ReadyLoop {
                     }
                 }
                 EntryType::EntryConfChangeV2 => {
+                    // New voters never promised anything: renew the lease
+                    // from a quorum of the new configuration.
+                    r.lease_until = None;
                     let mut cc = ConfChangeV2::default();
                     if cc.merge_from_bytes(&entry.data).is_ok() {
                         let outcome =
@@ -1140,6 +1232,7 @@ impl ReadyLoop {
                 let range_id = r.handle.range_id;
                 local::save_range(batch, &left);
                 r.raw.mut_store().set_descriptor(left.clone());
+                r.handle.locks.lock().truncate_from(&left.end_key);
                 *r.handle.desc.write() = left;
                 r.bytes = r.bytes.saturating_sub(split.right_bytes);
                 // The right side: unless a snapshot already created it here

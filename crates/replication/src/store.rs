@@ -76,6 +76,26 @@ pub struct StoreConfig {
     /// A pending transaction record not heartbeated for this long may be
     /// aborted by any transaction that meets one of its intents.
     pub txn_expiry: Duration,
+    /// Serve reads on a leader from a lease instead of a ReadIndex round
+    /// while it holds one (see the ready loop's "Leases"). Off, every read
+    /// pays a heartbeat round to a quorum.
+    pub read_leases: bool,
+}
+
+impl StoreConfig {
+    /// The least time a follower that heard from its leader refuses to
+    /// vote for anyone else: the minimum election timeout.
+    pub fn election_timeout(&self) -> Duration {
+        self.tick_interval * self.election_ticks as u32
+    }
+
+    /// How long a leader may serve reads without asking a quorum, counted
+    /// from when it sent a heartbeat that a quorum acknowledged: half the
+    /// election timeout, the other half a margin for clock rate
+    /// differences and scheduling.
+    pub fn read_lease(&self) -> Option<Duration> {
+        self.read_leases.then(|| self.election_timeout() / 2)
+    }
 }
 
 impl Default for StoreConfig {
@@ -92,6 +112,7 @@ impl Default for StoreConfig {
             tscache_entries: 100_000,
             log_truncation_threshold: 1000,
             txn_expiry: Duration::from_secs(5),
+            read_leases: true,
         }
     }
 }
@@ -137,6 +158,9 @@ pub struct ReplicaHandle {
     pub desc: RwLock<RangeDescriptor>,
     pub latches: LatchManager,
     pub tscache: Mutex<TimestampCache>,
+    /// Unreplicated locks held while this replica leads (see
+    /// [`crate::locktable`]).
+    pub locks: Mutex<crate::locktable::LockTable>,
     pub status: Mutex<ReplicaStatus>,
     /// The highest closed timestamp this replica has applied: no write at
     /// or below it can still apply here, so reads there need no leader.
@@ -214,6 +238,8 @@ pub(crate) enum LoopMsg {
         range_id: u64,
         resp: Responder,
     },
+    /// Freeze the loop thread (fault injection: a stop-the-world pause).
+    Freeze(Duration),
     Stop,
 }
 
@@ -229,6 +255,10 @@ pub(crate) struct StoreInner {
     pub(crate) stopped: AtomicBool,
     /// Reads served by a follower below its closed timestamp.
     pub(crate) follower_reads: AtomicU64,
+    /// Locks taken in a leader's memory rather than through Raft.
+    pub(crate) locks_in_memory: AtomicU64,
+    /// Reads a leader here served from its lease, without a quorum round.
+    pub(crate) lease_reads: AtomicU64,
     /// The disk is nearly full: new commands are refused (see
     /// [`Store::set_disk_full`]).
     pub(crate) disk_full: AtomicBool,
@@ -267,11 +297,20 @@ impl Store {
             tx,
             stopped: AtomicBool::new(false),
             follower_reads: AtomicU64::new(0),
+            locks_in_memory: AtomicU64::new(0),
+            lease_reads: AtomicU64::new(0),
             disk_full: AtomicBool::new(false),
         });
         let mut ready_loop = ReadyLoop::new(inner.clone(), transport, rx);
         if ident.is_some() {
-            for desc in local::load_ranges(engine.as_ref())? {
+            let ranges = local::load_ranges(engine.as_ref())?;
+            if !ranges.is_empty() {
+                // A restarted node forgot which leaders it heard from: it
+                // must not help elect a new one while an old one's read
+                // lease may still run.
+                ready_loop.hold_votes_for(inner.config.election_timeout());
+            }
+            for desc in ranges {
                 ready_loop.add_replica(desc)?;
             }
         }
@@ -306,6 +345,17 @@ impl Store {
     /// timestamp, without the leader.
     pub fn follower_reads(&self) -> u64 {
         self.inner.follower_reads.load(Ordering::Relaxed)
+    }
+
+    /// How many locks leaders here took in memory (see
+    /// [`crate::locktable`]) instead of replicating them.
+    pub fn locks_in_memory(&self) -> u64 {
+        self.inner.locks_in_memory.load(Ordering::Relaxed)
+    }
+
+    /// How many reads leaders here served from their lease.
+    pub fn lease_reads(&self) -> u64 {
+        self.inner.lease_reads.load(Ordering::Relaxed)
     }
 
     /// The store's configuration.
@@ -592,6 +642,13 @@ impl Store {
                     && (d.end_key.is_empty() || key < d.end_key.as_slice())
             })
             .cloned()
+    }
+
+    /// Freezes the ready loop for `d`, as a long GC pause or SIGSTOP of
+    /// the process would: no ticks, no messages, no reads. For fault
+    /// injection in tests.
+    pub fn freeze_ready_loop(&self, d: Duration) {
+        let _ = self.inner.tx.send(LoopMsg::Freeze(d));
     }
 
     /// Stops the ready loop.

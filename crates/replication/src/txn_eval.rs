@@ -10,6 +10,9 @@
 //!  Prepare ───────────────────────────────────────────────► intents at ts ≥ write_ts
 //!                                                            (pushed above reads in the
 //!                                                             tscache and newer versions)
+//!  Prepare(locks, in_memory) ─────────────────────────────► ReadIndex, then held in the
+//!                                                            leader's lock table, not
+//!                                                            replicated (locktable)
 //!  (refresh reads to max ts)
 //!  EndTxn(commit, ts) ───────► record COMMITTED  ◄── the commit point
 //!  ResolveIntents (async) ────────────────────────────────► intents → versions at ts
@@ -88,6 +91,48 @@ fn committed_before_begin(
         Some(r) if status_of(&r) == TxnStatus::Committed => Ok(Some(r)),
         _ => Ok(None),
     }
+}
+
+/// A `WriteIntent` error if another transaction than `txn_id` holds an
+/// unreplicated lock on `key`: the writer pushes it as it would an intent.
+pub(crate) fn check_lock_table(
+    replica: &ReplicaHandle,
+    key: &[u8],
+    txn_id: &[u8],
+) -> Result<(), Error> {
+    match replica.locks.lock().holder(key) {
+        Some(holder) if holder.id != txn_id => Err(Error::Mvcc(MvccError::WriteIntent {
+            key: key.to_vec(),
+            intent: Box::new(holder.clone()),
+        })),
+        _ => Ok(()),
+    }
+}
+
+/// The values a lock returned are reads: protect them like reads.
+fn record_locked_reads(
+    replica: &ReplicaHandle,
+    locked: &[kv::LockedValue],
+    ts: concord_hlc::Timestamp,
+    meta: &TxnMeta,
+) {
+    if locked.is_empty() {
+        return;
+    }
+    let read_at = ts.max(concord_proto::ts(meta.read_ts));
+    let mut tscache = replica.tscache.lock();
+    for l in locked {
+        tscache.add_point(&l.key, read_at, Some(&meta.id));
+    }
+}
+
+fn prepare_response(ts: concord_hlc::Timestamp, locked: Vec<kv::LockedValue>) -> Vec<kv::Response> {
+    vec![kv::Response {
+        response: Some(Resp::Prepare(kv::PrepareResponse {
+            write_ts: Some(ts.into()),
+            locked,
+        })),
+    }]
 }
 
 fn status_of(record: &TxnRecord) -> TxnStatus {
@@ -318,6 +363,17 @@ impl Store {
             super::eval::check_key(replica, &w.key)?;
             spans.push(LatchSpan::write_key(&w.key));
         }
+        // Locks of a transaction that has its record may stay in memory
+        // (see crate::locktable). Like a read, they need the leader to
+        // confirm it still leads and to have applied everything committed:
+        // the values they return are reads.
+        let in_memory = req.in_memory
+            && !req.begin
+            && req.writes.iter().all(|w| w.lock_only)
+            && replica.locks.lock().has_room(req.writes.len());
+        if in_memory {
+            self.read_index(replica.range_id).await?;
+        }
         let _latches = replica.latches.acquire(spans).await;
         for w in &req.writes {
             super::eval::check_key(replica, &w.key)?;
@@ -334,6 +390,7 @@ impl Store {
                 }
             }
         }
+        let mut own_intents = Vec::new();
         for w in &req.writes {
             if let Some(intent) = mvcc::get_intent(engine, &w.key)? {
                 let other = intent.txn.unwrap_or_default();
@@ -343,7 +400,9 @@ impl Store {
                         intent: Box::new(other),
                     }));
                 }
+                own_intents.push(w.key.as_slice());
             }
+            check_lock_table(replica, &w.key, &meta.id)?;
             if let Some(existing) = mvcc::newest_version_ts(engine, &w.key)? {
                 if existing >= ts {
                     ts = existing.next();
@@ -365,6 +424,22 @@ impl Store {
                 });
             }
         }
+        if in_memory {
+            // A key this transaction already holds through Raft stays so.
+            let mut table = replica.locks.lock();
+            for w in &req.writes {
+                if !own_intents.contains(&w.key.as_slice()) {
+                    table.insert(w.key.clone(), meta.clone());
+                }
+            }
+            drop(table);
+            self.inner.locks_in_memory.fetch_add(
+                req.writes.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            record_locked_reads(replica, &locked, ts, &meta);
+            return Ok(prepare_response(ts, locked));
+        }
         let mut writes: Vec<RawWrite> = record.as_ref().map(put_record).into_iter().collect();
         writes.extend(req.writes.into_iter().map(|w| {
             RawWrite {
@@ -381,20 +456,8 @@ impl Store {
             }
         }));
         self.propose_raw(replica.range_id, writes, 0).await?;
-        if !locked.is_empty() {
-            // The values returned are reads: protect them like reads.
-            let read_at = ts.max(concord_proto::ts(meta.read_ts));
-            let mut tscache = replica.tscache.lock();
-            for l in &locked {
-                tscache.add_point(&l.key, read_at, Some(&meta.id));
-            }
-        }
-        Ok(vec![kv::Response {
-            response: Some(Resp::Prepare(kv::PrepareResponse {
-                write_ts: Some(ts.into()),
-                locked,
-            })),
-        }])
+        record_locked_reads(replica, &locked, ts, &meta);
+        Ok(prepare_response(ts, locked))
     }
 
     /// ResolveIntents: a finished transaction's intents in some spans of
@@ -420,6 +483,14 @@ impl Store {
             super::eval::check_key_or_span(replica, &sp.start, &sp.end)?;
         }
         replica.ensure_leader()?;
+        {
+            let mut table = replica.locks.lock();
+            if !table.is_empty() {
+                for sp in &req.spans {
+                    table.release(&req.txn_id, &sp.start, &sp.end);
+                }
+            }
+        }
         let engine = self.engine().as_ref();
         let commit_ts = concord_proto::ts(req.commit_ts);
         let mut writes = Vec::new();

@@ -303,3 +303,73 @@ async fn raft_logs_stay_bounded_over_200k_writes() {
     eprintln!("most entries on disk during 200k writes: {max_seen}");
     assert!(max_seen <= 2000, "a log held {max_seen} entries on disk");
 }
+
+/// Read leases: once a quorum answered one of its ReadIndex rounds, a
+/// leader serves reads without asking again for half an election timeout.
+/// A leader that is cut off and frozen (a long pause) past the time a new
+/// leader takes to be elected and to overwrite a key must not serve the old
+/// value when it wakes: its lease ran out on the clock while it slept
+/// (followers refuse votes for an election timeout after they last heard
+/// from it, so a lease of half that ends before anyone else can lead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_reads_under_its_lease_and_a_paused_one_never_reads_stale() {
+    let c = TestCluster::start(3, fast_config()).await;
+    let leader = c.leader(Duration::from_secs(10)).await.expect("leader");
+    c.commit(leader, vec![kv(1)]).await.unwrap();
+    let store = c.store(leader);
+    let before = store.lease_reads();
+    for _ in 0..20 {
+        assert_eq!(c.get(leader, b"key00001").await.unwrap(), kv(1).1);
+    }
+    assert!(
+        store.lease_reads() > before,
+        "reads after the first ReadIndex come from the lease"
+    );
+
+    // Cut the leader off and freeze it for 1.5 s (the election timeout is
+    // 0.4 s); a read sent to it waits in its inbox.
+    c.mesh.isolate(leader, &[1, 2, 3]);
+    store.freeze_ready_loop(Duration::from_millis(1500));
+    let frozen = Instant::now();
+    let stale_read = {
+        let store = store.clone();
+        tokio::spawn(async move { store.batch(get_request(b"key00001")).await })
+    };
+    let ok = wait_until(Duration::from_secs(10), || {
+        (1..=3)
+            .filter(|n| *n != leader)
+            .any(|n| c.store(n).replica(1).unwrap().status.lock().leader_ready)
+    })
+    .await;
+    assert!(ok, "the majority elects a new leader");
+    let new = (1..=3)
+        .find(|n| *n != leader && c.store(*n).replica(1).unwrap().status.lock().leader_ready)
+        .unwrap();
+    let overwrite = (b"key00001".to_vec(), Some(b"new".to_vec()));
+    c.commit(new, vec![overwrite])
+        .await
+        .expect("the majority commits");
+    assert!(
+        frozen.elapsed() < Duration::from_millis(1500),
+        "the overwrite landed while the old leader slept (else the test proves nothing)"
+    );
+    let resp = stale_read.await.unwrap();
+    assert!(
+        resp.error.is_some(),
+        "the paused old leader answered a read from an expired lease: {:?}",
+        resp.responses
+    );
+    c.mesh.heal();
+}
+
+fn get_request(key: &[u8]) -> concord_proto::kv::BatchRequest {
+    use concord_proto::kv::{request::Request as Req, BatchRequest, GetRequest, Request};
+    BatchRequest {
+        range_id: 1,
+        now: None,
+        txn: None,
+        requests: vec![Request {
+            request: Some(Req::Get(GetRequest { key: key.to_vec() })),
+        }],
+    }
+}

@@ -117,6 +117,18 @@ pub fn render_metrics(ctx: &NodeContext) -> Result<String, prometheus::Error> {
     )?;
     follower_reads.set(ctx.store.follower_reads() as i64);
     registry.register(Box::new(follower_reads.clone()))?;
+    let locks_in_memory = IntGauge::new(
+        "concord_locks_in_memory",
+        "Locks that leaders here held in memory instead of replicating them.",
+    )?;
+    locks_in_memory.set(ctx.store.locks_in_memory() as i64);
+    registry.register(Box::new(locks_in_memory.clone()))?;
+    let lease_reads = IntGauge::new(
+        "concord_lease_reads",
+        "Reads that leaders here served from their lease, without a quorum round.",
+    )?;
+    lease_reads.set(ctx.store.lease_reads() as i64);
+    registry.register(Box::new(lease_reads.clone()))?;
     let hlc = IntGauge::new(
         "concord_hlc_wall_nanos",
         "Wall time of this node's hybrid logical clock.",
@@ -165,6 +177,8 @@ pub fn render_metrics(ctx: &NodeContext) -> Result<String, prometheus::Error> {
             .set(points as i64);
         raft.with_label_values(&[id.as_str(), "tscache_spans"])
             .set(spans as i64);
+        raft.with_label_values(&[id.as_str(), "locks_held"])
+            .set(r.locks.lock().len() as i64);
         let leading = st.role == "leader";
         n_leaders += leading as i64;
         is_leader

@@ -33,7 +33,14 @@
 //! block: [`Txn::lock_for_update`]) use the same machinery early: the record
 //! is created when the first lock is taken, locks are lock-only intents
 //! (readers pass them; they leave no version), and the transaction then
-//! commits or aborts through its record whatever its writes.
+//! commits or aborts through its record whatever its writes. The first
+//! lock is replicated with the record; later ones are *unreplicated*: the
+//! key's leader holds them in memory (`concord_replication::locktable`),
+//! which costs a ReadIndex round instead of a replicated, fsynced command.
+//! Writers meet them as they meet intents (WriteIntent, then a push). A
+//! lock lost with its leader only weakens the wait, not serializability:
+//! the locked value was read at the lock's timestamp and the commit
+//! refreshes it.
 //!
 //! # Chunks
 //! A range's intents are written by as many PrepareRequests as it takes to
@@ -225,7 +232,7 @@ impl Txn {
         let mut regroups = 0;
         let ts = loop {
             match self
-                .prepare_chunk(&meta, std::slice::from_ref(&first), true)
+                .prepare_chunk(&meta, std::slice::from_ref(&first), Prepare::Begin)
                 .await
             {
                 Ok(ts) => break ts,
@@ -292,7 +299,7 @@ impl Txn {
         // The ranges record the values they return as read at this
         // transaction's current read timestamp (at least).
         meta.read_ts = Some(self.read_ts.into());
-        let ts = self.prepare_all(&meta, writes).await?;
+        let ts = self.prepare_all(&meta, writes, Prepare::Locks).await?;
         Ok(ts.max(first_ts))
     }
 
@@ -449,7 +456,12 @@ impl Txn {
     /// failure no new chunk is sent, the ones in flight are waited for, and
     /// the first error is returned (intents may then be on any key of
     /// `writes`).
-    async fn prepare_all(&self, meta: &TxnMeta, writes: Vec<kv::Write>) -> Result<Timestamp> {
+    async fn prepare_all(
+        &self,
+        meta: &TxnMeta,
+        writes: Vec<kv::Write>,
+        kind: Prepare,
+    ) -> Result<Timestamp> {
         let limits = self.limits;
         let stopped = self.locks.as_ref().map(|l| l.stopped.clone());
         let meta_len = meta.encoded_len();
@@ -506,7 +518,7 @@ impl Txn {
                     let chunk = queues[i].1.pop_front().expect("checked non-empty");
                     *per_range.entry(range_id).or_default() += 1;
                     in_flight.push(async move {
-                        let r = self.prepare_chunk(meta, &chunk, false).await;
+                        let r = self.prepare_chunk(meta, &chunk, kind).await;
                         (range_id, r, chunk)
                     });
                 }
@@ -543,7 +555,7 @@ impl Txn {
         spans: &[KeySpan],
     ) -> Result<Timestamp> {
         let commit_ts = self
-            .prepare_all(meta, writes)
+            .prepare_all(meta, writes, Prepare::Intents)
             .await?
             .max(floor)
             .max(self.read_ts);
@@ -594,13 +606,15 @@ impl Txn {
 
     /// Writes the intents of one chunk (consecutive writes of one range);
     /// returns their timestamp. `RangeChanged` if the range split: the
-    /// caller groups the writes again. With `begin`, the same command
-    /// creates the transaction's record (see [`Txn::ensure_record`]).
+    /// caller groups the writes again. [`Prepare::Begin`] creates the
+    /// transaction's record in the same command (see
+    /// [`Txn::ensure_record`]); [`Prepare::Locks`] lets the leader hold
+    /// lock-only writes in memory.
     async fn prepare_chunk(
         &self,
         meta: &TxnMeta,
         writes: &[kv::Write],
-        begin: bool,
+        kind: Prepare,
     ) -> Result<Timestamp> {
         let Some(route) = writes.first().map(|w| w.key.as_slice()) else {
             return Ok(Timestamp::ZERO);
@@ -609,7 +623,8 @@ impl Txn {
             let req = Req::Prepare(kv::PrepareRequest {
                 txn: Some(meta.clone()),
                 writes: writes.to_vec(),
-                begin,
+                begin: kind == Prepare::Begin,
+                in_memory: kind == Prepare::Locks,
             });
             match self.sender.send(route, plain_batch(meta, req), false).await {
                 Ok(resps) => {
@@ -633,6 +648,18 @@ impl Txn {
             }
         }
     }
+}
+
+/// What a PrepareRequest is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Prepare {
+    /// The first lock or intent: it also writes the record.
+    Begin,
+    /// Intents at commit.
+    Intents,
+    /// Locks once the record exists: the leader may hold them in memory
+    /// (an unreplicated lock, see `concord_replication::locktable`).
+    Locks,
 }
 
 /// What an intent costs in a PrepareRequest beyond its key, value and
