@@ -61,7 +61,7 @@ pub mod txn;
 
 pub use admin::RangeInfo;
 pub use sender::DistSender;
-pub use txn::{failpoints, Db, Txn, TxnLimits, ASSUMED_READ_CHANGED};
+pub use txn::{failpoints, Db, Resolver, Txn, TxnLimits, ASSUMED_READ_CHANGED};
 
 /// Errors of the KV client, as the SQL layer sees them.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -49,7 +49,9 @@ use concord_proto::kv::{
 use crate::sender::DistSender;
 use crate::{Error, Result};
 
+mod resolver;
 mod twopc;
+pub use resolver::Resolver;
 pub use twopc::failpoints;
 
 /// How many times a read moves its timestamp for uncertainty before giving up.
@@ -165,6 +167,8 @@ type ActiveTxns = Arc<Mutex<BTreeSet<(Timestamp, Vec<u8>)>>>;
 #[derive(Clone)]
 pub struct Db {
     sender: Arc<DistSender>,
+    /// Batches the cleanup of committed transactions per range.
+    resolver: Arc<Resolver>,
     /// Failpoints enabled on this database's transactions (tests only).
     failpoints: Arc<Mutex<HashSet<String>>>,
     /// Open transactions on this node, by read timestamp: MVCC GC must not
@@ -178,6 +182,7 @@ impl Db {
     /// A database over a sender.
     pub fn new(sender: Arc<DistSender>) -> Self {
         Db {
+            resolver: Resolver::new(sender.clone()),
             sender,
             failpoints: Arc::default(),
             active: Arc::default(),
@@ -215,6 +220,11 @@ impl Db {
     /// The sender.
     pub fn sender(&self) -> &Arc<DistSender> {
         &self.sender
+    }
+
+    /// The node's cleanup batcher.
+    pub fn resolver(&self) -> &Arc<Resolver> {
+        &self.resolver
     }
 
     /// Begins a transaction reading at the clock's current time.
@@ -262,6 +272,7 @@ impl Db {
         self.active.lock().insert((read_ts, id.clone()));
         Txn {
             sender: self.sender.clone(),
+            resolver: self.resolver.clone(),
             active: self.active.clone(),
             registered: read_ts,
             id,
@@ -288,6 +299,7 @@ impl Db {
 /// A transaction. Dropping it without committing rolls it back.
 pub struct Txn {
     sender: Arc<DistSender>,
+    resolver: Arc<Resolver>,
     id: Vec<u8>,
     read_ts: Timestamp,
     uncertainty_limit: Timestamp,

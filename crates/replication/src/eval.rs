@@ -100,6 +100,28 @@ impl Store {
             .filter(|r| !matches!(r, Req::Get(_) | Req::Scan(_) | Req::Refresh(_)))
             .count();
         if exclusive > 0 {
+            // Cleanup of many transactions at once (the gateway's resolver
+            // batches them per range): one latch set, one Raft command.
+            if requests.len() > 1 && requests.iter().all(|r| matches!(r, Req::ResolveIntents(_))) {
+                let reqs = requests
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        Req::ResolveIntents(x) => Some(x),
+                        _ => None,
+                    })
+                    .collect();
+                return self.eval_resolve_intents_many(&replica, reqs).await;
+            }
+            if requests.len() > 1 && requests.iter().all(|r| matches!(r, Req::GcTxn(_))) {
+                let reqs = requests
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        Req::GcTxn(x) => Some(x),
+                        _ => None,
+                    })
+                    .collect();
+                return self.eval_gc_txns(&replica, reqs).await;
+            }
             if exclusive != 1 || requests.len() != 1 {
                 return Err(Error::BadRequest(
                     "commits and admin requests must be alone in their batch".into(),
@@ -117,8 +139,10 @@ impl Store {
                     let expiry = self.config().txn_expiry;
                     self.eval_push_txn(&replica, r, expiry).await
                 }
-                Some(Req::ResolveIntents(r)) => self.eval_resolve_intents(&replica, r).await,
-                Some(Req::GcTxn(r)) => self.eval_gc_txn(&replica, r).await,
+                Some(Req::ResolveIntents(r)) => {
+                    self.eval_resolve_intents_many(&replica, vec![r]).await
+                }
+                Some(Req::GcTxn(r)) => self.eval_gc_txns(&replica, vec![r]).await,
                 Some(Req::Gc(r)) => self.eval_gc(&replica, r).await,
                 _ => unreachable!("checked: exactly one exclusive request"),
             };

@@ -462,118 +462,147 @@ impl Store {
 
     /// ResolveIntents: a finished transaction's intents in some spans of
     /// this range become versions (committed) or vanish (aborted).
-    pub(crate) async fn eval_resolve_intents(
+    /// Resolves the intents of finished transactions: one request per
+    /// transaction, all under one set of latches and in one Raft command.
+    pub(crate) async fn eval_resolve_intents_many(
         &self,
         replica: &ReplicaHandle,
-        req: kv::ResolveIntentsRequest,
+        reqs: Vec<kv::ResolveIntentsRequest>,
     ) -> Result<Vec<kv::Response>, Error> {
-        let status = TxnStatus::try_from(req.status).unwrap_or(TxnStatus::Pending);
-        if status == TxnStatus::Pending {
-            return Err(Error::BadRequest(
-                "cannot resolve the intents of a pending transaction".into(),
-            ));
-        }
-        let mut latches = Vec::with_capacity(req.spans.len());
-        for sp in &req.spans {
-            super::eval::check_key_or_span(replica, &sp.start, &sp.end)?;
-            latches.push(super::eval::latch_for(&sp.start, &sp.end, true));
+        let mut latches = Vec::new();
+        for req in &reqs {
+            if TxnStatus::try_from(req.status).unwrap_or(TxnStatus::Pending) == TxnStatus::Pending {
+                return Err(Error::BadRequest(
+                    "cannot resolve the intents of a pending transaction".into(),
+                ));
+            }
+            for sp in &req.spans {
+                super::eval::check_key_or_span(replica, &sp.start, &sp.end)?;
+                latches.push(super::eval::latch_for(&sp.start, &sp.end, true));
+            }
         }
         let _latches = replica.latches.acquire(latches).await;
-        for sp in &req.spans {
-            super::eval::check_key_or_span(replica, &sp.start, &sp.end)?;
+        for req in &reqs {
+            for sp in &req.spans {
+                super::eval::check_key_or_span(replica, &sp.start, &sp.end)?;
+            }
         }
         replica.ensure_leader()?;
         {
             let mut table = replica.locks.lock();
             if !table.is_empty() {
-                for sp in &req.spans {
-                    table.release(&req.txn_id, &sp.start, &sp.end);
+                for req in &reqs {
+                    for sp in &req.spans {
+                        table.release(&req.txn_id, &sp.start, &sp.end);
+                    }
                 }
             }
         }
         let engine = self.engine().as_ref();
-        let commit_ts = concord_proto::ts(req.commit_ts);
         let mut writes = Vec::new();
-        for sp in &req.spans {
-            // A single key is a point lookup: a scan of even one key would
-            // step over every deleted intent still in the memtable there
-            // (a hot row's thousands), a get finds the newest at once.
-            let found = if sp.end.is_empty() {
-                engine
-                    .get(Cf::Lock, &sp.start)?
-                    .map(|raw| (sp.start.clone(), raw))
-                    .into_iter()
-                    .collect()
-            } else {
-                engine.scan(Cf::Lock, &sp.start, Some(&sp.end), 0)?
-            };
-            for (key, raw) in found {
-                let intent = Intent::decode(raw.as_slice()).map_err(|e| {
-                    concord_storage::Error::Corruption(format!(
-                        "intent on {}: {e}",
-                        concord_storage::fmt_key(&key)
-                    ))
-                })?;
-                if intent.txn.as_ref().map(|t| t.id.as_slice()) != Some(req.txn_id.as_slice()) {
-                    continue;
-                }
-                if status == TxnStatus::Committed && !intent.lock_only {
-                    let value = (!intent.tombstone).then_some(intent.value.as_slice());
+        let mut responses = Vec::with_capacity(reqs.len());
+        for req in &reqs {
+            let status = TxnStatus::try_from(req.status).unwrap_or(TxnStatus::Pending);
+            let commit_ts = concord_proto::ts(req.commit_ts);
+            let mut resolved = 0u64;
+            for sp in &req.spans {
+                // A single key is a point lookup: a scan of even one key would
+                // step over every deleted intent still in the memtable there
+                // (a hot row's thousands), a get finds the newest at once.
+                let found = if sp.end.is_empty() {
+                    engine
+                        .get(Cf::Lock, &sp.start)?
+                        .map(|raw| (sp.start.clone(), raw))
+                        .into_iter()
+                        .collect()
+                } else {
+                    engine.scan(Cf::Lock, &sp.start, Some(&sp.end), 0)?
+                };
+                for (key, raw) in found {
+                    let intent = Intent::decode(raw.as_slice()).map_err(|e| {
+                        concord_storage::Error::Corruption(format!(
+                            "intent on {}: {e}",
+                            concord_storage::fmt_key(&key)
+                        ))
+                    })?;
+                    if intent.txn.as_ref().map(|t| t.id.as_slice()) != Some(req.txn_id.as_slice()) {
+                        continue;
+                    }
+                    if status == TxnStatus::Committed && !intent.lock_only {
+                        let value = (!intent.tombstone).then_some(intent.value.as_slice());
+                        writes.push(RawWrite {
+                            family: Family::Data as i32,
+                            key: keys::mvcc_key(&key, commit_ts),
+                            value: mvcc::encode_value(value),
+                            delete: false,
+                        });
+                    }
                     writes.push(RawWrite {
-                        family: Family::Data as i32,
-                        key: keys::mvcc_key(&key, commit_ts),
-                        value: mvcc::encode_value(value),
-                        delete: false,
+                        family: Family::Lock as i32,
+                        key,
+                        value: vec![],
+                        delete: true,
                     });
+                    resolved += 1;
+                }
+            }
+            responses.push(kv::Response {
+                response: Some(Resp::ResolveIntents(kv::ResolveIntentsResponse {
+                    resolved,
+                })),
+            });
+        }
+        self.propose_raw(replica.range_id, writes, 0).await?;
+        Ok(responses)
+    }
+
+    /// Forgets the records of finished transactions (their intents are
+    /// resolved), all in one Raft command.
+    pub(crate) async fn eval_gc_txns(
+        &self,
+        replica: &ReplicaHandle,
+        reqs: Vec<kv::GcTxnRequest>,
+    ) -> Result<Vec<kv::Response>, Error> {
+        let metas: Vec<TxnMeta> = reqs
+            .into_iter()
+            .map(|r| r.txn.unwrap_or_default())
+            .collect();
+        for meta in &metas {
+            super::eval::check_key(replica, &meta.anchor_key)?;
+        }
+        let _guard = replica
+            .latches
+            .acquire(metas.iter().map(record_latch).collect())
+            .await;
+        for meta in &metas {
+            super::eval::check_key(replica, &meta.anchor_key)?;
+        }
+        replica.ensure_leader()?;
+        let engine = self.engine().as_ref();
+        let mut writes = Vec::new();
+        for meta in &metas {
+            if let Some(r) = txn::get_record(engine, meta)? {
+                if status_of(&r) == TxnStatus::Pending {
+                    return Err(Error::BadRequest(
+                        "cannot forget the record of a pending transaction".into(),
+                    ));
                 }
                 writes.push(RawWrite {
-                    family: Family::Lock as i32,
-                    key,
+                    family: Family::Txn as i32,
+                    key: txn::record_key(&meta.anchor_key, &meta.id),
                     value: vec![],
                     delete: true,
                 });
             }
         }
-        let resolved = writes
-            .iter()
-            .filter(|w| w.family == Family::Lock as i32)
-            .count();
-        self.propose_raw(replica.range_id, writes, 0).await?;
-        Ok(vec![kv::Response {
-            response: Some(Resp::ResolveIntents(kv::ResolveIntentsResponse {
-                resolved: resolved as u64,
-            })),
-        }])
-    }
-
-    /// GcTxn: forgets a finished transaction's record.
-    pub(crate) async fn eval_gc_txn(
-        &self,
-        replica: &ReplicaHandle,
-        req: kv::GcTxnRequest,
-    ) -> Result<Vec<kv::Response>, Error> {
-        let meta = req.txn.unwrap_or_default();
-        let (_guard, record) = self.lock_record(replica, &meta).await?;
-        if let Some(r) = &record {
-            if status_of(r) == TxnStatus::Pending {
-                return Err(Error::BadRequest(
-                    "cannot forget the record of a pending transaction".into(),
-                ));
-            }
-            self.propose_raw(
-                replica.range_id,
-                vec![RawWrite {
-                    family: Family::Txn as i32,
-                    key: txn::record_key(&meta.anchor_key, &meta.id),
-                    value: vec![],
-                    delete: true,
-                }],
-                0,
-            )
-            .await?;
+        if !writes.is_empty() {
+            self.propose_raw(replica.range_id, writes, 0).await?;
             replica.records_changed.notify_waiters();
         }
-        Ok(record_response(None))
+        Ok(metas
+            .iter()
+            .map(|_| record_response(None).remove(0))
+            .collect())
     }
 }
 

@@ -14,7 +14,8 @@
 //!  EndTxn(COMMITTED, commit_ts)     ◄── the commit point        ── crash after: readers find
 //!                                                                  COMMITTED and resolve
 //!  reply to the client
-//!  (background) ResolveIntents per range, then GcTxn
+//!  (background) ResolveIntents per range, then GcTxn, batched per range
+//!              with other transactions' by the node's resolver
 //! ```
 //!
 //! Meeting an intent (a read at or above its timestamp, or a write):
@@ -371,10 +372,9 @@ impl Txn {
                     tokio::time::sleep(Duration::from_nanos(ahead)).await;
                 }
                 let _ = clock.update(commit_ts);
-                tokio::spawn(cleanup(
-                    self.sender.clone(),
+                tokio::spawn(cleanup_committed(
+                    self.resolver.clone(),
                     meta,
-                    TxnStatus::Committed,
                     commit_ts,
                     spans,
                     in_flight,
@@ -982,6 +982,79 @@ async fn heartbeat_loop(sender: Arc<DistSender>, meta: TxnMeta, stopped: Arc<Ato
 
 /// After the outcome is recorded: resolves the intents, then forgets the
 /// record. Failures are left to the transactions that meet the intents.
+/// The cleanup of a committed transaction through the node's [`Resolver`]:
+/// its point intents (grouped by range) and its record join other
+/// transactions' in one command per range. Wide spans, and whatever a batch
+/// could not do, take the unbatched path.
+async fn cleanup_committed(
+    resolver: Arc<super::Resolver>,
+    meta: TxnMeta,
+    commit_ts: Timestamp,
+    spans: Vec<KeySpan>,
+    in_flight: usize,
+) {
+    let sender = resolver.sender().clone();
+    let status = TxnStatus::Committed;
+    let (points, wide): (Vec<KeySpan>, Vec<KeySpan>) =
+        spans.into_iter().partition(|sp| sp.end.is_empty());
+    let mut groups: Vec<(u64, Vec<KeySpan>)> = Vec::new();
+    for sp in points {
+        let range = match sender.range_for_key(&sp.start).await {
+            Ok(d) => d.range_id,
+            Err(_) => 0,
+        };
+        match groups.last_mut() {
+            Some((r, g)) if *r == range && g.len() < POINT_SPANS_PER_CHUNK => g.push(sp),
+            _ => groups.push((range, vec![sp])),
+        }
+    }
+    let batched = futures::future::join_all(groups.into_iter().map(|(_, g)| {
+        let resolver = resolver.clone();
+        let sender = sender.clone();
+        let id = meta.id.clone();
+        async move {
+            let req = Req::ResolveIntents(kv::ResolveIntentsRequest {
+                txn_id: id.clone(),
+                status: status as i32,
+                commit_ts: Some(commit_ts.into()),
+                spans: g.clone(),
+            });
+            match resolver.submit(g[0].start.clone(), req).await {
+                Ok(()) => Ok(()),
+                Err(_) => resolve_spans(&sender, &id, status, commit_ts, &g, 1).await,
+            }
+        }
+    }))
+    .await;
+    let wide_done = resolve_spans(&sender, &meta.id, status, commit_ts, &wide, in_flight).await;
+    if let Some(e) = batched
+        .into_iter()
+        .find_map(|r| r.err())
+        .or(wide_done.err())
+    {
+        tracing::debug!(
+            "resolving the intents of {}: {e}; readers will resolve them",
+            concord_storage::fmt_txn_id(&meta.id)
+        );
+        return;
+    }
+    let req = Req::GcTxn(kv::GcTxnRequest {
+        txn: Some(meta.clone()),
+    });
+    if resolver
+        .submit(meta.anchor_key.clone(), req.clone())
+        .await
+        .is_err()
+    {
+        if let Err(e) = send_one(&sender, &meta.anchor_key, plain_batch(&meta, req)).await {
+            tracing::debug!(
+                "forgetting record {}: {e}",
+                concord_storage::fmt_txn_id(&meta.id)
+            );
+        }
+    }
+}
+
 async fn cleanup(
     sender: Arc<DistSender>,
     meta: TxnMeta,
