@@ -587,3 +587,55 @@ async fn concurrent_commits_are_cleaned_up_in_batches_per_range() {
     );
     assert_eq!(read(&db, "m039").await, Some(b"y".to_vec()));
 }
+
+/// Writes on the record's range commit in the EndTxn command itself: they
+/// get no intent, so nothing is left to resolve there. A coordinator that
+/// stops right after the commit point leaves intents only on the record's
+/// first key (written with the record) and on the other ranges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_the_records_range_commit_with_the_record() {
+    let (db, store) = db().await;
+    split_between(&db, &["a", "m"]).await;
+    db.enable_failpoint(failpoints::AFTER_COMMIT);
+    let mut t = db.begin();
+    t.put(key("a1"), b"1".to_vec()).unwrap();
+    t.put(key("a2"), b"2".to_vec()).unwrap();
+    t.put(key("a3"), b"3".to_vec()).unwrap();
+    t.put(key("m1"), b"m".to_vec()).unwrap();
+    let err = t.commit().await.unwrap_err();
+    assert!(err.to_string().contains("failpoint"), "{err}");
+    db.disable_failpoint(failpoints::AFTER_COMMIT);
+    assert_eq!(
+        intents(&store),
+        2,
+        "a1 (the record's first key) and m1 have intents; a2 and a3 committed with the record"
+    );
+    for (k, v) in [("a1", "1"), ("a2", "2"), ("a3", "3"), ("m1", "m")] {
+        assert_eq!(read(&db, k).await, Some(v.as_bytes().to_vec()), "{k}");
+    }
+}
+
+/// A write that commits with the record is still placed above every read
+/// of its key: if another transaction read the key at a later timestamp
+/// than the commit would have had, the record's range answers
+/// NeedsRefresh and the commit moves above that read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_committed_with_the_record_goes_above_a_later_read() {
+    let (db, _store) = db().await;
+    split_between(&db, &["a", "m"]).await;
+    let mut t = db.begin();
+    t.put(key("a1"), b"1".to_vec()).unwrap();
+    t.put(key("a2"), b"2".to_vec()).unwrap();
+    t.put(key("m1"), b"m".to_vec()).unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut reader = db.begin();
+    assert_eq!(reader.get(&key("a2")).await.unwrap(), None);
+    let read_at = reader.read_ts();
+    assert!(read_at > t.read_ts());
+    let commit_ts = t.commit().await.unwrap();
+    assert!(
+        commit_ts > read_at,
+        "committed at {commit_ts}, not above the read of a2 at {read_at}"
+    );
+    assert_eq!(read(&db, "a2").await, Some(b"2".to_vec()));
+}

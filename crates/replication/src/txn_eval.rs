@@ -240,7 +240,17 @@ impl Store {
         req: kv::EndTxnRequest,
     ) -> Result<Vec<kv::Response>, Error> {
         let meta = req.txn.unwrap_or_default();
-        let (_guard, record) = self.lock_record(replica, &meta).await?;
+        if !req.writes.is_empty() && !req.commit {
+            return Err(Error::BadRequest(
+                "an EndTxn that aborts carries no writes".into(),
+            ));
+        }
+        let (_guard, record) = if req.writes.is_empty() {
+            self.lock_record(replica, &meta).await?
+        } else {
+            self.lock_record_and_keys(replica, &meta, &req.writes)
+                .await?
+        };
         let mut record = match record {
             None if req.commit => {
                 return Err(aborted(
@@ -266,8 +276,12 @@ impl Store {
                     }
                 }
                 record.intent_spans = req.intent_spans;
-                self.propose_raw(replica.range_id, vec![put_record(&record)], 0)
-                    .await?;
+                let mut writes = vec![put_record(&record)];
+                if commit && !req.writes.is_empty() {
+                    let ts = concord_proto::ts(req.commit_ts);
+                    writes.extend(self.local_commit_writes(replica, &meta, &req.writes, ts)?);
+                }
+                self.propose_raw(replica.range_id, writes, 0).await?;
                 replica.records_changed.notify_waiters();
                 Ok(record_response(Some(record)))
             }
@@ -283,6 +297,106 @@ impl Store {
     /// PushTxn: what became of the transaction whose intent the pusher met;
     /// aborts it if its coordinator stopped heartbeating or, for an abort
     /// push, if the pusher has the higher priority.
+    /// Like [`Store::lock_record`], also latching `writes`' keys (one
+    /// acquisition: record and keys together).
+    async fn lock_record_and_keys<'a>(
+        &self,
+        replica: &'a ReplicaHandle,
+        meta: &TxnMeta,
+        writes: &[kv::Write],
+    ) -> Result<(crate::latch::LatchGuard<'a>, Option<TxnRecord>), Error> {
+        super::eval::check_key(replica, &meta.anchor_key)?;
+        let mut latches = vec![record_latch(meta)];
+        for w in writes {
+            super::eval::check_key(replica, &w.key)?;
+            latches.push(LatchSpan::write_key(&w.key));
+        }
+        let guard = replica.latches.acquire(latches).await;
+        super::eval::check_key(replica, &meta.anchor_key)?;
+        for w in writes {
+            super::eval::check_key(replica, &w.key)?;
+        }
+        replica.ensure_leader()?;
+        let record = txn::get_record(self.engine().as_ref(), meta)?;
+        Ok((guard, record))
+    }
+
+    /// The engine writes that commit `writes` (keys of this range, latched)
+    /// at `ts` for the transaction `meta`: a version each, and the deletion
+    /// of the transaction's own intent or lock there. Fails with
+    /// `NeedsRefresh` if a key cannot take a version at `ts` (a newer
+    /// version, or a read at or above `ts` by another transaction), and
+    /// with `WriteIntent` if another transaction holds the key.
+    fn local_commit_writes(
+        &self,
+        replica: &ReplicaHandle,
+        meta: &TxnMeta,
+        writes: &[kv::Write],
+        ts: concord_hlc::Timestamp,
+    ) -> Result<Vec<RawWrite>, Error> {
+        let engine = self.engine().as_ref();
+        let mut needed = ts;
+        {
+            let tscache = replica.tscache.lock();
+            for w in writes {
+                let read = tscache.max_read(&w.key, Some(&meta.id));
+                if read >= needed {
+                    needed = read.next();
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(2 * writes.len());
+        for w in writes {
+            let own_intent = match mvcc::get_intent(engine, &w.key)? {
+                Some(intent) => {
+                    let other = intent.txn.unwrap_or_default();
+                    if other.id != meta.id {
+                        return Err(Error::Mvcc(MvccError::WriteIntent {
+                            key: w.key.clone(),
+                            intent: Box::new(other),
+                        }));
+                    }
+                    true
+                }
+                None => false,
+            };
+            check_lock_table(replica, &w.key, &meta.id)?;
+            if let Some(existing) = mvcc::newest_version_ts(engine, &w.key)? {
+                if existing >= needed {
+                    needed = existing.next();
+                }
+            }
+            if w.lock_only {
+                return Err(Error::BadRequest(
+                    "EndTxn writes cannot be lock-only".into(),
+                ));
+            }
+            let value = (!w.tombstone).then_some(w.value.as_slice());
+            out.push(RawWrite {
+                family: Family::Data as i32,
+                key: keys::mvcc_key(&w.key, ts),
+                value: mvcc::encode_value(value),
+                delete: false,
+            });
+            if own_intent {
+                out.push(RawWrite {
+                    family: Family::Lock as i32,
+                    key: w.key.clone(),
+                    value: vec![],
+                    delete: true,
+                });
+            }
+        }
+        if needed > ts {
+            return Err(Error::NeedsRefresh { ts: needed });
+        }
+        let mut table = replica.locks.lock();
+        for w in writes {
+            table.release(&meta.id, &w.key, &[]);
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn eval_push_txn(
         &self,
         replica: &ReplicaHandle,

@@ -7,12 +7,13 @@
 //!  Prepare(begin) of the first key  record PENDING and the first ── crash: the record
 //!   (the anchor), alone             intent, one Raft command        expires, as below
 //!  heartbeat task, every second     record.heartbeat = now
-//!  Prepare, chunks of each range    intents at ts_i ≥ read_ts   ── crash: record expires,
-//!                                                                  pushers abort it and
+//!  Prepare, chunks of each other    intents at ts_i ≥ read_ts   ── crash: record expires,
+//!   range                                                          pushers abort it and
 //!                                                                  remove the intents
 //!  commit_ts = max(ts_i); if > read_ts: refresh reads or abort (40001)
 //!  EndTxn(COMMITTED, commit_ts)     ◄── the commit point        ── crash after: readers find
-//!                                                                  COMMITTED and resolve
+//!   + the anchor range's writes                                     COMMITTED and resolve
+//!     as versions, same command
 //!  reply to the client
 //!  (background) ResolveIntents per range, then GcTxn, batched per range
 //!              with other transactions' by the node's resolver
@@ -354,6 +355,10 @@ impl Txn {
             l.commit_spans = spans.clone();
         }
         let result = self.prepare_and_commit(&meta, writes, floor, &spans).await;
+        let (result, cleanup_spans) = match result {
+            Ok((ts, left)) => (Ok(ts), left),
+            Err(e) => (Err(e), Vec::new()),
+        };
         if let Some(l) = self.locks.take() {
             l.heartbeat.abort();
         }
@@ -376,7 +381,7 @@ impl Txn {
                     self.resolver.clone(),
                     meta,
                     commit_ts,
-                    spans,
+                    cleanup_spans,
                     in_flight,
                 ));
                 Ok(commit_ts)
@@ -544,18 +549,50 @@ impl Txn {
         Ok(max_ts)
     }
 
-    /// Prepares every range, moves the commit timestamp (refreshing reads),
-    /// and switches the record to COMMITTED, with `spans` as the places
-    /// where its intents are.
+    /// The writes that can commit with the record, in the EndTxn command
+    /// itself: those on the record's range, when the transaction's intents
+    /// are recorded key by key (so the committed keys can be left out of the
+    /// spans to clean up) and the transaction is not large (it would fit in
+    /// a one-phase commit). Returns (local, rest).
+    async fn split_local(
+        &self,
+        meta: &TxnMeta,
+        writes: Vec<kv::Write>,
+        spans: &[KeySpan],
+    ) -> Result<(Vec<kv::Write>, Vec<kv::Write>)> {
+        if spans.iter().any(|sp| !sp.end.is_empty()) {
+            return Ok((Vec::new(), writes));
+        }
+        // A large transaction (too big for one command) prepares in chunks.
+        let total: usize = writes.iter().map(|w| w.key.len() + w.value.len()).sum();
+        if writes.len() >= self.limits.one_phase_max_writes
+            || total > self.limits.one_phase_max_bytes
+        {
+            return Ok((Vec::new(), writes));
+        }
+        let desc = self.sender.range_for_key(&meta.anchor_key).await?;
+        let (local, rest): (Vec<kv::Write>, Vec<kv::Write>) = writes.into_iter().partition(|w| {
+            w.key.as_slice() >= desc.start_key.as_slice()
+                && (desc.end_key.is_empty() || w.key.as_slice() < desc.end_key.as_slice())
+        });
+        Ok((local, rest))
+    }
+
+    /// Prepares every range but the record's, moves the commit timestamp
+    /// (refreshing reads), and switches the record to COMMITTED, with the
+    /// record range's writes committed in the same command and `spans` (less
+    /// those writes' keys) as the places where its intents are. Returns the
+    /// commit timestamp and the spans left to clean up.
     async fn prepare_and_commit(
         &mut self,
         meta: &TxnMeta,
         writes: Vec<kv::Write>,
         floor: Timestamp,
         spans: &[KeySpan],
-    ) -> Result<Timestamp> {
-        let commit_ts = self
-            .prepare_all(meta, writes, Prepare::Intents)
+    ) -> Result<(Timestamp, Vec<KeySpan>)> {
+        let (mut local, rest) = self.split_local(meta, writes, spans).await?;
+        let mut commit_ts = self
+            .prepare_all(meta, rest, Prepare::Intents)
             .await?
             .max(floor)
             .max(self.read_ts);
@@ -567,17 +604,25 @@ impl Txn {
         if commit_ts > self.read_ts {
             self.refresh_to(commit_ts).await?;
         }
-        let end = Req::EndTxn(kv::EndTxnRequest {
-            txn: Some(meta.clone()),
-            commit: true,
-            commit_ts: Some(commit_ts.into()),
-            intent_spans: spans.to_vec(),
-        });
-        let batch = plain_batch(meta, end);
         let mut last_err = None;
+        let mut refreshes = 0;
+        let mut attempts = 0;
         // EndTxn is idempotent: an ambiguous attempt is simply repeated.
-        for _ in 0..5 {
-            match send_one(&self.sender, &meta.anchor_key, batch.clone()).await {
+        while attempts < 5 {
+            let committed_here: BTreeSet<&[u8]> = local.iter().map(|w| w.key.as_slice()).collect();
+            let record_spans: Vec<KeySpan> = spans
+                .iter()
+                .filter(|sp| !committed_here.contains(sp.start.as_slice()))
+                .cloned()
+                .collect();
+            let end = Req::EndTxn(kv::EndTxnRequest {
+                txn: Some(meta.clone()),
+                commit: true,
+                commit_ts: Some(commit_ts.into()),
+                intent_spans: record_spans.clone(),
+                writes: local.clone(),
+            });
+            match send_one(&self.sender, &meta.anchor_key, plain_batch(meta, end)).await {
                 Ok(resp) => {
                     let record = record_of(resp)?;
                     let status = record
@@ -589,7 +634,7 @@ impl Txn {
                                 .and_then(|r| r.commit_ts)
                                 .map(|t| concord_proto::ts(Some(t)))
                                 .unwrap_or(commit_ts);
-                            Ok(ts)
+                            Ok((ts, record_spans))
                         }
                         _ => Err(Error::TxnAborted(format!(
                             "transaction {} could not commit",
@@ -597,7 +642,30 @@ impl Txn {
                         ))),
                     };
                 }
-                Err(e @ (Error::AmbiguousResult(_) | Error::Unavailable(_))) => last_err = Some(e),
+                // A write on the record's range needs a later timestamp.
+                Err(Error::NeedsRefresh { ts }) if refreshes < MAX_COMMIT_REFRESHES => {
+                    refreshes += 1;
+                    self.refresh_to(ts).await?;
+                    commit_ts = commit_ts.max(ts);
+                }
+                Err(Error::WriteIntent { key, intent }) => {
+                    self.handle_intent(&key, &intent, true, local.len()).await?;
+                    attempts += 1;
+                }
+                // The record's range split under the writes: prepare them
+                // as intents like the others.
+                Err(Error::RangeChanged) if !local.is_empty() => {
+                    let moved = std::mem::take(&mut local);
+                    let ts = self.prepare_all(meta, moved, Prepare::Intents).await?;
+                    if ts > commit_ts {
+                        self.refresh_to(ts).await?;
+                        commit_ts = ts;
+                    }
+                }
+                Err(e @ (Error::AmbiguousResult(_) | Error::Unavailable(_))) => {
+                    last_err = Some(e);
+                    attempts += 1;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -934,6 +1002,7 @@ async fn abort_and_clean_up(
         commit: false,
         commit_ts: None,
         intent_spans: spans.clone(),
+        writes: Vec::new(),
     });
     let batch = plain_batch(&meta, end);
     match send_one(&sender, &meta.anchor_key, batch).await {
