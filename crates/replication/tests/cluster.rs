@@ -149,16 +149,7 @@ async fn a_minority_cannot_commit_and_fails_in_bounded_time() {
         "the failure comes in bounded time"
     );
     // The majority side elects a leader and carries on.
-    let ok = wait_until(Duration::from_secs(10), || {
-        (1..=3)
-            .filter(|n| *n != leader)
-            .any(|n| c.store(n).replica(1).unwrap().status.lock().leader_ready)
-    })
-    .await;
-    assert!(ok, "the majority elects a new leader");
-    let new = (1..=3)
-        .find(|n| *n != leader && c.store(*n).replica(1).unwrap().status.lock().leader_ready)
-        .unwrap();
+    let new = new_leader_besides(&c, leader).await;
     c.commit(new, vec![kv(3)])
         .await
         .expect("the majority commits");
@@ -335,16 +326,7 @@ async fn a_leader_reads_under_its_lease_and_a_paused_one_never_reads_stale() {
         let store = store.clone();
         tokio::spawn(async move { store.batch(get_request(b"key00001")).await })
     };
-    let ok = wait_until(Duration::from_secs(10), || {
-        (1..=3)
-            .filter(|n| *n != leader)
-            .any(|n| c.store(n).replica(1).unwrap().status.lock().leader_ready)
-    })
-    .await;
-    assert!(ok, "the majority elects a new leader");
-    let new = (1..=3)
-        .find(|n| *n != leader && c.store(*n).replica(1).unwrap().status.lock().leader_ready)
-        .unwrap();
+    let new = new_leader_besides(&c, leader).await;
     let overwrite = (b"key00001".to_vec(), Some(b"new".to_vec()));
     c.commit(new, vec![overwrite])
         .await
@@ -360,6 +342,18 @@ async fn a_leader_reads_under_its_lease_and_a_paused_one_never_reads_stale() {
         resp.responses
     );
     c.mesh.heal();
+}
+
+/// Waits for a node other than `old` to lead range 1 (the majority side
+/// of a partition elects one) and returns it.
+async fn new_leader_besides(c: &TestCluster, old: u64) -> u64 {
+    let leads = |n: u64| c.store(n).replica(1).unwrap().status.lock().leader_ready;
+    let ok = wait_until(Duration::from_secs(10), || {
+        (1..=3).filter(|n| *n != old).any(leads)
+    })
+    .await;
+    assert!(ok, "the majority elects a new leader");
+    (1..=3).find(|n| *n != old && leads(*n)).unwrap()
 }
 
 fn get_request(key: &[u8]) -> concord_proto::kv::BatchRequest {

@@ -1107,20 +1107,26 @@ async fn cleanup_committed(
         );
         return;
     }
-    let req = Req::GcTxn(kv::GcTxnRequest {
+    let req = gc_request(&meta);
+    if resolver.submit(meta.anchor_key.clone(), req).await.is_err() {
+        forget_record(&sender, &meta).await;
+    }
+}
+
+fn gc_request(meta: &TxnMeta) -> Req {
+    Req::GcTxn(kv::GcTxnRequest {
         txn: Some(meta.clone()),
-    });
-    if resolver
-        .submit(meta.anchor_key.clone(), req.clone())
-        .await
-        .is_err()
-    {
-        if let Err(e) = send_one(&sender, &meta.anchor_key, plain_batch(&meta, req)).await {
-            tracing::debug!(
-                "forgetting record {}: {e}",
-                concord_storage::fmt_txn_id(&meta.id)
-            );
-        }
+    })
+}
+
+/// Deletes a finished transaction's record (its intents are resolved).
+async fn forget_record(sender: &DistSender, meta: &TxnMeta) {
+    let batch = plain_batch(meta, gc_request(meta));
+    if let Err(e) = send_one(sender, &meta.anchor_key, batch).await {
+        tracing::debug!(
+            "forgetting record {}: {e}",
+            concord_storage::fmt_txn_id(&meta.id)
+        );
     }
 }
 
@@ -1139,15 +1145,7 @@ async fn cleanup(
         );
         return;
     }
-    let req = Req::GcTxn(kv::GcTxnRequest {
-        txn: Some(meta.clone()),
-    });
-    if let Err(e) = send_one(&sender, &meta.anchor_key, plain_batch(&meta, req)).await {
-        tracing::debug!(
-            "forgetting record {}: {e}",
-            concord_storage::fmt_txn_id(&meta.id)
-        );
-    }
+    forget_record(&sender, &meta).await;
 }
 
 #[cfg(test)]
