@@ -262,33 +262,8 @@ impl Store {
         // The commit timestamp: at or above the read timestamp, above every
         // other transaction's read of a written key, above every committed
         // version of a written key.
-        let mut ts = ctx.read_ts;
-        {
-            let tscache = replica.tscache.lock();
-            for w in &commit.writes {
-                let read = tscache.max_read(&w.key, ctx.txn_id);
-                if read >= ts {
-                    ts = read.next();
-                }
-            }
-        }
-        for w in &commit.writes {
-            if let Some(existing) = mvcc::newest_version_ts(engine, &w.key)? {
-                if existing >= ts {
-                    ts = existing.next();
-                }
-            }
-            if let Some(intent) = mvcc::get_intent(engine, &w.key)? {
-                let other = intent.txn.unwrap_or_default();
-                if Some(other.id.as_slice()) != ctx.txn_id {
-                    return Err(Error::Mvcc(MvccError::WriteIntent {
-                        key: w.key.clone(),
-                        intent: Box::new(other),
-                    }));
-                }
-            }
-            crate::txn_eval::check_lock_table(replica, &w.key, ctx.txn_id.unwrap_or_default())?;
-        }
+        let keys: Vec<&[u8]> = commit.writes.iter().map(|w| w.key.as_slice()).collect();
+        let (ts, _) = self.place_writes(replica, &keys, ctx.txn_id, ctx.read_ts)?;
         if ts > ctx.read_ts && commit.reads_elsewhere {
             // Reads on other ranges must be refreshed by the coordinator.
             return Err(Error::NeedsRefresh { ts });

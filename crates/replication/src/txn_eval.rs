@@ -297,6 +297,57 @@ impl Store {
     /// PushTxn: what became of the transaction whose intent the pusher met;
     /// aborts it if its coordinator stopped heartbeating or, for an abort
     /// push, if the pusher has the higher priority.
+    /// The lowest timestamp at or above `from` at which transaction
+    /// `txn_id` may write `keys` (of this range, latched): above every other
+    /// transaction's read of a key (the timestamp cache) and every committed
+    /// version. Fails with `WriteIntent` if another transaction holds a key
+    /// (an intent, or an unreplicated lock). Also says, per key, whether
+    /// `txn_id` already has an intent there. One-phase commits, prepares and
+    /// writes committed with a record all place their writes this way.
+    pub(crate) fn place_writes(
+        &self,
+        replica: &ReplicaHandle,
+        keys: &[&[u8]],
+        txn_id: Option<&[u8]>,
+        from: concord_hlc::Timestamp,
+    ) -> Result<(concord_hlc::Timestamp, Vec<bool>), Error> {
+        let engine = self.engine().as_ref();
+        let mut ts = from;
+        {
+            let tscache = replica.tscache.lock();
+            for key in keys {
+                let read = tscache.max_read(key, txn_id);
+                if read >= ts {
+                    ts = read.next();
+                }
+            }
+        }
+        let mut own_intent = Vec::with_capacity(keys.len());
+        for key in keys {
+            let own = match mvcc::get_intent(engine, key)? {
+                Some(intent) => {
+                    let other = intent.txn.unwrap_or_default();
+                    if Some(other.id.as_slice()) != txn_id {
+                        return Err(Error::Mvcc(MvccError::WriteIntent {
+                            key: key.to_vec(),
+                            intent: Box::new(other),
+                        }));
+                    }
+                    true
+                }
+                None => false,
+            };
+            own_intent.push(own);
+            check_lock_table(replica, key, txn_id.unwrap_or_default())?;
+            if let Some(existing) = mvcc::newest_version_ts(engine, key)? {
+                if existing >= ts {
+                    ts = existing.next();
+                }
+            }
+        }
+        Ok((ts, own_intent))
+    }
+
     /// Like [`Store::lock_record`], also latching `writes`' keys (one
     /// acquisition: record and keys together).
     async fn lock_record_and_keys<'a>(
@@ -334,43 +385,15 @@ impl Store {
         writes: &[kv::Write],
         ts: concord_hlc::Timestamp,
     ) -> Result<Vec<RawWrite>, Error> {
-        let engine = self.engine().as_ref();
-        let mut needed = ts;
-        {
-            let tscache = replica.tscache.lock();
-            for w in writes {
-                let read = tscache.max_read(&w.key, Some(&meta.id));
-                if read >= needed {
-                    needed = read.next();
-                }
-            }
+        if writes.iter().any(|w| w.lock_only) {
+            return Err(Error::BadRequest(
+                "EndTxn writes cannot be lock-only".into(),
+            ));
         }
+        let keys: Vec<&[u8]> = writes.iter().map(|w| w.key.as_slice()).collect();
+        let (needed, own_intent) = self.place_writes(replica, &keys, Some(&meta.id), ts)?;
         let mut out = Vec::with_capacity(2 * writes.len());
-        for w in writes {
-            let own_intent = match mvcc::get_intent(engine, &w.key)? {
-                Some(intent) => {
-                    let other = intent.txn.unwrap_or_default();
-                    if other.id != meta.id {
-                        return Err(Error::Mvcc(MvccError::WriteIntent {
-                            key: w.key.clone(),
-                            intent: Box::new(other),
-                        }));
-                    }
-                    true
-                }
-                None => false,
-            };
-            check_lock_table(replica, &w.key, &meta.id)?;
-            if let Some(existing) = mvcc::newest_version_ts(engine, &w.key)? {
-                if existing >= needed {
-                    needed = existing.next();
-                }
-            }
-            if w.lock_only {
-                return Err(Error::BadRequest(
-                    "EndTxn writes cannot be lock-only".into(),
-                ));
-            }
+        for (w, own_intent) in writes.iter().zip(own_intent) {
             let value = (!w.tombstone).then_some(w.value.as_slice());
             out.push(RawWrite {
                 family: Family::Data as i32,
@@ -494,42 +517,20 @@ impl Store {
         }
         replica.ensure_leader()?;
         let engine = self.engine().as_ref();
-        let mut ts = concord_proto::ts(meta.write_ts);
-        {
-            let tscache = replica.tscache.lock();
-            for w in &req.writes {
-                let read = tscache.max_read(&w.key, Some(&meta.id));
-                if read >= ts {
-                    ts = read.next();
-                }
-            }
-        }
-        let mut own_intents = Vec::new();
-        for w in &req.writes {
-            if let Some(intent) = mvcc::get_intent(engine, &w.key)? {
-                let other = intent.txn.unwrap_or_default();
-                if other.id != meta.id {
-                    return Err(Error::Mvcc(MvccError::WriteIntent {
-                        key: w.key.clone(),
-                        intent: Box::new(other),
-                    }));
-                }
-                own_intents.push(w.key.as_slice());
-            }
-            check_lock_table(replica, &w.key, &meta.id)?;
-            if let Some(existing) = mvcc::newest_version_ts(engine, &w.key)? {
-                if existing >= ts {
-                    ts = existing.next();
-                }
-            }
-        }
+        let keys: Vec<&[u8]> = req.writes.iter().map(|w| w.key.as_slice()).collect();
+        let (ts, own_intent) = self.place_writes(
+            replica,
+            &keys,
+            Some(&meta.id),
+            concord_proto::ts(meta.write_ts),
+        )?;
         meta.write_ts = Some(ts.into());
         // What a read of each locked key returns from now on while the
         // lock holds: its newest version (every version is below `ts`, and
         // the latches keep new ones out until the lock is in place).
         let mut locked = Vec::new();
-        for w in req.writes.iter().filter(|w| w.lock_only) {
-            if mvcc::get_intent(engine, &w.key)?.is_none() {
+        for (w, own) in req.writes.iter().zip(&own_intent) {
+            if w.lock_only && !own {
                 let value = mvcc::get(engine, &w.key, mvcc::ReadOpts::at(ts))?;
                 locked.push(kv::LockedValue {
                     key: w.key.clone(),
@@ -541,16 +542,17 @@ impl Store {
         if in_memory {
             // A key this transaction already holds through Raft stays so.
             let mut table = replica.locks.lock();
-            for w in &req.writes {
-                if !own_intents.contains(&w.key.as_slice()) {
+            let mut inserted = 0;
+            for (w, own) in req.writes.iter().zip(&own_intent) {
+                if !own {
                     table.insert(w.key.clone(), meta.clone());
+                    inserted += 1;
                 }
             }
             drop(table);
-            self.inner.locks_in_memory.fetch_add(
-                req.writes.len() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            self.inner
+                .locks_in_memory
+                .fetch_add(inserted, std::sync::atomic::Ordering::Relaxed);
             record_locked_reads(replica, &locked, ts, &meta);
             return Ok(prepare_response(ts, locked));
         }
