@@ -15,10 +15,10 @@
 //! Cleanup is off the client's path (it runs after the commit is
 //! acknowledged), so batching costs no one a wait.
 //!
-//! A batch that fails (the range split under it, a leader changed) is
-//! retried item by item through the unbatched path, which regroups by
-//! range; an item that fails there is left to readers and pushers, as
-//! before.
+//! A batch that fails (the range split under it, a leader changed, one
+//! record still pending) fails each of its requests; their callers retry
+//! them one by one through the unbatched path, which regroups by range, and
+//! what fails there is left to readers and pushers, as before.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,24 +150,11 @@ impl Resolver {
                 })
                 .collect(),
         };
-        if self.sender.send(&route, batch, false).await.is_ok() {
-            for p in items {
-                let _ = p.done.send(Ok(()));
-            }
-            return;
-        }
-        // One at a time, each through the path that regroups by range.
+        // A failed batch fails each of its requests: their callers retry
+        // them through the unbatched path, which regroups by range.
+        let result = self.sender.send(&route, batch, false).await.map(|_| ());
         for p in items {
-            let one = BatchRequest {
-                range_id: 0,
-                now: None,
-                txn: None,
-                requests: vec![kv::Request {
-                    request: Some(p.request.clone()),
-                }],
-            };
-            let result = self.sender.send(&p.route, one, false).await.map(|_| ());
-            let _ = p.done.send(result);
+            let _ = p.done.send(result.clone());
         }
     }
 }

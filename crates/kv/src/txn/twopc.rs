@@ -192,8 +192,16 @@ impl Txn {
                         start: key.to_vec(),
                         end: vec![],
                     });
-                return resolve_spans(&self.sender, &intent.id, status, commit_ts, &[span], 1)
-                    .await;
+                return resolve_spans(
+                    &self.sender,
+                    None,
+                    &intent.id,
+                    status,
+                    commit_ts,
+                    &[span],
+                    1,
+                )
+                .await;
             }
             if started.elapsed() > MAX_INTENT_WAIT {
                 return Err(Error::TransactionRetry {
@@ -377,9 +385,11 @@ impl Txn {
                     tokio::time::sleep(Duration::from_nanos(ahead)).await;
                 }
                 let _ = clock.update(commit_ts);
-                tokio::spawn(cleanup_committed(
-                    self.resolver.clone(),
+                tokio::spawn(cleanup(
+                    self.sender.clone(),
+                    Some(self.resolver.clone()),
                     meta,
+                    TxnStatus::Committed,
                     commit_ts,
                     cleanup_spans,
                     in_flight,
@@ -873,6 +883,7 @@ fn record_of(resp: kv::Response) -> Result<Option<TxnRecord>> {
 /// most `in_flight` spans at a time.
 async fn resolve_spans(
     sender: &DistSender,
+    resolver: Option<&Arc<super::Resolver>>,
     txn_id: &[u8],
     status: TxnStatus,
     commit_ts: Timestamp,
@@ -902,6 +913,15 @@ async fn resolve_spans(
     }
     futures::stream::iter(groups.iter().map(Ok))
         .try_for_each_concurrent(in_flight.max(1), |g| async move {
+            // Point intents may join other transactions' in the resolver's
+            // batch for their range; if that fails, the path below
+            // regroups.
+            if let Some(r) = resolver.filter(|_| g[0].end.is_empty()) {
+                let req = resolve_request(txn_id, status, commit_ts, g);
+                if r.submit(g[0].start.clone(), req).await.is_ok() {
+                    return Ok(());
+                }
+            }
             if g.len() == 1 {
                 return resolve_span(sender, txn_id, status, commit_ts, &g[0]).await;
             }
@@ -931,12 +951,7 @@ async fn resolve_keys(
     let Some(first) = spans.first() else {
         return Ok(());
     };
-    let req = Req::ResolveIntents(kv::ResolveIntentsRequest {
-        txn_id: txn_id.to_vec(),
-        status: status as i32,
-        commit_ts: Some(commit_ts.into()),
-        spans: spans.to_vec(),
-    });
+    let req = resolve_request(txn_id, status, commit_ts, spans);
     let batch = BatchRequest {
         range_id: 0,
         now: None,
@@ -944,6 +959,20 @@ async fn resolve_keys(
         requests: vec![kv::Request { request: Some(req) }],
     };
     sender.send(&first.start, batch, false).await.map(|_| ())
+}
+
+fn resolve_request(
+    txn_id: &[u8],
+    status: TxnStatus,
+    commit_ts: Timestamp,
+    spans: &[KeySpan],
+) -> Req {
+    Req::ResolveIntents(kv::ResolveIntentsRequest {
+        txn_id: txn_id.to_vec(),
+        status: status as i32,
+        commit_ts: Some(commit_ts.into()),
+        spans: spans.to_vec(),
+    })
 }
 
 /// Resolves a finished transaction's intents in one span: one request per
@@ -1009,6 +1038,7 @@ async fn abort_and_clean_up(
         Ok(_) | Err(Error::TxnAborted(_)) => {
             cleanup(
                 sender,
+                None,
                 meta,
                 TxnStatus::Aborted,
                 Timestamp::ZERO,
@@ -1049,70 +1079,6 @@ async fn heartbeat_loop(sender: Arc<DistSender>, meta: TxnMeta, stopped: Arc<Ato
     }
 }
 
-/// After the outcome is recorded: resolves the intents, then forgets the
-/// record. Failures are left to the transactions that meet the intents.
-/// The cleanup of a committed transaction through the node's [`Resolver`]:
-/// its point intents (grouped by range) and its record join other
-/// transactions' in one command per range. Wide spans, and whatever a batch
-/// could not do, take the unbatched path.
-async fn cleanup_committed(
-    resolver: Arc<super::Resolver>,
-    meta: TxnMeta,
-    commit_ts: Timestamp,
-    spans: Vec<KeySpan>,
-    in_flight: usize,
-) {
-    let sender = resolver.sender().clone();
-    let status = TxnStatus::Committed;
-    let (points, wide): (Vec<KeySpan>, Vec<KeySpan>) =
-        spans.into_iter().partition(|sp| sp.end.is_empty());
-    let mut groups: Vec<(u64, Vec<KeySpan>)> = Vec::new();
-    for sp in points {
-        let range = match sender.range_for_key(&sp.start).await {
-            Ok(d) => d.range_id,
-            Err(_) => 0,
-        };
-        match groups.last_mut() {
-            Some((r, g)) if *r == range && g.len() < POINT_SPANS_PER_CHUNK => g.push(sp),
-            _ => groups.push((range, vec![sp])),
-        }
-    }
-    let batched = futures::future::join_all(groups.into_iter().map(|(_, g)| {
-        let resolver = resolver.clone();
-        let sender = sender.clone();
-        let id = meta.id.clone();
-        async move {
-            let req = Req::ResolveIntents(kv::ResolveIntentsRequest {
-                txn_id: id.clone(),
-                status: status as i32,
-                commit_ts: Some(commit_ts.into()),
-                spans: g.clone(),
-            });
-            match resolver.submit(g[0].start.clone(), req).await {
-                Ok(()) => Ok(()),
-                Err(_) => resolve_spans(&sender, &id, status, commit_ts, &g, 1).await,
-            }
-        }
-    }))
-    .await;
-    let wide_done = resolve_spans(&sender, &meta.id, status, commit_ts, &wide, in_flight).await;
-    if let Some(e) = batched
-        .into_iter()
-        .find_map(|r| r.err())
-        .or(wide_done.err())
-    {
-        tracing::debug!(
-            "resolving the intents of {}: {e}; readers will resolve them",
-            concord_storage::fmt_txn_id(&meta.id)
-        );
-        return;
-    }
-    let req = gc_request(&meta);
-    if resolver.submit(meta.anchor_key.clone(), req).await.is_err() {
-        forget_record(&sender, &meta).await;
-    }
-}
-
 fn gc_request(meta: &TxnMeta) -> Req {
     Req::GcTxn(kv::GcTxnRequest {
         txn: Some(meta.clone()),
@@ -1130,20 +1096,38 @@ async fn forget_record(sender: &DistSender, meta: &TxnMeta) {
     }
 }
 
+/// After the outcome is recorded: resolves the intents, then forgets the
+/// record. With the node's resolver (a committed transaction's cleanup),
+/// point intents and the record join other transactions' in one command
+/// per range. Failures are left to the transactions that meet the intents.
 async fn cleanup(
     sender: Arc<DistSender>,
+    resolver: Option<Arc<super::Resolver>>,
     meta: TxnMeta,
     status: TxnStatus,
     commit_ts: Timestamp,
     spans: Vec<KeySpan>,
     in_flight: usize,
 ) {
-    if let Err(e) = resolve_spans(&sender, &meta.id, status, commit_ts, &spans, in_flight).await {
+    let resolver = resolver.as_ref();
+    if let Err(e) = resolve_spans(
+        &sender, resolver, &meta.id, status, commit_ts, &spans, in_flight,
+    )
+    .await
+    {
         tracing::debug!(
             "resolving the intents of {}: {e}; readers will resolve them",
             concord_storage::fmt_txn_id(&meta.id)
         );
         return;
+    }
+    if let Some(r) = resolver {
+        if r.submit(meta.anchor_key.clone(), gc_request(&meta))
+            .await
+            .is_ok()
+        {
+            return;
+        }
     }
     forget_record(&sender, &meta).await;
 }
