@@ -449,8 +449,9 @@ impl DistSender {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(1))
+            .http2_adaptive_window(true)
             .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(6))
             .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         let channel = endpoint

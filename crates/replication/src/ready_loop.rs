@@ -348,19 +348,32 @@ impl ReadyLoop {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
+            let inbox_started = Instant::now();
             let mut stop = false;
+            let mut handled = 0;
             for _ in 0..4096 {
                 match self.rx.try_recv() {
                     Ok(LoopMsg::Stop) => {
                         stop = true;
                         break;
                     }
-                    Ok(msg) => self.handle_msg(msg),
+                    Ok(msg) => {
+                        handled += 1;
+                        self.handle_msg(msg)
+                    }
                     Err(_) => break,
                 }
             }
             if stop {
                 break;
+            }
+            let took = inbox_started.elapsed();
+            if took > SLOW_ITERATION {
+                tracing::warn!(
+                    messages = handled,
+                    took_ms = took.as_millis() as u64,
+                    "slow ready loop inbox"
+                );
             }
             self.start_reads();
             if Instant::now() >= next_tick {

@@ -40,7 +40,11 @@ pub async fn serve(
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(1)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(3)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // HTTP/2's default 64 KiB windows make a sender wait for a window
+        // update per 64 KiB: a bulk load's Raft appends (a megabyte per
+        // command) then queue for seconds, and heartbeats behind them.
+        .http2_adaptive_window(Some(true))
         .add_service(internal)
         .add_service(admin)
         .serve_with_incoming_shutdown(incoming, async move {
@@ -89,9 +93,16 @@ impl Internal for InternalService {
         &self,
         request: Request<BatchRequest>,
     ) -> Result<Response<BatchResponse>, Status> {
-        Ok(Response::new(
-            self.ctx.store.batch(request.into_inner()).await,
-        ))
+        // Evaluated on the work runtime (see `Node`); a caller that goes
+        // away does not cut an evaluation short.
+        let store = self.ctx.store.clone();
+        let req = request.into_inner();
+        self.ctx
+            .work
+            .spawn(async move { store.batch(req).await })
+            .await
+            .map(Response::new)
+            .map_err(|e| Status::internal(format!("evaluation task failed: {e}")))
     }
 }
 

@@ -148,6 +148,8 @@ pub enum Error {
     Replication(#[from] concord_replication::Error),
     #[error("clock: {0}")]
     Clock(#[from] concord_hlc::Error),
+    #[error("cannot start the network runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// What the node's parts share.
@@ -164,6 +166,10 @@ pub struct NodeContext {
     pub liveness: liveness::Liveness,
     /// Set when the node must stop serving (e.g. its clock is too far off).
     pub fatal: watch::Sender<Option<String>>,
+    /// The runtime that evaluates requests and runs SQL sessions (the one
+    /// the node was started on); the gRPC server hands incoming KV batches
+    /// to it from the network runtime (see [`Node`]).
+    pub work: tokio::runtime::Handle,
 }
 
 impl NodeContext {
@@ -239,10 +245,36 @@ async fn watch_store(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>)
 }
 
 /// A running node.
+/// A running node.
+///
+/// Two tokio runtimes: the one `start` is called on runs SQL sessions,
+/// request evaluation and the background queues; a small runtime of the
+/// node's own (`concord-net`) runs the gRPC server's connections and the
+/// Raft message streams to peers. Tokio does not preempt a task, so a
+/// gateway busy with CPU-heavy statements (a bulk COPY on every core)
+/// delayed its Raft heartbeats and answers by seconds when they shared one
+/// runtime, and its leaders stepped down mid-load. Incoming KV batches are
+/// evaluated on the work runtime, so the network runtime only moves bytes.
+/// Worker threads of a node's network runtime (see [`Node`]).
+const NET_THREADS: usize = 2;
+
 pub struct Node {
     pub ctx: Arc<NodeContext>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    _net: NetRuntime,
+}
+
+/// The network runtime, shut down without blocking when dropped (a runtime
+/// may not block its way down inside another one, where nodes live).
+struct NetRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for NetRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 async fn bind(addr: &str, what: &'static str) -> Result<TcpListener, Error> {
@@ -270,12 +302,21 @@ impl Node {
             );
             clock.set_test_offset(config.debug_clock_offset_nanos);
         }
+        let net = NetRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(NET_THREADS)
+                .thread_name("concord-net")
+                .enable_all()
+                .build()
+                .map_err(Error::Runtime)?,
+        ));
+        let net_handle = net.0.as_ref().expect("just built").handle().clone();
         let nodes = Arc::new(NodeRegistry::new());
         let transport = Arc::new(GrpcTransport::new(
             0,
             clock.clone(),
             nodes.clone(),
-            tokio::runtime::Handle::current(),
+            net_handle.clone(),
         ));
         let store = Store::start(
             Arc::new(engine),
@@ -304,6 +345,7 @@ impl Node {
             http_addr: local(&http_listener, &config.http_addr)?,
             liveness: liveness::Liveness::new(config.dead_after),
             fatal: watch::channel(None).0,
+            work: tokio::runtime::Handle::current(),
             config,
             store,
             db,
@@ -311,7 +353,7 @@ impl Node {
         });
         let (shutdown, rx) = watch::channel(false);
         let tasks = vec![
-            tokio::spawn(grpc::serve(ctx.clone(), grpc_listener, rx.clone())),
+            net_handle.spawn(grpc::serve(ctx.clone(), grpc_listener, rx.clone())),
             tokio::spawn(pg::serve(ctx.clone(), sql_listener, rx.clone())),
             tokio::spawn(http::serve(ctx.clone(), http_listener, rx.clone())),
             tokio::spawn(liveness::run(ctx.clone(), rx.clone())),
@@ -332,6 +374,7 @@ impl Node {
             ctx,
             shutdown,
             tasks,
+            _net: net,
         })
     }
 
