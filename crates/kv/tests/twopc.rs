@@ -111,6 +111,36 @@ async fn a_coordinator_that_stops_after_the_commit_point_has_committed() {
     assert_eq!(intents(&store), 0);
 }
 
+/// A coordinator that saw an error although its EndTxn committed (the
+/// answer was lost) aborts "its" transaction: the record says COMMITTED,
+/// so the intents become versions instead of vanishing. (Resolving them as
+/// aborted would lose half of a committed transaction whenever a reader
+/// had already resolved the other half.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_was_lost_is_cleaned_up_as_committed() {
+    let (db, store) = db().await;
+    split_between(&db, &["a", "m"]).await;
+    db.enable_failpoint(failpoints::LOST_COMMIT_ANSWER);
+    let mut t = db.begin();
+    t.put(key("a"), b"both".to_vec()).unwrap();
+    t.put(key("m"), b"both".to_vec()).unwrap();
+    let err = t.commit().await.unwrap_err();
+    assert!(err.to_string().contains("failpoint"), "{err}");
+    db.disable_failpoint(failpoints::LOST_COMMIT_ANSWER);
+    // The cleanup runs in the background; once it is done, nothing is
+    // left to resolve and both writes are there.
+    assert!(
+        wait_until(Duration::from_secs(5), || intents(&store) == 0
+            && records(&store) == 0)
+        .await,
+        "left {} intents and {} records",
+        intents(&store),
+        records(&store)
+    );
+    assert_eq!(read(&db, "a").await, Some(b"both".to_vec()));
+    assert_eq!(read(&db, "m").await, Some(b"both".to_vec()));
+}
+
 /// Transfers between accounts in different ranges, from concurrent
 /// transactions that conflict all the time; totals are checked by
 /// concurrent readers and at the end.

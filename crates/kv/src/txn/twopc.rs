@@ -118,6 +118,9 @@ pub mod failpoints {
     /// The coordinator stops right after the commit point, before it
     /// acknowledges or resolves anything.
     pub const AFTER_COMMIT: &str = "2pc-after-commit";
+    /// The answer to a successful EndTxn is lost: the coordinator sees an
+    /// ambiguous error and cleans up as if it had failed.
+    pub const LOST_COMMIT_ANSWER: &str = "2pc-lost-commit-answer";
 }
 
 impl Txn {
@@ -638,6 +641,11 @@ impl Txn {
                     let status = record
                         .as_ref()
                         .map(|r| TxnStatus::try_from(r.status).unwrap_or(TxnStatus::Pending));
+                    if self.failpoint(failpoints::LOST_COMMIT_ANSWER) {
+                        return Err(Error::AmbiguousResult(
+                            "failpoint: the commit's answer was lost".into(),
+                        ));
+                    }
                     return match status {
                         Some(TxnStatus::Committed) => {
                             let ts = record
@@ -1034,7 +1042,39 @@ async fn abort_and_clean_up(
         writes: Vec::new(),
     });
     let batch = plain_batch(&meta, end);
-    match send_one(&sender, &meta.anchor_key, batch).await {
+    let ended = send_one(&sender, &meta.anchor_key, batch).await;
+    // The commit may have happened after all (an EndTxn whose answer was
+    // lost, then an error): the record says so, and its intents must then
+    // become versions, not vanish.
+    let record = ended
+        .as_ref()
+        .ok()
+        .and_then(|r| record_of(r.clone()).ok().flatten());
+    if let Some(r) = record {
+        if r.status == TxnStatus::Committed as i32 {
+            let commit_ts = concord_proto::ts(r.commit_ts);
+            let spans = if r.intent_spans.is_empty() {
+                spans
+            } else {
+                r.intent_spans
+            };
+            tracing::warn!(
+                "transaction {} had committed although its coordinator saw an error",
+                concord_storage::fmt_txn_id(&meta.id)
+            );
+            return cleanup(
+                sender,
+                None,
+                meta,
+                TxnStatus::Committed,
+                commit_ts,
+                spans,
+                in_flight,
+            )
+            .await;
+        }
+    }
+    match ended {
         Ok(_) | Err(Error::TxnAborted(_)) => {
             cleanup(
                 sender,
