@@ -122,6 +122,17 @@ async fn tokio_postgres_prepared_statements_binary_values_and_transactions() {
     let ids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(ids, vec![2, 3]);
 
+    // SELECT … FOR UPDATE prepared (TPC-C's new-order does this): it
+    // describes as its SELECT and locks the row it returns.
+    let lock = a
+        .prepare("SELECT balance FROM acct WHERE id = $1 FOR UPDATE")
+        .await
+        .unwrap();
+    assert_eq!(lock.params(), &[Type::INT4]);
+    assert_eq!(lock.columns()[0].type_(), &Type::INT8);
+    let row = a.query_one(&lock, &[&1i32]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1_000_000_000_000 - 70);
+
     // Transactions through the extended protocol.
     let mut conn = connect(&c.nodes[2].sql_url()).await;
     let tx = conn.transaction().await.unwrap();

@@ -366,6 +366,9 @@ impl Session {
             TxnState::Aborted => return Err(Error::InFailedTransaction),
             TxnState::Idle => own.insert(self.db.begin()),
         };
+        // SELECT … FOR UPDATE describes as the SELECT it runs (the locks
+        // are taken on what it read; see `run_unchecked`).
+        let sql_stmt = &without_locks(sql_stmt);
         let described = match planner::PlanCtx::load(sql_stmt, txn).await {
             Ok(cx) => Ok(planner::params::describe(types, || {
                 planner::plan_with(sql_stmt, &cx)
@@ -968,14 +971,25 @@ async fn blame_stale_schema(txn: &mut Txn, e: Error) -> Error {
     }
 }
 
+/// A SELECT … FOR UPDATE / FOR SHARE as the plain SELECT; any other
+/// statement as it is.
+fn without_locks(stmt: &Statement) -> std::borrow::Cow<'_, Statement> {
+    match stmt {
+        Statement::Query(q) if !q.locks.is_empty() => {
+            let mut plain = q.clone();
+            plain.locks.clear();
+            std::borrow::Cow::Owned(Statement::Query(plain))
+        }
+        other => std::borrow::Cow::Borrowed(other),
+    }
+}
+
 async fn run_unchecked(stmt: &Statement, txn: &mut Txn) -> Result<StatementResult> {
     if let Statement::Query(q) = stmt {
         if !q.locks.is_empty() {
             // SELECT … FOR UPDATE / FOR SHARE: run the query, then lock
             // every row it read (shared locks are exclusive here).
-            let mut plain = q.clone();
-            plain.locks.clear();
-            let plain = Statement::Query(plain);
+            let plain = without_locks(stmt);
             txn.collect_reads();
             let plan = planner::plan(&plain, txn).await?;
             let result = execute_plan(plan, txn).await?;
