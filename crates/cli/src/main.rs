@@ -6,6 +6,7 @@
 //! concord sql     an interactive SQL shell (or -e to run statements)
 //! concord demo    a local multi-node cluster in this process, with a shell
 //! concord node    node status
+//! concord workload init|run|check tpcc|bank|kv   benchmarks and consistency checks
 //! ```
 //!
 //! Every flag of `start` can also be given as an environment variable
@@ -60,6 +61,12 @@ enum Command {
     Range {
         #[command(subcommand)]
         command: RangeCommand,
+    },
+    /// Load, run and check TPC-C, bank and kv workloads against Concord or
+    /// any PostgreSQL server (see docs/benchmarks.md).
+    Workload {
+        #[command(subcommand)]
+        command: concord_loadgen::WorkloadCommand,
     },
 }
 
@@ -538,22 +545,27 @@ async fn demo(args: DemoArgs) -> Result<()> {
     result
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
-        // A message for people, not a backtrace.
-        eprintln!("Error: {e:#}");
-        std::process::exit(1);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // A message for people, not a backtrace.
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<std::process::ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("concord")
         .build()?;
     runtime.block_on(async move {
         match cli.command {
+            // A check that finds a violation exits 1 without an error.
+            Command::Workload { command } => return Ok(concord_loadgen::run(command).await?),
             Command::Start(a) => start(*a).await,
             Command::Init {
                 host,
@@ -584,6 +596,7 @@ fn run(cli: Cli) -> Result<()> {
                     },
             } => transfer_leader(range_id, to_node, &host).await,
         }
+        .map(|()| std::process::ExitCode::SUCCESS)
     })
 }
 
