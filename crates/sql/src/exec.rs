@@ -21,7 +21,8 @@ use crate::encoding::{encode_key_value, index_prefix, prefix_end};
 use crate::error::{Error, Result};
 use crate::expr::{binary_values, BinOp, Expr, Func, Subquery, SubqueryKind};
 use crate::plan::{
-    AggCall, AggFunc, JoinKind, Node, OnConflict, Plan, Returning, ScanSpans, SetOpKind, SortKey,
+    AggCall, AggFunc, JoinKind, Node, OnConflict, PkLookup, Plan, Returning, ScanSpans, SetOpKind,
+    SortKey,
 };
 use crate::types::Value;
 
@@ -323,7 +324,15 @@ async fn exec(node: &Node, txn: &mut Txn, ctx: &mut ExecContext) -> Result<Vec<R
             right_width,
         } => {
             let l = Box::pin(exec(left, txn, ctx)).await?;
-            let r = Box::pin(exec(right, txn, ctx)).await?;
+            let lookup = PkLookup::of(right, *kind, equi).filter(|_| l.len() <= LOOKUP_MAX_ROWS);
+            let r = match lookup {
+                Some(lookup) => {
+                    let points = lookup_points(&lookup, &l)?;
+                    let right = with_spans(right, ScanSpans::Points(points));
+                    Box::pin(exec(&right, txn, ctx)).await?
+                }
+                None => Box::pin(exec(right, txn, ctx)).await?,
+            };
             join(
                 l,
                 r,
@@ -347,6 +356,51 @@ async fn exec(node: &Node, txn: &mut Txn, ctx: &mut ExecContext) -> Result<Vec<R
             set_op(l, r, *op, *all)
         }
     })
+}
+
+/// A left input of at most this many rows reads a right side keyed by
+/// its primary key row by row (see [`PkLookup`]); a bigger one scans it.
+const LOOKUP_MAX_ROWS: usize = 10_000;
+
+/// The distinct primary keys of `lookup`'s table that the left rows name.
+/// A row with a NULL key, or a key that does not convert to the column's
+/// type, can match nothing: the hash join compares the same values.
+fn lookup_points(lookup: &PkLookup<'_>, left: &[Row]) -> Result<Vec<Vec<Value>>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut points = Vec::new();
+    'rows: for row in left {
+        let mut key = Vec::with_capacity(lookup.keys.len());
+        for (e, &p) in lookup.keys.iter().zip(&lookup.table.pk) {
+            let v = e.eval(row)?;
+            if v.is_null() {
+                continue 'rows;
+            }
+            match v.cast(&lookup.table.columns[p].ty) {
+                Ok(v) => key.push(v),
+                Err(_) => continue 'rows,
+            }
+        }
+        if seen.insert(key.clone()) {
+            points.push(key);
+        }
+    }
+    Ok(points)
+}
+
+/// `node` (filters over a scan) scanning `spans` instead.
+fn with_spans(node: &Node, spans: ScanSpans) -> Node {
+    match node {
+        Node::Filter { input, predicate } => Node::Filter {
+            input: Box::new(with_spans(input, spans)),
+            predicate: predicate.clone(),
+        },
+        Node::Scan { table, limit, .. } => Node::Scan {
+            table: table.clone(),
+            spans,
+            limit: *limit,
+        },
+        other => other.clone(),
+    }
 }
 
 /// Joins materialized inputs: a hash join on the equi keys (built on the

@@ -288,6 +288,57 @@ pub enum Node {
     },
 }
 
+/// A join's right input that can be read by primary key: a scan of a whole
+/// table (under filters) whose every key column the join equates with an
+/// expression over the left row. The executor then reads only the rows the
+/// left input names (one batched get) instead of the table (a lookup join
+/// by the primary key); the hash join over them is unchanged.
+pub struct PkLookup<'a> {
+    pub table: &'a Table,
+    /// Per primary key column, in key order: its expression over the left row.
+    pub keys: Vec<&'a Expr>,
+}
+
+impl PkLookup<'_> {
+    /// Whether `right` (a join input of `kind` on `equi`) can be read by
+    /// primary key. Only inner and left joins: right and full joins keep
+    /// the right rows nothing matched.
+    pub fn of<'a>(
+        right: &'a Node,
+        kind: JoinKind,
+        equi: &'a [(Expr, Expr)],
+    ) -> Option<PkLookup<'a>> {
+        if !matches!(kind, JoinKind::Inner | JoinKind::Left) {
+            return None;
+        }
+        let mut node = right;
+        while let Node::Filter { input, .. } = node {
+            node = input;
+        }
+        let Node::Scan {
+            table,
+            spans: ScanSpans::Full,
+            limit: None,
+        } = node
+        else {
+            return None;
+        };
+        if table.pk.is_empty() {
+            return None;
+        }
+        let keys = table
+            .pk
+            .iter()
+            .map(|p| {
+                equi.iter()
+                    .find(|(_, r)| matches!(r, Expr::Column(c) if c == p))
+                    .map(|(l, _)| l)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(PkLookup { table, keys })
+    }
+}
+
 /// The kinds of join.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JoinKind {
@@ -415,10 +466,13 @@ impl Node {
                 kind,
                 equi,
                 residual,
+                right,
                 ..
             } => {
                 let how = if equi.is_empty() {
                     "nested loop"
+                } else if PkLookup::of(right, *kind, equi).is_some() {
+                    "hash join (right side read by primary key)"
                 } else {
                     "hash join"
                 };
