@@ -1042,56 +1042,35 @@ async fn abort_and_clean_up(
         writes: Vec::new(),
     });
     let batch = plain_batch(&meta, end);
-    let ended = send_one(&sender, &meta.anchor_key, batch).await;
     // The commit may have happened after all (an EndTxn whose answer was
     // lost, then an error): the record says so, and its intents must then
     // become versions, not vanish.
-    let record = ended
-        .as_ref()
-        .ok()
-        .and_then(|r| record_of(r.clone()).ok().flatten());
-    if let Some(r) = record {
-        if r.status == TxnStatus::Committed as i32 {
-            let commit_ts = concord_proto::ts(r.commit_ts);
-            let spans = if r.intent_spans.is_empty() {
-                spans
-            } else {
-                r.intent_spans
-            };
-            tracing::warn!(
-                "transaction {} had committed although its coordinator saw an error",
+    let (status, commit_ts, spans) = match send_one(&sender, &meta.anchor_key, batch).await {
+        Ok(resp) => match record_of(resp) {
+            Ok(Some(r)) if r.status == TxnStatus::Committed as i32 => {
+                tracing::warn!(
+                    "transaction {} had committed although its coordinator saw an error",
+                    concord_storage::fmt_txn_id(&meta.id)
+                );
+                let spans = if r.intent_spans.is_empty() {
+                    spans
+                } else {
+                    r.intent_spans
+                };
+                (TxnStatus::Committed, concord_proto::ts(r.commit_ts), spans)
+            }
+            _ => (TxnStatus::Aborted, Timestamp::ZERO, spans),
+        },
+        Err(Error::TxnAborted(_)) => (TxnStatus::Aborted, Timestamp::ZERO, spans),
+        Err(e) => {
+            tracing::debug!(
+                "aborting transaction {}: {e}; its intents wait for a pusher",
                 concord_storage::fmt_txn_id(&meta.id)
             );
-            return cleanup(
-                sender,
-                None,
-                meta,
-                TxnStatus::Committed,
-                commit_ts,
-                spans,
-                in_flight,
-            )
-            .await;
+            return;
         }
-    }
-    match ended {
-        Ok(_) | Err(Error::TxnAborted(_)) => {
-            cleanup(
-                sender,
-                None,
-                meta,
-                TxnStatus::Aborted,
-                Timestamp::ZERO,
-                spans,
-                in_flight,
-            )
-            .await
-        }
-        Err(e) => tracing::debug!(
-            "aborting transaction {}: {e}; its intents wait for a pusher",
-            concord_storage::fmt_txn_id(&meta.id)
-        ),
-    }
+    };
+    cleanup(sender, None, meta, status, commit_ts, spans, in_flight).await
 }
 
 /// Keeps a transaction record alive while its coordinator works; sets
