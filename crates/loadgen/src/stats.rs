@@ -77,6 +77,24 @@ impl Interval {
         self.committed + self.rolled_back
     }
 
+    /// The latency at quantile `q`, in milliseconds (0 with no samples).
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        if self.hist.is_empty() {
+            0.0
+        } else {
+            ms(self.hist.value_at_quantile(q))
+        }
+    }
+
+    /// The highest latency, in milliseconds (0 with no samples).
+    pub fn max_ms(&self) -> f64 {
+        if self.hist.is_empty() {
+            0.0
+        } else {
+            ms(self.hist.max())
+        }
+    }
+
     fn merge(&mut self, other: &Interval) {
         // Same bounds on both sides: add cannot fail.
         let _ = self.hist.add(&other.hist);
@@ -242,28 +260,15 @@ impl Series {
         let secs = len.as_secs_f64().max(1e-9);
         let kinds = intervals
             .iter()
-            .map(|i| {
-                let quantile = |q: f64| {
-                    if i.hist.is_empty() {
-                        0.0
-                    } else {
-                        ms(i.hist.value_at_quantile(q))
-                    }
-                };
-                KindSecond {
-                    ops: i.count(),
-                    ops_per_s: i.count() as f64 / secs,
-                    p50_ms: quantile(0.50),
-                    p95_ms: quantile(0.95),
-                    p99_ms: quantile(0.99),
-                    max_ms: if i.hist.is_empty() {
-                        0.0
-                    } else {
-                        ms(i.hist.max())
-                    },
-                    retries: i.retries,
-                    errors: i.errors,
-                }
+            .map(|i| KindSecond {
+                ops: i.count(),
+                ops_per_s: i.count() as f64 / secs,
+                p50_ms: i.quantile_ms(0.50),
+                p95_ms: i.quantile_ms(0.95),
+                p99_ms: i.quantile_ms(0.99),
+                max_ms: i.max_ms(),
+                retries: i.retries,
+                errors: i.errors,
             })
             .collect();
         if !warmup {
@@ -302,35 +307,22 @@ impl Series {
             .names
             .iter()
             .zip(&self.totals)
-            .map(|(name, t)| {
-                let q = |q: f64| {
-                    if t.hist.is_empty() {
-                        0.0
-                    } else {
-                        ms(t.hist.value_at_quantile(q))
-                    }
-                };
-                KindSummary {
-                    name: name.clone(),
-                    count: t.count(),
-                    committed: t.committed,
-                    rolled_back: t.rolled_back,
-                    ops_per_s: if secs > 0.0 {
-                        t.count() as f64 / secs
-                    } else {
-                        0.0
-                    },
-                    p50_ms: q(0.50),
-                    p95_ms: q(0.95),
-                    p99_ms: q(0.99),
-                    max_ms: if t.hist.is_empty() {
-                        0.0
-                    } else {
-                        ms(t.hist.max())
-                    },
-                    retries: t.retries,
-                    errors: t.errors,
-                }
+            .map(|(name, t)| KindSummary {
+                name: name.clone(),
+                count: t.count(),
+                committed: t.committed,
+                rolled_back: t.rolled_back,
+                ops_per_s: if secs > 0.0 {
+                    t.count() as f64 / secs
+                } else {
+                    0.0
+                },
+                p50_ms: t.quantile_ms(0.50),
+                p95_ms: t.quantile_ms(0.95),
+                p99_ms: t.quantile_ms(0.99),
+                max_ms: t.max_ms(),
+                retries: t.retries,
+                errors: t.errors,
             })
             .collect();
         Summary {
