@@ -253,7 +253,7 @@ impl Store {
             check_key_or_span(replica, &sp.start, &sp.end)?;
             spans.push(latch_for(&sp.start, &sp.end, false));
         }
-        let _latches = replica.latches.acquire(spans).await;
+        let latches = replica.latches.acquire(spans).await;
         for w in &commit.writes {
             check_key(replica, &w.key)?;
         }
@@ -290,7 +290,7 @@ impl Store {
                 WriteBatchCommand { writes },
             )),
         };
-        self.propose(replica.range_id, cmd).await?;
+        self.propose_keeping(replica.range_id, cmd, latches).await?;
         // Commit wait: a commit pushed into the future (above this node's
         // physical clock, e.g. by a new leader's timestamp cache low water
         // mark) is acknowledged only once that time has passed, so that a
@@ -325,7 +325,7 @@ impl Store {
             let d = replica.desc.read();
             LatchSpan::write_span(&d.start_key, &d.end_key)
         };
-        let _latches = replica.latches.acquire(vec![span]).await;
+        let latches = replica.latches.acquire(vec![span]).await;
         replica.ensure_leader()?;
         let now = self.clock().now();
         let ts = Timestamp::new(now.wall.saturating_sub(lag.as_nanos() as u64), 0);
@@ -341,7 +341,7 @@ impl Store {
                 },
             )),
         };
-        self.propose(range_id, cmd).await?;
+        self.propose_keeping(range_id, cmd, latches).await?;
         Ok(Some(ts))
     }
 
@@ -396,7 +396,7 @@ impl Store {
             (start, d.end_key.clone())
         };
         check_key(replica, &start)?;
-        let _latches = replica
+        let latches = replica
             .latches
             .acquire(vec![LatchSpan::write_span(&start, &end)])
             .await;
@@ -433,7 +433,8 @@ impl Store {
                 delete: false,
             });
         }
-        self.propose_raw(replica.range_id, writes, bytes).await?;
+        self.propose_raw(replica.range_id, writes, bytes, latches)
+            .await?;
         Ok(vec![kv::Response {
             response: Some(Resp::Gc(kv::GcResponse {
                 deleted,
@@ -479,7 +480,7 @@ impl Store {
             let d = replica.desc.read();
             LatchSpan::write_span(&d.start_key, &d.end_key)
         };
-        let _latches = replica.latches.acquire(vec![span]).await;
+        let latches = replica.latches.acquire(vec![span]).await;
         check_key(replica, &key)?;
         replica.ensure_leader()?;
         let desc = replica.desc.read().clone();
@@ -514,7 +515,7 @@ impl Store {
                 },
             )),
         };
-        self.propose(replica.range_id, cmd).await?;
+        self.propose_keeping(replica.range_id, cmd, latches).await?;
         Ok(vec![kv::Response {
             response: Some(Resp::AdminSplit(kv::AdminSplitResponse {
                 left: Some(left),

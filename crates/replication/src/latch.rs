@@ -18,6 +18,7 @@
 //! timestamp cache.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -172,21 +173,30 @@ impl Held {
 /// The latch manager of one replica.
 #[derive(Default)]
 pub struct LatchManager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
     held: Mutex<Vec<Held>>,
     next_seq: AtomicU64,
     released: Notify,
 }
 
-/// Latches held until dropped.
-pub struct LatchGuard<'a> {
-    manager: &'a LatchManager,
+/// Latches held until dropped. A guard owns its manager's state, so it can
+/// outlive the request that took it: a write's latches are handed to its
+/// proposal and released only once the Raft command has applied or can no
+/// longer apply (see `Store::propose_keeping`), even if the request gave
+/// up waiting or its future was dropped.
+pub struct LatchGuard {
+    inner: Arc<Inner>,
     seq: u64,
 }
 
-impl Drop for LatchGuard<'_> {
+impl Drop for LatchGuard {
     fn drop(&mut self) {
-        self.manager.held.lock().retain(|h| h.seq != self.seq);
-        self.manager.released.notify_waiters();
+        self.inner.held.lock().retain(|h| h.seq != self.seq);
+        self.inner.released.notify_waiters();
     }
 }
 
@@ -197,13 +207,17 @@ impl LatchManager {
     }
 
     /// Acquires latches on `spans`, waiting for earlier conflicting requests.
-    pub async fn acquire(&self, spans: Vec<LatchSpan>) -> LatchGuard<'_> {
-        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+    pub async fn acquire(&self, spans: Vec<LatchSpan>) -> LatchGuard {
+        let inner = &self.inner;
+        let seq = inner.next_seq.fetch_add(1, Ordering::SeqCst);
         let held = Held::new(seq, spans);
-        self.held.lock().push(held);
-        let guard = LatchGuard { manager: self, seq };
+        inner.held.lock().push(held);
+        let guard = LatchGuard {
+            inner: inner.clone(),
+            seq,
+        };
         loop {
-            let notified = self.released.notified();
+            let notified = inner.released.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if !self.must_wait(seq) {
@@ -214,7 +228,7 @@ impl LatchManager {
     }
 
     fn must_wait(&self, seq: u64) -> bool {
-        let held = self.held.lock();
+        let held = self.inner.held.lock();
         let Some(mine) = held.iter().find(|h| h.seq == seq) else {
             return false;
         };
@@ -225,7 +239,7 @@ impl LatchManager {
 
     /// Number of requests holding or waiting for latches.
     pub fn len(&self) -> usize {
-        self.held.lock().len()
+        self.inner.held.lock().len()
     }
 
     /// Whether no request holds or waits for latches.

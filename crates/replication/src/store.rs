@@ -554,6 +554,30 @@ impl Store {
 
     /// Proposes an evaluated command and waits until it has applied here.
     pub async fn propose(&self, range_id: u64, cmd: RaftCommand) -> Result<(), Error> {
+        self.propose_keeping(range_id, cmd, ()).await
+    }
+
+    /// Proposes a command evaluated under `latches` and waits until it has
+    /// applied here; the latches are released once the ready loop has
+    /// answered the proposal, not before.
+    ///
+    /// The answer comes when the command applies, or when it can no longer
+    /// apply under this leadership (the proposal was refused, or the
+    /// replica lost leadership: a later leader evaluates only after
+    /// applying every entry of earlier terms). Until then the command may
+    /// still apply, so its latches must stay held: released early, a reader
+    /// could read a key at `T` without seeing the intent or version the
+    /// command writes there at or below `T`, and find it afterwards (a
+    /// snapshot that sees half a transfer). So if this caller stops
+    /// waiting, after the Raft timeout (an ambiguous result) or because
+    /// its future was dropped (a cancelled RPC, a client gone), the latches
+    /// move to a task that holds them until the answer comes.
+    pub async fn propose_keeping<K: Send + 'static>(
+        &self,
+        range_id: u64,
+        cmd: RaftCommand,
+        latches: K,
+    ) -> Result<(), Error> {
         if self.disk_full() {
             return Err(Error::Storage(concord_storage::Error::NoSpace(format!(
                 "node {}'s store is nearly out of disk space; writes are refused until space is freed",
@@ -568,9 +592,20 @@ impl Store {
             data: cmd.encode_to_vec(),
             resp,
         })?;
-        match tokio::time::timeout(self.inner.config.raft_timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::Stopped),
+        let mut flight = InFlight {
+            answer: Some(rx),
+            latches: Some(latches),
+        };
+        let answer = flight.answer.as_mut().expect("set above");
+        match tokio::time::timeout(self.inner.config.raft_timeout, answer).await {
+            Ok(answered) => {
+                // Answered: the latches go with `flight`, here.
+                flight.answer = None;
+                match answered {
+                    Ok(result) => result,
+                    Err(_) => Err(Error::Stopped),
+                }
+            }
             Err(_) => Err(Error::AmbiguousResult(format!(
                 "range {range_id}: the command was proposed but did not apply within {:?}",
                 self.inner.config.raft_timeout
@@ -661,4 +696,33 @@ impl Store {
 
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A proposal's latches and the ready loop's answer to it, while its
+/// proposer waits. Dropped before the answer came, it leaves a task that
+/// holds the latches until it comes (see [`Store::propose_keeping`]).
+struct InFlight<K: Send + 'static> {
+    answer: Option<oneshot::Receiver<Result<(), Error>>>,
+    latches: Option<K>,
+}
+
+impl<K: Send + 'static> Drop for InFlight<K> {
+    fn drop(&mut self) {
+        let (Some(answer), Some(latches)) = (self.answer.take(), self.latches.take()) else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    // Applied, refused, or the loop is gone: either way the
+                    // command can no longer apply behind the latches' back.
+                    let _ = answer.await;
+                    drop(latches);
+                });
+            }
+            // No runtime: the process is shutting down, and nothing can
+            // evaluate against this store any more.
+            Err(_) => drop(latches),
+        }
+    }
 }

@@ -147,14 +147,16 @@ fn aborted(meta: &TxnMeta, why: &str) -> Error {
 }
 
 impl Store {
-    /// Proposes evaluated engine writes as one Raft command and waits for
-    /// them to apply; `bytes_removed` is what they delete from the range's
-    /// size (GC).
-    pub(crate) async fn propose_raw(
+    /// Proposes engine writes evaluated under `latches` as one Raft command
+    /// and waits for them to apply; `bytes_removed` is what they delete from
+    /// the range's size (GC). The latches are held until the command has
+    /// applied or can no longer apply (see [`Store::propose_keeping`]).
+    pub(crate) async fn propose_raw<K: Send + 'static>(
         &self,
         range_id: u64,
         writes: Vec<RawWrite>,
         bytes_removed: u64,
+        latches: K,
     ) -> Result<(), Error> {
         if writes.is_empty() {
             return Ok(());
@@ -166,16 +168,16 @@ impl Store {
                 bytes_removed,
             })),
         };
-        self.propose(range_id, cmd).await
+        self.propose_keeping(range_id, cmd, latches).await
     }
 
     /// Latches the record of `meta` (whose anchor must be in this range),
     /// checks leadership and reads the record.
-    async fn lock_record<'a>(
+    async fn lock_record(
         &self,
-        replica: &'a ReplicaHandle,
+        replica: &ReplicaHandle,
         meta: &TxnMeta,
-    ) -> Result<(crate::latch::LatchGuard<'a>, Option<TxnRecord>), Error> {
+    ) -> Result<(crate::latch::LatchGuard, Option<TxnRecord>), Error> {
         super::eval::check_key(replica, &meta.anchor_key)?;
         let guard = replica.latches.acquire(vec![record_latch(meta)]).await;
         super::eval::check_key(replica, &meta.anchor_key)?;
@@ -191,12 +193,12 @@ impl Store {
         req: kv::BeginTxnRequest,
     ) -> Result<Vec<kv::Response>, Error> {
         let meta = req.txn.unwrap_or_default();
-        let (_guard, existing) = self.lock_record(replica, &meta).await?;
+        let (guard, existing) = self.lock_record(replica, &meta).await?;
         let record = match committed_before_begin(&meta, existing)? {
             Some(r) => r,
             None => {
                 let r = self.pending_record(&meta);
-                self.propose_raw(replica.range_id, vec![put_record(&r)], 0)
+                self.propose_raw(replica.range_id, vec![put_record(&r)], 0, guard)
                     .await?;
                 r
             }
@@ -221,13 +223,13 @@ impl Store {
         req: kv::HeartbeatTxnRequest,
     ) -> Result<Vec<kv::Response>, Error> {
         let meta = req.txn.unwrap_or_default();
-        let (_guard, record) = self.lock_record(replica, &meta).await?;
+        let (guard, record) = self.lock_record(replica, &meta).await?;
         let Some(mut record) = record else {
             return Ok(record_response(None));
         };
         if status_of(&record) == TxnStatus::Pending {
             record.last_heartbeat = Some(self.clock().now().into());
-            self.propose_raw(replica.range_id, vec![put_record(&record)], 0)
+            self.propose_raw(replica.range_id, vec![put_record(&record)], 0, guard)
                 .await?;
         }
         Ok(record_response(Some(record)))
@@ -245,7 +247,7 @@ impl Store {
                 "an EndTxn that aborts carries no writes".into(),
             ));
         }
-        let (_guard, record) = if req.writes.is_empty() {
+        let (guard, record) = if req.writes.is_empty() {
             self.lock_record(replica, &meta).await?
         } else {
             self.lock_record_and_keys(replica, &meta, &req.writes)
@@ -281,7 +283,7 @@ impl Store {
                     let ts = concord_proto::ts(req.commit_ts);
                     writes.extend(self.local_commit_writes(replica, &meta, &req.writes, ts)?);
                 }
-                self.propose_raw(replica.range_id, writes, 0).await?;
+                self.propose_raw(replica.range_id, writes, 0, guard).await?;
                 replica.records_changed.notify_waiters();
                 Ok(record_response(Some(record)))
             }
@@ -350,12 +352,12 @@ impl Store {
 
     /// Like [`Store::lock_record`], also latching `writes`' keys (one
     /// acquisition: record and keys together).
-    async fn lock_record_and_keys<'a>(
+    async fn lock_record_and_keys(
         &self,
-        replica: &'a ReplicaHandle,
+        replica: &ReplicaHandle,
         meta: &TxnMeta,
         writes: &[kv::Write],
-    ) -> Result<(crate::latch::LatchGuard<'a>, Option<TxnRecord>), Error> {
+    ) -> Result<(crate::latch::LatchGuard, Option<TxnRecord>), Error> {
         super::eval::check_key(replica, &meta.anchor_key)?;
         let mut latches = vec![record_latch(meta)];
         for w in writes {
@@ -459,7 +461,7 @@ impl Store {
                     expired,
                     "transaction aborted by a pusher"
                 );
-                self.propose_raw(replica.range_id, vec![put_record(&record)], 0)
+                self.propose_raw(replica.range_id, vec![put_record(&record)], 0, guard)
                     .await?;
                 replica.records_changed.notify_waiters();
                 return Ok(record_response(Some(record)));
@@ -483,7 +485,7 @@ impl Store {
         // With `begin`, the record is created in the same command: checked
         // (and latched) first, as BeginTxn would.
         let mut record = None;
-        let _record_latch = if req.begin {
+        let record_latch = if req.begin {
             let (guard, existing) = self.lock_record(replica, &meta).await?;
             if committed_before_begin(&meta, existing)?.is_some() {
                 return Err(Error::BadRequest(
@@ -511,7 +513,7 @@ impl Store {
         if in_memory {
             self.read_index(replica.range_id).await?;
         }
-        let _latches = replica.latches.acquire(spans).await;
+        let latches = replica.latches.acquire(spans).await;
         for w in &req.writes {
             super::eval::check_key(replica, &w.key)?;
         }
@@ -571,7 +573,8 @@ impl Store {
                 delete: false,
             }
         }));
-        self.propose_raw(replica.range_id, writes, 0).await?;
+        self.propose_raw(replica.range_id, writes, 0, (record_latch, latches))
+            .await?;
         record_locked_reads(replica, &locked, ts, &meta);
         Ok(prepare_response(ts, locked))
     }
@@ -597,7 +600,7 @@ impl Store {
                 latches.push(super::eval::latch_for(&sp.start, &sp.end, true));
             }
         }
-        let _latches = replica.latches.acquire(latches).await;
+        let guard = replica.latches.acquire(latches).await;
         for req in &reqs {
             for sp in &req.spans {
                 super::eval::check_key_or_span(replica, &sp.start, &sp.end)?;
@@ -668,7 +671,7 @@ impl Store {
                 })),
             });
         }
-        self.propose_raw(replica.range_id, writes, 0).await?;
+        self.propose_raw(replica.range_id, writes, 0, guard).await?;
         Ok(responses)
     }
 
@@ -686,7 +689,7 @@ impl Store {
         for meta in &metas {
             super::eval::check_key(replica, &meta.anchor_key)?;
         }
-        let _guard = replica
+        let guard = replica
             .latches
             .acquire(metas.iter().map(record_latch).collect())
             .await;
@@ -712,7 +715,7 @@ impl Store {
             }
         }
         if !writes.is_empty() {
-            self.propose_raw(replica.range_id, writes, 0).await?;
+            self.propose_raw(replica.range_id, writes, 0, guard).await?;
             replica.records_changed.notify_waiters();
         }
         Ok(metas
