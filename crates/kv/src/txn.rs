@@ -431,14 +431,19 @@ impl Txn {
                 Err(Error::Uncertainty { ts, .. }) => {
                     self.refresh_to(ts.max(self.read_ts.next())).await?;
                 }
-                // Readers wait for (never abort) a live writer.
+                // A reader that holds nothing waits for (never aborts) a
+                // live writer. One that holds locks may be what that writer
+                // waits for, so it pushes as a writer does: after the grace
+                // the higher priority wins, and the wait cannot be a cycle.
                 Err(Error::WriteIntent { key, intent }) => {
                     let keys_asked = if requests.iter().any(|r| matches!(r, Req::Scan(_))) {
                         usize::MAX
                     } else {
                         requests.len()
                     };
-                    self.handle_intent(&key, &intent, false, keys_asked).await?;
+                    let may_abort = self.locks.is_some();
+                    self.handle_intent(&key, &intent, may_abort, keys_asked)
+                        .await?;
                 }
                 other => return other,
             }

@@ -25,11 +25,15 @@
 //! for at its record (the push waits there until the record changes, so a
 //! waiter goes on as soon as the holder commits), unless its coordinator
 //! stopped heartbeating
-//! (the record's range aborts it) or — for writers only — the pusher has the
-//! higher priority and has waited a short grace (the pushee is aborted).
-//! Past the grace, waits only go from lower to higher priority writers,
-//! and readers hold no intents, so there is no lasting waiting cycle; a
-//! wait is bounded and ends in a retry error.
+//! (the record's range aborts it) or — for writers, and readers that hold
+//! locks — the pusher has the higher priority and has waited a short grace
+//! (the pushee is aborted). Past the grace, waits only go from lower to
+//! higher priority among transactions that hold something, and a reader
+//! that holds nothing cannot be waited for, so there is no lasting waiting
+//! cycle; a wait is bounded and ends in a retry error. (A reader holding
+//! locks that only waited would close one: TPC-C's new-order reads the
+//! warehouse row a payment is committing while that payment waits for the
+//! district row new-order locked, and both sat out the whole wait.)
 //!
 //! Locks (`SELECT … FOR UPDATE`, and UPDATE/DELETE inside a transaction
 //! block: [`Txn::lock_for_update`]) use the same machinery early: the record
