@@ -382,9 +382,14 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
                 continue;
             }
             let desc = r.desc.read().clone();
+            // A peer the leader has not heard from within an election
+            // timeout is not caught up, however far its log went: moving
+            // leadership to a replica on a node that just died would leave
+            // the range refusing proposals while each transfer times out.
             let matched: Vec<(u64, u64)> = st
                 .progress
                 .iter()
+                .filter(|p| p.recent_active)
                 .map(|p| (p.replica_id, p.matched))
                 .collect();
             let view = RangeView {
