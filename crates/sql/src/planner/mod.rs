@@ -3176,7 +3176,10 @@ fn finish_query(
 }
 
 /// Whether the rows already arrive in the requested order: sorting by the
-/// primary key ascending over a projection of a scan.
+/// primary key ascending over a projection of a scan. Key columns the scan
+/// pins to one value (the prefix of a range scan) are constant, so they
+/// may be left out of the ORDER BY or appear anywhere in it: `WHERE a = 1
+/// ORDER BY b` over a key (a, b) needs no sort.
 fn sort_is_scan_order(node: &Node, order: &[SortKey], table: Option<&Table>) -> bool {
     let Some(table) = table else { return false };
     let Node::Project { input, exprs } = node else {
@@ -3186,31 +3189,38 @@ fn sort_is_scan_order(node: &Node, order: &[SortKey], table: Option<&Table>) -> 
     if let Node::Filter { input, .. } = inner {
         inner = input;
     }
-    if matches!(
-        inner,
+    let pinned = match inner {
         Node::Scan {
-            spans: ScanSpans::Index { .. },
+            spans: ScanSpans::Range { prefix, .. },
             ..
-        }
-    ) || !matches!(inner, Node::Scan { .. })
-        || order.len() > table.pk.len()
-    {
-        return false;
-    }
-    order
-        .iter()
-        .zip(&table.pk)
-        .all(|(k, &pk_col)| !k.desc && exprs.get(k.column) == Some(&Expr::Column(pk_col)))
+        } => prefix.len().min(table.pk.len()),
+        Node::Scan {
+            spans: ScanSpans::Full | ScanSpans::Points(_),
+            ..
+        } => 0,
+        _ => return false,
+    };
+    let constant = &table.pk[..pinned];
+    let mut rest = table.pk[pinned..].iter();
+    order.iter().all(|k| match exprs.get(k.column) {
+        Some(Expr::Column(c)) if constant.contains(c) => true,
+        Some(Expr::Column(c)) => !k.desc && rest.next() == Some(c),
+        _ => false,
+    })
 }
 
 /// Stops a scan early when nothing between it and the LIMIT drops or
-/// reorders rows.
+/// reorders rows. A filter that only repeats the equalities a range scan's
+/// prefix already holds drops nothing.
 fn push_limit(node: &mut Node, n: Option<u64>) {
     let Some(n) = n else { return };
     let mut cur = node;
     loop {
         match cur {
             Node::Project { input, .. } | Node::Trim { input, .. } => cur = input,
+            Node::Filter { input, predicate } if filter_is_scan_prefix(predicate, input) => {
+                cur = input
+            }
             Node::Scan { limit, .. } => {
                 *limit = usize::try_from(n).ok();
                 return;
@@ -3218,6 +3228,34 @@ fn push_limit(node: &mut Node, n: Option<u64>) {
             _ => return,
         }
     }
+}
+
+/// Whether every conjunct of `pred` is `key column = constant` that the
+/// range scan `node` holds by its prefix: the filter keeps every row the
+/// scan returns.
+fn filter_is_scan_prefix(pred: &Expr, node: &Node) -> bool {
+    let Node::Scan {
+        table,
+        spans: ScanSpans::Range { prefix, .. },
+        ..
+    } = node
+    else {
+        return false;
+    };
+    pred.clone().conjuncts().iter().all(|c| {
+        let Expr::Binary(BinOp::Eq, l, r) = c else {
+            return false;
+        };
+        let (col, val) = match (l.as_ref(), r.as_ref()) {
+            (Expr::Column(i), Expr::Literal(v)) | (Expr::Literal(v), Expr::Column(i)) => (*i, v),
+            _ => return false,
+        };
+        table
+            .pk
+            .iter()
+            .zip(prefix)
+            .any(|(&pk_col, p)| pk_col == col && p == val)
+    })
 }
 
 fn plan_values(v: &ast::Values) -> Result<(Node, Vec<OutputColumn>)> {
