@@ -103,6 +103,9 @@ pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a transaction waits for another's pending intent before it
 /// gives up with a retry error.
 const MAX_INTENT_WAIT: Duration = Duration::from_secs(20);
+/// A wait for an intent longer than this is logged (once per wait), with
+/// both transactions: a lasting one is a conflict hot spot or a cycle.
+const SLOW_INTENT_WAIT: Duration = Duration::from_secs(2);
 /// How long a push asks the record's range to wait for a pending
 /// transaction to finish (it answers as soon as the record changes).
 const PUSH_WAIT: Duration = Duration::from_millis(500);
@@ -154,6 +157,7 @@ impl Txn {
     ) -> Result<()> {
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(2);
+        let mut warned = false;
         loop {
             let waited = started.elapsed();
             let grace = self.limits.wound_grace;
@@ -209,6 +213,19 @@ impl Txn {
                     1,
                 )
                 .await;
+            }
+            if !warned && started.elapsed() > SLOW_INTENT_WAIT {
+                warned = true;
+                tracing::warn!(
+                    key = %concord_storage::fmt_key(key),
+                    holder = %concord_storage::fmt_txn_id(&intent.id),
+                    holder_priority = intent.priority,
+                    waiter = %concord_storage::fmt_txn_id(&self.id),
+                    waiter_priority = self.priority,
+                    may_abort,
+                    holds_record = self.locks.is_some(),
+                    "slow wait for another transaction's intent"
+                );
             }
             if started.elapsed() > MAX_INTENT_WAIT {
                 return Err(Error::TransactionRetry {
