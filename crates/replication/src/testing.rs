@@ -242,32 +242,7 @@ impl TestCluster {
         writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<Timestamp, kv::KvError> {
         let store = self.store(node);
-        let now = store.clock().now();
-        let req = BatchRequest {
-            range_id: 1,
-            now: None,
-            txn: Some(TxnHeader {
-                id: rand::random::<[u8; 16]>().to_vec(),
-                read_ts: Some(now.into()),
-                uncertainty_limit: Some(now.into()),
-                historical: false,
-            }),
-            requests: vec![kv::Request {
-                request: Some(Req::Commit(kv::CommitRequest {
-                    writes: writes
-                        .into_iter()
-                        .map(|(key, v)| kv::Write {
-                            lock_only: false,
-                            key,
-                            tombstone: v.is_none(),
-                            value: v.unwrap_or_default(),
-                        })
-                        .collect(),
-                    read_spans: vec![],
-                    reads_elsewhere: false,
-                })),
-            }],
-        };
+        let req = one_phase_commit(store.clock().now(), writes);
         let resp = store.batch(req).await;
         if let Some(e) = resp.error {
             return Err(e);
@@ -329,6 +304,36 @@ impl TestCluster {
             .replica(1)
             .map(|r| r.status.lock().applied_index)
             .unwrap_or(0)
+    }
+}
+
+/// A one-phase commit of `writes` (a `None` value deletes) by a new
+/// transaction reading at `now`, for range 1.
+pub fn one_phase_commit(now: Timestamp, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> BatchRequest {
+    BatchRequest {
+        range_id: 1,
+        now: None,
+        txn: Some(TxnHeader {
+            id: rand::random::<[u8; 16]>().to_vec(),
+            read_ts: Some(now.into()),
+            uncertainty_limit: Some(now.into()),
+            historical: false,
+        }),
+        requests: vec![kv::Request {
+            request: Some(Req::Commit(kv::CommitRequest {
+                writes: writes
+                    .into_iter()
+                    .map(|(key, v)| kv::Write {
+                        lock_only: false,
+                        key,
+                        tombstone: v.is_none(),
+                        value: v.unwrap_or_default(),
+                    })
+                    .collect(),
+                read_spans: vec![],
+                reads_elsewhere: false,
+            })),
+        }],
     }
 }
 

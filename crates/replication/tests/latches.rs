@@ -13,11 +13,9 @@
 use std::time::Duration;
 
 use concord_hlc::Timestamp;
-use concord_proto::kv::{
-    self, kv_error::Kind, request::Request as Req, BatchRequest, KvError, TxnHeader,
-};
+use concord_proto::kv::{kv_error::Kind, KvError};
 use concord_replication::latch::LatchSpan;
-use concord_replication::testing::{fast_config, single_node_store, wait_until};
+use concord_replication::testing::{fast_config, one_phase_commit, single_node_store, wait_until};
 use concord_replication::{Store, StoreConfig};
 use concord_storage::mvcc;
 
@@ -30,29 +28,10 @@ fn config() -> StoreConfig {
 
 /// A one-phase commit of `key` = `value` through the store's own entry.
 async fn commit(store: Store, key: &[u8], value: &[u8]) -> Option<KvError> {
-    let now = store.clock().now();
-    let req = BatchRequest {
-        range_id: 1,
-        now: None,
-        txn: Some(TxnHeader {
-            id: rand::random::<[u8; 16]>().to_vec(),
-            read_ts: Some(now.into()),
-            uncertainty_limit: Some(now.into()),
-            historical: false,
-        }),
-        requests: vec![kv::Request {
-            request: Some(Req::Commit(kv::CommitRequest {
-                writes: vec![kv::Write {
-                    lock_only: false,
-                    key: key.to_vec(),
-                    tombstone: false,
-                    value: value.to_vec(),
-                }],
-                read_spans: vec![],
-                reads_elsewhere: false,
-            })),
-        }],
-    };
+    let req = one_phase_commit(
+        store.clock().now(),
+        vec![(key.to_vec(), Some(value.to_vec()))],
+    );
     store.batch(req).await.error
 }
 
@@ -80,6 +59,21 @@ async fn latch_then_read(store: &Store, key: &[u8], wait: Duration) -> Option<Op
     Some(seen)
 }
 
+/// `k` cannot be latched while its write is in flight, and can be once it
+/// has applied (the frozen loop runs again).
+async fn assert_latched_until_applied(store: &Store) {
+    assert_eq!(
+        latch_then_read(store, b"k", Duration::from_millis(200)).await,
+        None,
+        "the key was latched again while its write was still in flight"
+    );
+    assert_eq!(
+        latch_then_read(store, b"k", Duration::from_secs(10)).await,
+        Some(Some(b"v".to_vec())),
+        "the latch came free only once the write had applied"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_whose_proposer_timed_out_keeps_its_latches_until_it_applies() {
     let store = single_node_store(config()).await;
@@ -89,16 +83,7 @@ async fn a_write_whose_proposer_timed_out_keeps_its_latches_until_it_applies() {
         .expect("the loop is frozen past the Raft timeout");
     assert_eq!(err.kind, Kind::AmbiguousResult as i32, "{err:?}");
     assert_eq!(applied(&store, b"k"), None, "the loop is still frozen");
-    assert_eq!(
-        latch_then_read(&store, b"k", Duration::from_millis(200)).await,
-        None,
-        "the key was latched again while its write was still in flight"
-    );
-    assert_eq!(
-        latch_then_read(&store, b"k", Duration::from_secs(10)).await,
-        Some(Some(b"v".to_vec())),
-        "the latch came free only once the write had applied"
-    );
+    assert_latched_until_applied(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,14 +98,5 @@ async fn a_write_whose_request_was_dropped_keeps_its_latches_until_it_applies() 
     tokio::time::sleep(Duration::from_millis(50)).await;
     task.abort();
     assert!(task.await.is_err_and(|e| e.is_cancelled()));
-    assert_eq!(
-        latch_then_read(&store, b"k", Duration::from_millis(200)).await,
-        None,
-        "the key was latched again while its write was still in flight"
-    );
-    assert_eq!(
-        latch_then_read(&store, b"k", Duration::from_secs(10)).await,
-        Some(Some(b"v".to_vec())),
-        "the latch came free only once the write had applied"
-    );
+    assert_latched_until_applied(&store).await;
 }
