@@ -31,9 +31,9 @@
 //! higher priority among transactions that hold something, and a reader
 //! that holds nothing cannot be waited for, so there is no lasting waiting
 //! cycle; a wait is bounded and ends in a retry error. (A reader holding
-//! locks that only waited would close one: TPC-C's new-order reads the
-//! warehouse row a payment is committing while that payment waits for the
-//! district row new-order locked, and both sat out the whole wait.)
+//! locks that only waited could close one: a transaction that locked row
+//! A reads row B while the writer of B waits for A; both would sit out the
+//! whole wait.)
 //!
 //! Locks (`SELECT … FOR UPDATE`, and UPDATE/DELETE inside a transaction
 //! block: [`Txn::lock_for_update`]) use the same machinery early: the record
