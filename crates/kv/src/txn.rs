@@ -948,12 +948,7 @@ impl Txn {
         self.buffered_bytes = 0;
         let writes: Vec<kv::Write> = std::mem::take(&mut self.writes)
             .into_iter()
-            .map(|(key, v)| kv::Write {
-                lock_only: false,
-                key,
-                tombstone: v.is_none(),
-                value: v.unwrap_or_default(),
-            })
+            .map(|(key, v)| kv::Write::put_or_delete(key, v))
             .collect();
         // A transaction that holds locks ends through its record, whatever
         // its writes (none, only locks: the record ends and they go). So

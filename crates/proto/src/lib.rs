@@ -39,6 +39,19 @@ impl From<meta::Timestamp> for concord_hlc::Timestamp {
     }
 }
 
+impl kv::Write {
+    /// A write of `key`: `Some(value)` puts it, `None` deletes it (a
+    /// tombstone), as a transaction's write buffer holds them.
+    pub fn put_or_delete(key: Vec<u8>, value: Option<Vec<u8>>) -> Self {
+        kv::Write {
+            lock_only: false,
+            key,
+            tombstone: value.is_none(),
+            value: value.unwrap_or_default(),
+        }
+    }
+}
+
 /// A timestamp from an optional proto field (absent = zero).
 pub fn ts(t: Option<meta::Timestamp>) -> concord_hlc::Timestamp {
     t.map(Into::into).unwrap_or_default()

@@ -323,12 +323,7 @@ pub fn one_phase_commit(now: Timestamp, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>)
             request: Some(Req::Commit(kv::CommitRequest {
                 writes: writes
                     .into_iter()
-                    .map(|(key, v)| kv::Write {
-                        lock_only: false,
-                        key,
-                        tombstone: v.is_none(),
-                        value: v.unwrap_or_default(),
-                    })
+                    .map(|(key, v)| kv::Write::put_or_delete(key, v))
                     .collect(),
                 read_spans: vec![],
                 reads_elsewhere: false,

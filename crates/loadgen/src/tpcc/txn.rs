@@ -551,8 +551,13 @@ async fn new_order(
     s.execute(NO_NEW_ORDER, &[&o_id, &d, &w]).await?;
     // The items, in one statement: the unused item of a rolled-back order
     // is missing from the answer.
-    let n = lines.len().min(MAX_LINES);
-    let lines = &lines[..n];
+    let n = lines.len();
+    if n > MAX_LINES {
+        return Err(Error::unexpected(
+            NO_ITEMS[MAX_LINES].as_str(),
+            format!("an order of {n} lines; clause 2.4.1.3 allows at most {MAX_LINES}"),
+        ));
+    }
     let item_sql = Sql {
         text: NO_ITEMS[n].as_str(),
         types: &I4S[..n],
