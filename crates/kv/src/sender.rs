@@ -8,7 +8,7 @@
 //! |-----------------------------|-----------------------------------------------|
 //! | `NotLeader` with a hint     | remember the hint, try that node next          |
 //! | `NotLeader` without a hint, `RangeNotFound`, node unreachable | try the next replica |
-//! | `RangeKeyMismatch`          | refresh the range cache, route again           |
+//! | `RangeKeyMismatch`          | refresh the range cache; `RangeChanged` to the caller (who regroups the keys) if the batch no longer fits one range, else route again once |
 //! | every replica failed        | back off (50 ms doubling to 1 s) and go round again, until the deadline |
 //! | anything else               | hand it to the caller                          |
 //!
@@ -250,12 +250,41 @@ impl DistSender {
     pub async fn send(
         &self,
         route_key: &[u8],
-        mut req: BatchRequest,
+        req: BatchRequest,
         is_commit: bool,
     ) -> Result<Vec<Response>> {
         let started = Instant::now();
+        let n = req.requests.len();
+        let mut attempts = 0u32;
+        let result = self
+            .send_inner(route_key, req, is_commit, started, &mut attempts)
+            .await;
+        let took = started.elapsed();
+        if took > concord_replication::SLOW_STEP {
+            tracing::debug!(
+                target: "concord::slow",
+                key = %concord_storage::fmt_key(route_key),
+                requests = n,
+                attempts,
+                took_ms = took.as_millis() as u64,
+                error = result.as_ref().err().map(|e| e.to_string()),
+                "slow kv send"
+            );
+        }
+        result
+    }
+
+    async fn send_inner(
+        &self,
+        route_key: &[u8],
+        mut req: BatchRequest,
+        is_commit: bool,
+        started: Instant,
+        attempts: &mut u32,
+    ) -> Result<Vec<Response>> {
         let mut backoff = Duration::from_millis(50);
         let mut last_error = String::from("no attempt made");
+        let mut rerouted = 0u32;
         loop {
             let desc = self.range_for_key(route_key).await?;
             req.range_id = desc.range_id;
@@ -305,6 +334,7 @@ impl DistSender {
                 }
                 tried.push(node);
                 req.now = Some(self.clock.now().into());
+                *attempts += 1;
                 match self.attempt(node, req.clone(), is_commit).await {
                     Ok(responses) => {
                         if !(historical && node == me) {
@@ -324,16 +354,24 @@ impl DistSender {
                     Err(Attempt::Reroute { why, desc: hint }) => {
                         last_error = why;
                         self.evict(desc.range_id);
+                        rerouted += 1;
                         if let Some(h) = hint {
-                            let covers = route_key >= h.start_key.as_slice()
-                                && (h.end_key.is_empty() || route_key < h.end_key.as_slice());
+                            // The replica sent the descriptor of its range
+                            // that holds the key it refused. If that range
+                            // holds the route key, the route key's range
+                            // shrank; if not, the refused key is another key
+                            // of the batch, beyond the route key's range.
+                            // Either way the batch no longer fits one range
+                            // and only the caller can regroup its keys:
+                            // routing it again would find the same range and
+                            // the same refusal until the deadline.
                             self.cache_descriptor(h);
-                            if covers {
-                                // The route key's range shrank: the request's
-                                // other keys may now belong elsewhere. Only the
-                                // caller can regroup them.
-                                return Err(Error::RangeChanged);
-                            }
+                            return Err(Error::RangeChanged);
+                        }
+                        if rerouted > 1 {
+                            // Refused again after a fresh lookup: the keys
+                            // do not fit the route key's range.
+                            return Err(Error::RangeChanged);
                         }
                         reroute = true;
                         break;
