@@ -48,10 +48,31 @@ use crate::Error;
 impl Store {
     /// Evaluates a KV batch addressed to a range on this node.
     pub async fn batch(&self, req: BatchRequest) -> BatchResponse {
+        let started = std::time::Instant::now();
+        let range_id = req.range_id;
+        let first = req
+            .requests
+            .first()
+            .and_then(|r| r.request.as_ref())
+            .map(request_name)
+            .unwrap_or("empty");
+        let n = req.requests.len();
         let result = self
             .eval_batch(req)
             .await
             .map_err(|e| self.enrich_mismatch(e));
+        let took = started.elapsed();
+        if took > crate::SLOW_STEP {
+            tracing::debug!(
+                target: "concord::slow",
+                range_id,
+                first,
+                requests = n,
+                took_ms = took.as_millis() as u64,
+                error = result.as_ref().err().map(|e| e.to_string()),
+                "slow batch"
+            );
+        }
         let now = Some(self.clock().now().into());
         match result {
             Ok(responses) => BatchResponse {
@@ -749,4 +770,24 @@ impl Error {
 /// Formats a key for error messages.
 pub fn key_for_humans(key: &[u8]) -> String {
     fmt_key(key)
+}
+
+/// The kind of a request, for logs.
+fn request_name(r: &Req) -> &'static str {
+    match r {
+        Req::Get(_) => "Get",
+        Req::Scan(_) => "Scan",
+        Req::Refresh(_) => "Refresh",
+        Req::Commit(_) => "Commit",
+        Req::AdminSplit(_) => "AdminSplit",
+        Req::RangeInfo(_) => "RangeInfo",
+        Req::BeginTxn(_) => "BeginTxn",
+        Req::HeartbeatTxn(_) => "HeartbeatTxn",
+        Req::Prepare(_) => "Prepare",
+        Req::EndTxn(_) => "EndTxn",
+        Req::PushTxn(_) => "PushTxn",
+        Req::ResolveIntents(_) => "ResolveIntents",
+        Req::GcTxn(_) => "GcTxn",
+        Req::Gc(_) => "Gc",
+    }
 }

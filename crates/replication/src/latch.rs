@@ -216,11 +216,20 @@ impl LatchManager {
             inner: inner.clone(),
             seq,
         };
+        let started = std::time::Instant::now();
         loop {
             let notified = inner.released.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if !self.must_wait(seq) {
+                let waited = started.elapsed();
+                if waited > crate::SLOW_STEP {
+                    tracing::debug!(
+                        target: "concord::slow",
+                        waited_ms = waited.as_millis() as u64,
+                        "slow latch wait"
+                    );
+                }
                 return guard;
             }
             notified.await;

@@ -57,6 +57,14 @@ pub use transport::{GrpcTransport, NodeRegistry, RaftTransport};
 
 use concord_storage::mvcc::MvccError;
 
+/// A step slower than this (a latch wait, a ReadIndex round, a proposal
+/// until it applied, a ready-loop iteration, a whole batch) is logged at
+/// debug level under the target `concord::slow`, so that a latency tail can
+/// be traced to where it was spent: start a node with
+/// `--log info,concord::slow=debug`. Off by default: under a saturating
+/// load every step is slow.
+pub const SLOW_STEP: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Errors of the replication layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -893,6 +893,17 @@ impl ReadyLoop {
                 rest_ms = (took - written).as_millis() as u64,
                 "slow ready loop iteration"
             );
+        } else if took > crate::SLOW_STEP {
+            tracing::debug!(
+                target: "concord::slow",
+                ranges = n_ranges,
+                batch_bytes,
+                sync,
+                phase1_ms = phase1.as_millis() as u64,
+                write_ms = (written - phase1).as_millis() as u64,
+                rest_ms = (took - written).as_millis() as u64,
+                "slow ready loop iteration"
+            );
         }
 
         for (resp, result) in results {

@@ -40,7 +40,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use concord_hlc::Clock;
 use concord_proto::meta::{NodeDescriptor, RaftCommand, RangeDescriptor, StoreIdent};
@@ -597,7 +597,18 @@ impl Store {
             latches: Some(latches),
         };
         let answer = flight.answer.as_mut().expect("set above");
-        match tokio::time::timeout(self.inner.config.raft_timeout, answer).await {
+        let started = Instant::now();
+        let answered = tokio::time::timeout(self.inner.config.raft_timeout, answer).await;
+        let took = started.elapsed();
+        if took > crate::SLOW_STEP {
+            tracing::debug!(
+                target: "concord::slow",
+                range_id,
+                took_ms = took.as_millis() as u64,
+                "slow proposal"
+            );
+        }
+        match answered {
             Ok(answered) => {
                 // Answered: the latches go with `flight`, here.
                 flight.answer = None;
@@ -619,7 +630,18 @@ impl Store {
     pub async fn read_index(&self, range_id: u64) -> Result<(), Error> {
         let (resp, rx) = oneshot::channel();
         self.send(LoopMsg::ReadIndex { range_id, resp })?;
-        match tokio::time::timeout(self.inner.config.raft_timeout, rx).await {
+        let started = Instant::now();
+        let answered = tokio::time::timeout(self.inner.config.raft_timeout, rx).await;
+        let took = started.elapsed();
+        if took > crate::SLOW_STEP {
+            tracing::debug!(
+                target: "concord::slow",
+                range_id,
+                took_ms = took.as_millis() as u64,
+                "slow read index"
+            );
+        }
+        match answered {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Stopped),
             Err(_) => Err(Error::Unavailable(format!(

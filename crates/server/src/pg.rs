@@ -703,7 +703,9 @@ impl ExtendedQueryHandler for ConnectionHandler {
         }
         let mut session = self.session.lock().await;
         self.arm_cancel(&mut session).await;
+        let started = std::time::Instant::now();
         let result = session.execute_prepared(prepared, &params).await;
+        log_if_slow(started, || statement_text(prepared));
         session.set_cancel(None);
         drop_deallocated(client, &mut session);
         send_reports(client, &mut session).await?;
@@ -717,6 +719,31 @@ impl ExtendedQueryHandler for ConnectionHandler {
                 Err(user_error(&e))
             }
         }
+    }
+}
+
+/// Logs a statement that took longer than the replication layer's slow
+/// step, under the same `concord::slow` target (see
+/// [`concord_replication::SLOW_STEP`]), with its text.
+fn log_if_slow(started: std::time::Instant, text: impl FnOnce() -> String) {
+    let took = started.elapsed();
+    if took > concord_replication::SLOW_STEP
+        && tracing::enabled!(target: "concord::slow", tracing::Level::DEBUG)
+    {
+        tracing::debug!(
+            target: "concord::slow",
+            took_ms = took.as_millis() as u64,
+            sql = text(),
+            "slow statement"
+        );
+    }
+}
+
+fn statement_text(p: &Prepared) -> String {
+    match &p.stmt {
+        Some(concord_sql::parser::Stmt::Sql(s)) => s.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
     }
 }
 
@@ -744,7 +771,9 @@ impl SimpleQueryHandler for ConnectionHandler {
     {
         let mut session = self.session.lock().await;
         self.arm_cancel(&mut session).await;
+        let started = std::time::Instant::now();
         let results = session.execute(query).await;
+        log_if_slow(started, || query.to_string());
         session.set_cancel(None);
         drop_deallocated(client, &mut session);
         send_reports(client, &mut session).await?;
