@@ -3296,13 +3296,35 @@ fn plan_values(v: &ast::Values) -> Result<(Node, Vec<OutputColumn>)> {
 }
 
 /// Chooses the key spans a scan of `table` filtered by `pred` must read:
-/// primary key spans, else spans of the secondary index whose leading
-/// columns the predicate pins with the most equalities, else everything.
+/// point lookups when the predicate pins whole primary keys; otherwise the
+/// primary key range or the secondary index whose leading columns the
+/// predicate pins with the most equalities (a bounded next column counts
+/// half), the primary key on a tie since an index scan then has to fetch
+/// its rows; else everything.
+///
+/// So TPC-C's `WHERE c_w_id = ? AND c_d_id = ? AND c_last = ?` reads the
+/// few entries of the (w, d, last, first) index, not the district's 3,000
+/// customers through the primary key's (w, d) prefix.
 pub fn select_spans(table: &Table, pred: &Expr) -> ScanSpans {
-    match primary_spans(table, pred) {
-        ScanSpans::Full => index_spans(table, pred).unwrap_or(ScanSpans::Full),
-        spans => spans,
+    let primary = primary_spans(table, pred);
+    let primary_score = match &primary {
+        ScanSpans::Points(_) => return primary,
+        ScanSpans::Range {
+            prefix,
+            lower,
+            upper,
+        } => Some(span_score(prefix.len(), lower, upper)),
+        ScanSpans::Full | ScanSpans::Index { .. } => None,
+    };
+    match index_spans(table, pred) {
+        Some((score, spans)) if primary_score.is_none_or(|p| score > p) => spans,
+        _ => primary,
     }
+}
+
+/// How narrow a scan is: pinned columns count two, a bounded next column one.
+fn span_score(pinned: usize, lower: &Bound<Value>, upper: &Bound<Value>) -> usize {
+    pinned * 2 + usize::from(*lower != Bound::Unbounded || *upper != Bound::Unbounded)
 }
 
 /// `(column, op, constant)` facts of a predicate's conjuncts about columns
@@ -3326,9 +3348,10 @@ fn column_facts(table: &Table, pred: &Expr) -> Vec<(usize, BinOp, Value)> {
     facts
 }
 
-/// Spans of the best secondary index for `pred`, if one is pinned by an
-/// equality on its first column or bounded on both sides there.
-fn index_spans(table: &Table, pred: &Expr) -> Option<ScanSpans> {
+/// Spans of the best secondary index for `pred`, with their score
+/// ([`span_score`]), if one is pinned by an equality on its first column or
+/// bounded on both sides there.
+fn index_spans(table: &Table, pred: &Expr) -> Option<(usize, ScanSpans)> {
     let facts = column_facts(table, pred);
     let mut best: Option<(usize, ScanSpans)> = None;
     for idx in &table.indexes {
@@ -3354,8 +3377,7 @@ fn index_spans(table: &Table, pred: &Expr) -> Option<ScanSpans> {
             continue;
         }
         // More pinned columns first; a bounded column counts half.
-        let score =
-            prefix.len() * 2 + usize::from(lower != Bound::Unbounded || upper != Bound::Unbounded);
+        let score = span_score(prefix.len(), &lower, &upper);
         if best.as_ref().is_none_or(|(s, _)| score > *s) {
             best = Some((
                 score,
@@ -3368,7 +3390,7 @@ fn index_spans(table: &Table, pred: &Expr) -> Option<ScanSpans> {
             ));
         }
     }
-    best.map(|(_, s)| s)
+    best
 }
 
 /// The tightest bounds `facts` put on column `col`.
