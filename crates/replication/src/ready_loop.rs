@@ -140,7 +140,12 @@ const SLOW_ITERATION: Duration = Duration::from_millis(500);
 pub(crate) struct ReadyLoop {
     store: Arc<StoreInner>,
     transport: Arc<dyn RaftTransport>,
-    replicas: HashMap<u64, Replica>,
+    /// Boxed: an iteration moves each replica with a Ready out of the map
+    /// and back (the loop's methods need `&mut self` beside it), and a
+    /// `Replica` (its `RawNode` above all) is large enough that moving it by
+    /// value showed in profiles (memmove, and a large allocation for the
+    /// iteration's list).
+    replicas: HashMap<u64, Box<Replica>>,
     rx: mpsc::Receiver<LoopMsg>,
     read_seq: u64,
     /// Until when this node refuses to vote (it restarted; see
@@ -291,7 +296,7 @@ impl ReadyLoop {
         self.store.replicas.write().insert(range_id, handle.clone());
         if let Some(old) = self.replicas.insert(
             range_id,
-            Replica {
+            Box::new(Replica {
                 handle,
                 raw,
                 applied,
@@ -305,9 +310,9 @@ impl ReadyLoop {
                 snapshots_applied: 0,
                 bytes,
                 peers: HashMap::new(),
-            },
+            }),
         ) {
-            Self::fail_replica(old, || Error::RangeNotFound(range_id));
+            Self::fail_replica(*old, || Error::RangeNotFound(range_id));
         }
         tracing::info!(range_id, replica_id, initialized, "replica started");
         Ok(())
@@ -333,7 +338,7 @@ impl ReadyLoop {
             replica_id = r.handle.replica_id,
             "replica removed from this node"
         );
-        Self::fail_replica(r, || Error::RangeNotFound(range_id));
+        Self::fail_replica(*r, || Error::RangeNotFound(range_id));
         Ok(())
     }
 
@@ -425,7 +430,7 @@ impl ReadyLoop {
 
     fn fail_all(&mut self, err: impl Fn() -> Error) {
         for (_, r) in self.replicas.drain() {
-            Self::fail_replica(r, &err);
+            Self::fail_replica(*r, &err);
         }
         // Drain the inbox so nobody waits on a dead loop.
         while let Ok(msg) = self.rx.try_recv() {
