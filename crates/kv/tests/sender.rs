@@ -56,7 +56,7 @@ async fn a_batch_split_across_ranges_comes_back_to_be_regrouped() {
     // Regrouped by the fresh cache, each key goes to its own range.
     for k in [&a, &z] {
         stale
-            .send(k, gets(&[k.clone()]), false)
+            .send(k, gets(std::slice::from_ref(k)), false)
             .await
             .expect("a single key routes to its range");
     }

@@ -198,6 +198,18 @@ impl Store {
         let _latches = replica.latches.acquire(spans).await;
         // The range may have split while this request waited.
         read_latches(replica, &requests)?;
+        // And this replica may have lost leadership while it waited: the
+        // write whose latches it waited for is then answered (it can no
+        // longer apply under this leadership) and releases them, but it may
+        // still commit under the next leader at a timestamp below this
+        // read's. Evaluated here, the read would miss it, and record itself
+        // in a timestamp cache that no later write consults (the chaos
+        // smoke's partition run saw a compare-and-set read a stale value
+        // this way). A follower read needs no leadership: it reads at or
+        // below the closed timestamp, which no write can go under.
+        if !follower_read {
+            replica.ensure_leader()?;
+        }
         let engine = self.engine().as_ref();
         self.check_gc_threshold(replica, &requests, ctx.read_ts)?;
         let opts = ReadOpts {

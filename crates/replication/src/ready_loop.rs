@@ -888,27 +888,26 @@ impl ReadyLoop {
         // range sends heartbeats, and past an election timeout leaders step
         // down (check quorum). Say where a slow one spent its time.
         let took = started.elapsed();
+        // Over SLOW_ITERATION a warning; over SLOW_STEP a line for
+        // `concord::slow` (see the crate's doc), with the same fields.
+        macro_rules! slow_iteration {
+            ($($level:tt)+) => {
+                tracing::event!(
+                    $($level)+,
+                    ranges = n_ranges,
+                    batch_bytes,
+                    sync,
+                    phase1_ms = phase1.as_millis() as u64,
+                    write_ms = (written - phase1).as_millis() as u64,
+                    rest_ms = (took - written).as_millis() as u64,
+                    "slow ready loop iteration"
+                )
+            };
+        }
         if took > SLOW_ITERATION {
-            tracing::warn!(
-                ranges = n_ranges,
-                batch_bytes,
-                sync,
-                phase1_ms = phase1.as_millis() as u64,
-                write_ms = (written - phase1).as_millis() as u64,
-                rest_ms = (took - written).as_millis() as u64,
-                "slow ready loop iteration"
-            );
+            slow_iteration!(tracing::Level::WARN);
         } else if took > crate::SLOW_STEP {
-            tracing::debug!(
-                target: "concord::slow",
-                ranges = n_ranges,
-                batch_bytes,
-                sync,
-                phase1_ms = phase1.as_millis() as u64,
-                write_ms = (written - phase1).as_millis() as u64,
-                rest_ms = (took - written).as_millis() as u64,
-                "slow ready loop iteration"
-            );
+            slow_iteration!(target: "concord::slow", tracing::Level::DEBUG);
         }
 
         for (resp, result) in results {
@@ -1017,6 +1016,10 @@ impl ReadyLoop {
         }
         if was_leader && !is_leader {
             tracing::info!(range_id = r.handle.range_id, "lost leadership");
+            // Before answering the proposals below: their proposers release
+            // latches that readers wait for, and those readers must then
+            // find this replica no longer ready to evaluate.
+            r.handle.status.lock().leader_ready = false;
             let range_id = r.handle.range_id;
             for (_, resp) in r.proposals.drain() {
                 let _ = resp.send(Err(Error::AmbiguousResult(format!(

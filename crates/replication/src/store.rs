@@ -599,15 +599,7 @@ impl Store {
         let answer = flight.answer.as_mut().expect("set above");
         let started = Instant::now();
         let answered = tokio::time::timeout(self.inner.config.raft_timeout, answer).await;
-        let took = started.elapsed();
-        if took > crate::SLOW_STEP {
-            tracing::debug!(
-                target: "concord::slow",
-                range_id,
-                took_ms = took.as_millis() as u64,
-                "slow proposal"
-            );
-        }
+        log_slow_wait(range_id, started, "slow proposal");
         match answered {
             Ok(answered) => {
                 // Answered: the latches go with `flight`, here.
@@ -632,15 +624,7 @@ impl Store {
         self.send(LoopMsg::ReadIndex { range_id, resp })?;
         let started = Instant::now();
         let answered = tokio::time::timeout(self.inner.config.raft_timeout, rx).await;
-        let took = started.elapsed();
-        if took > crate::SLOW_STEP {
-            tracing::debug!(
-                target: "concord::slow",
-                range_id,
-                took_ms = took.as_millis() as u64,
-                "slow read index"
-            );
-        }
+        log_slow_wait(range_id, started, "slow read index");
         match answered {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Stopped),
@@ -746,5 +730,18 @@ impl<K: Send + 'static> Drop for InFlight<K> {
             // evaluate against this store any more.
             Err(_) => drop(latches),
         }
+    }
+}
+
+/// Logs a wait on the ready loop longer than [`crate::SLOW_STEP`].
+fn log_slow_wait(range_id: u64, started: Instant, what: &'static str) {
+    let took = started.elapsed();
+    if took > crate::SLOW_STEP {
+        tracing::debug!(
+            target: "concord::slow",
+            range_id,
+            took_ms = took.as_millis() as u64,
+            "{what}"
+        );
     }
 }
