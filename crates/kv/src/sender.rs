@@ -8,7 +8,7 @@
 //! |-----------------------------|-----------------------------------------------|
 //! | `NotLeader` with a hint     | remember the hint, try that node next          |
 //! | `NotLeader` without a hint, `RangeNotFound`, node unreachable | try the next replica |
-//! | `RangeKeyMismatch`          | refresh the range cache; `RangeChanged` to the caller (who regroups the keys) if the batch no longer fits one range, else route again once |
+//! | `RangeKeyMismatch`          | cache the descriptor it carries and return `RangeChanged` (the caller regroups the keys by range); without one, look the range up and route again, once |
 //! | every replica failed        | back off (50 ms doubling to 1 s) and go round again, until the deadline |
 //! | anything else               | hand it to the caller                          |
 //!
@@ -359,12 +359,13 @@ impl DistSender {
                             // The replica sent the descriptor of its range
                             // that holds the key it refused. If that range
                             // holds the route key, the route key's range
-                            // shrank; if not, the refused key is another key
-                            // of the batch, beyond the route key's range.
-                            // Either way the batch no longer fits one range
-                            // and only the caller can regroup its keys:
-                            // routing it again would find the same range and
-                            // the same refusal until the deadline.
+                            // moved or shrank and the batch's other keys may
+                            // now lie elsewhere; if not, the refused key is
+                            // another key of the batch, beyond the route
+                            // key's range, and routing the batch again would
+                            // find the same range and the same refusal until
+                            // the deadline. Either way only the caller can
+                            // regroup the keys by range.
                             self.cache_descriptor(h);
                             return Err(Error::RangeChanged);
                         }
