@@ -17,7 +17,6 @@
 //! request on one replica. Transaction-level isolation comes from MVCC and the
 //! timestamp cache.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -178,9 +177,19 @@ pub struct LatchManager {
 
 #[derive(Default)]
 struct Inner {
-    held: Mutex<Vec<Held>>,
-    next_seq: AtomicU64,
+    line: Mutex<Line>,
     released: Notify,
+}
+
+/// The requests holding or waiting for latches, and the next place in
+/// line. One lock guards both: a request takes its number and joins `held`
+/// in one step, so no request can look for earlier ones while an
+/// earlier-numbered one has yet to join (both would run: two writers of
+/// one key once did, and the SQL serializability test lost an increment).
+#[derive(Default)]
+struct Line {
+    held: Vec<Held>,
+    next_seq: u64,
 }
 
 /// Latches held until dropped. A guard owns its manager's state, so it can
@@ -195,7 +204,7 @@ pub struct LatchGuard {
 
 impl Drop for LatchGuard {
     fn drop(&mut self) {
-        self.inner.held.lock().retain(|h| h.seq != self.seq);
+        self.inner.line.lock().held.retain(|h| h.seq != self.seq);
         self.inner.released.notify_waiters();
     }
 }
@@ -209,16 +218,14 @@ impl LatchManager {
     /// Acquires latches on `spans`, waiting for earlier conflicting requests.
     pub async fn acquire(&self, spans: Vec<LatchSpan>) -> LatchGuard {
         let inner = &self.inner;
+        // Indexed before the lock is taken; numbered under it (see `Line`).
         let mut held = Held::new(0, spans);
-        // The place in line is taken under the lock that joins the held
-        // set: taken before it, a request could check for earlier ones
-        // while an earlier-numbered one had not joined yet, and both
-        // would run.
         let seq = {
-            let mut all = inner.held.lock();
-            held.seq = inner.next_seq.fetch_add(1, Ordering::SeqCst);
-            let seq = held.seq;
-            all.push(held);
+            let mut line = inner.line.lock();
+            let seq = line.next_seq;
+            line.next_seq += 1;
+            held.seq = seq;
+            line.held.push(held);
             seq
         };
         let guard = LatchGuard {
@@ -246,7 +253,8 @@ impl LatchManager {
     }
 
     fn must_wait(&self, seq: u64) -> bool {
-        let held = self.inner.held.lock();
+        let line = self.inner.line.lock();
+        let held = &line.held;
         let Some(mine) = held.iter().find(|h| h.seq == seq) else {
             return false;
         };
@@ -257,7 +265,7 @@ impl LatchManager {
 
     /// Number of requests holding or waiting for latches.
     pub fn len(&self) -> usize {
-        self.inner.held.lock().len()
+        self.inner.line.lock().held.len()
     }
 
     /// Whether no request holds or waits for latches.
@@ -269,6 +277,7 @@ impl LatchManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::Duration;
 

@@ -111,8 +111,9 @@ static NO_STOCKS: LazyLock<Vec<Vec<String>>> = LazyLock::new(|| {
         })
         .collect()
 });
-/// Parameter types of the statements above, by number of items.
-static I4S: [Type; MAX_LINES + 1] = [const { Type::INT4 }; MAX_LINES + 1];
+/// Parameter types of the statements above and of [`NO_STOCK_UPDATES`],
+/// all INT4: a prefix as long as the statement's parameters.
+static I4S: [Type; 2 + 3 * MAX_LINES] = [const { Type::INT4 }; 2 + 3 * MAX_LINES];
 /// The stock rows of an order's lines from one supply warehouse, updated
 /// in one statement (one round trip instead of one per line, as
 /// CockroachDB's TPC-C workload does), by number of items: `$1` the supply
@@ -139,8 +140,6 @@ static NO_STOCK_UPDATES: LazyLock<Vec<String>> = LazyLock::new(|| {
         })
         .collect()
 });
-/// Parameter types of [`NO_STOCK_UPDATES`]: all INT4.
-static NO_STOCK_UPDATE_TYPES: [Type; 2 + 3 * MAX_LINES] = [const { Type::INT4 }; 2 + 3 * MAX_LINES];
 /// An order's lines in one INSERT, one text per number of lines.
 static NO_ORDER_LINES: LazyLock<Vec<String>> = LazyLock::new(|| {
     (0..=MAX_LINES)
@@ -660,7 +659,7 @@ async fn new_order(
         let remote = i32::from(*sw != w);
         let sql = Sql {
             text: NO_STOCK_UPDATES[items.len()].as_str(),
-            types: &NO_STOCK_UPDATE_TYPES[..2 + 3 * items.len()],
+            types: &I4S[..2 + 3 * items.len()],
         };
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![sw, &remote];
         for (i_id, new_quantity, quantity) in items {
