@@ -6,7 +6,12 @@
 //! once, in arrival order, and then waits only for *earlier* requests whose
 //! spans overlap with at least one side writing. Waiting only on earlier
 //! arrivals makes latching fair (a stream of readers cannot starve a writer)
-//! and deadlock-free (the waits-for graph follows arrival order).
+//! and deadlock-free (the waits-for graph follows arrival order) as long as
+//! a request takes all its latches in one `acquire`: one that holds a guard
+//! while it acquires more has two places in line, and a request queued
+//! between them that overlaps both waits for the first while the second
+//! waits for it, for ever (a prepare that latched its transaction record
+//! and then its keys once did so against a whole-range latch).
 //!
 //! ```text
 //!   arrival:  #1 write [a]   #2 read [a,c)   #3 read [x]

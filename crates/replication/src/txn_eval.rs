@@ -482,26 +482,6 @@ impl Store {
         req: kv::PrepareRequest,
     ) -> Result<Vec<kv::Response>, Error> {
         let mut meta = req.txn.unwrap_or_default();
-        // With `begin`, the record is created in the same command: checked
-        // (and latched) first, as BeginTxn would.
-        let mut record = None;
-        let record_latch = if req.begin {
-            let (guard, existing) = self.lock_record(replica, &meta).await?;
-            if committed_before_begin(&meta, existing)?.is_some() {
-                return Err(Error::BadRequest(
-                    "begin: the transaction has already committed".into(),
-                ));
-            }
-            record = Some(self.pending_record(&meta));
-            Some(guard)
-        } else {
-            None
-        };
-        let mut spans = Vec::with_capacity(req.writes.len());
-        for w in &req.writes {
-            super::eval::check_key(replica, &w.key)?;
-            spans.push(LatchSpan::write_key(&w.key));
-        }
         // Locks of a transaction that has its record may stay in memory
         // (see crate::locktable). Like a read, they need the leader to
         // confirm it still leads and to have applied everything committed:
@@ -510,13 +490,41 @@ impl Store {
             && !req.begin
             && req.writes.iter().all(|w| w.lock_only)
             && replica.locks.lock().has_room(req.writes.len());
-        if in_memory {
-            self.read_index(replica.range_id).await?;
-        }
-        let latches = replica.latches.acquire(spans).await;
-        for w in &req.writes {
-            super::eval::check_key(replica, &w.key)?;
-        }
+        // With `begin`, the record is created in the same command: checked
+        // as BeginTxn would, and latched with the keys in one acquisition.
+        // Taken one after the other (the record's latch held while waiting
+        // for the keys'), a request that came between them wanting both (a
+        // whole-range latch of the first range, whose span covers every
+        // record latch: closing a timestamp, a split, GC) waited for the
+        // record while this one waited for it behind the keys: neither ever
+        // ran, and nor did anything after them on that range.
+        let mut record = None;
+        let latches = if req.begin {
+            let (guard, existing) = self
+                .lock_record_and_keys(replica, &meta, &req.writes)
+                .await?;
+            if committed_before_begin(&meta, existing)?.is_some() {
+                return Err(Error::BadRequest(
+                    "begin: the transaction has already committed".into(),
+                ));
+            }
+            record = Some(self.pending_record(&meta));
+            guard
+        } else {
+            let mut spans = Vec::with_capacity(req.writes.len());
+            for w in &req.writes {
+                super::eval::check_key(replica, &w.key)?;
+                spans.push(LatchSpan::write_key(&w.key));
+            }
+            if in_memory {
+                self.read_index(replica.range_id).await?;
+            }
+            let latches = replica.latches.acquire(spans).await;
+            for w in &req.writes {
+                super::eval::check_key(replica, &w.key)?;
+            }
+            latches
+        };
         replica.ensure_leader()?;
         let engine = self.engine().as_ref();
         let keys: Vec<&[u8]> = req.writes.iter().map(|w| w.key.as_slice()).collect();
@@ -573,7 +581,7 @@ impl Store {
                 delete: false,
             }
         }));
-        self.propose_raw(replica.range_id, writes, 0, (record_latch, latches))
+        self.propose_raw(replica.range_id, writes, 0, latches)
             .await?;
         record_locked_reads(replica, &locked, ts, &meta);
         Ok(prepare_response(ts, locked))

@@ -9,11 +9,15 @@
 //! that sees half a transaction (the chaos bank check caught one). These
 //! tests stop the ready loop so that a command cannot apply in time, and
 //! check that nobody can latch its key until it has applied.
+//!
+//! A request takes its latches in one place in line; the last test checks
+//! that a prepare that also creates its transaction record does.
 
 use std::time::Duration;
 
 use concord_hlc::Timestamp;
-use concord_proto::kv::{kv_error::Kind, KvError};
+use concord_proto::kv::{self, kv_error::Kind, request::Request as Req, KvError};
+use concord_proto::meta::TxnMeta;
 use concord_replication::latch::LatchSpan;
 use concord_replication::testing::{fast_config, one_phase_commit, single_node_store, wait_until};
 use concord_replication::{Store, StoreConfig};
@@ -99,4 +103,72 @@ async fn a_write_whose_request_was_dropped_keeps_its_latches_until_it_applies() 
     task.abort();
     assert!(task.await.is_err_and(|e| e.is_cancelled()));
     assert_latched_until_applied(&store).await;
+}
+
+/// A transaction's first write to `key` that also creates its record (a
+/// prepare with `begin`), anchored on the same key, on range 1.
+async fn prepare_with_record(store: Store, key: &[u8]) -> Option<KvError> {
+    let now = store.clock().now();
+    let id = rand::random::<[u8; 16]>().to_vec();
+    let req = kv::BatchRequest {
+        range_id: 1,
+        now: None,
+        txn: Some(kv::TxnHeader {
+            id: id.clone(),
+            read_ts: Some(now.into()),
+            uncertainty_limit: Some(now.into()),
+            historical: false,
+        }),
+        requests: vec![kv::Request {
+            request: Some(Req::Prepare(kv::PrepareRequest {
+                txn: Some(TxnMeta {
+                    id,
+                    write_ts: Some(now.into()),
+                    read_ts: Some(now.into()),
+                    epoch: 0,
+                    priority: 0,
+                    anchor_key: key.to_vec(),
+                }),
+                writes: vec![kv::Write::put_or_delete(key.to_vec(), Some(b"v".to_vec()))],
+                begin: true,
+                in_memory: false,
+            })),
+        }],
+    };
+    store.batch(req).await.error
+}
+
+/// The record's latch and the keys' are one place in line. Taken one after
+/// the other, a request queued between the two that wants both (here a
+/// whole-range latch to close a timestamp; on the first range, whose span
+/// covers every record latch, also a split or GC) waits for the record
+/// while the prepare waits for it behind the keys, and neither ever runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_that_creates_its_record_and_a_whole_range_latch_do_not_deadlock() {
+    let store = single_node_store(config()).await;
+    let replica = store.replica(1).expect("range 1");
+    // The whole range is latched, so the prepare queues...
+    let everything = replica
+        .latches
+        .acquire(vec![LatchSpan::write_span(b"", b"")])
+        .await;
+    let prepare = tokio::spawn(prepare_with_record(store.clone(), b"k"));
+    assert!(wait_until(Duration::from_secs(5), || replica.latches.len() == 2).await);
+    // ...and a request for the whole range queues behind it.
+    let close = tokio::spawn({
+        let store = store.clone();
+        async move { store.close_timestamp(1, Duration::ZERO).await }
+    });
+    assert!(wait_until(Duration::from_secs(5), || replica.latches.len() == 3).await);
+    drop(everything);
+    let answer = tokio::time::timeout(Duration::from_secs(20), prepare)
+        .await
+        .expect("the prepare ran: it did not wait for the request queued behind it")
+        .expect("the prepare task");
+    assert_eq!(answer, None);
+    let closed = tokio::time::timeout(Duration::from_secs(20), close)
+        .await
+        .expect("the timestamp closed once the prepare had applied")
+        .expect("the close task");
+    assert!(closed.is_ok(), "{closed:?}");
 }
