@@ -24,7 +24,8 @@
 //! kernel answers), so only a deadline reveals it. Connections ping their
 //! peer every second (HTTP/2 keepalive) and break when a ping goes
 //! unanswered for 2 s, failing the calls on them well before the 6 s
-//! attempt deadline; and a node that timed out or broke a connection is
+//! attempt deadline (which bounds a call to this node's own store too); and
+//! a node that timed out or broke a connection is
 //! *suspect* for 5 s: requests try the other replicas first, so that once a
 //! new leader is elected they find it instead of waiting on the old one.
 
@@ -408,7 +409,22 @@ impl DistSender {
         is_commit: bool,
     ) -> std::result::Result<Vec<Response>, Attempt> {
         let resp = if node == self.local.node_id() {
-            self.local.batch(req).await
+            // The same bound as a remote attempt: a request stuck in this
+            // node's store (behind a latch that is never released, say)
+            // would otherwise hang its statement, and its client, forever.
+            match tokio::time::timeout(self.attempt_timeout, self.local.batch(req)).await {
+                Ok(resp) => resp,
+                Err(_) => {
+                    let why = format!("this node did not answer within {:?}", self.attempt_timeout);
+                    tracing::warn!(node, "{why}");
+                    if is_commit {
+                        return Err(Attempt::Fail(Error::AmbiguousResult(format!(
+                            "{why} while committing"
+                        ))));
+                    }
+                    return Err(Attempt::Next { hint: None, why });
+                }
+            }
         } else {
             let mut client = self
                 .client(node)
