@@ -611,6 +611,14 @@ impl ReadyLoop {
                     let _ = resp.send(Err(Self::not_leader(r)));
                     return;
                 }
+                if r.raw.raft.has_pending_conf() {
+                    // raft-rs would turn the change into an empty entry and
+                    // report success, leaving the proposer to time out.
+                    let _ = resp.send(Err(Error::BadRequest(
+                        "membership change refused: another one has yet to apply".into(),
+                    )));
+                    return;
+                }
                 let ctx = ChangeReplicas {
                     id: id.clone(),
                     descriptor: Some(desc),
@@ -712,6 +720,13 @@ impl ReadyLoop {
                 for resp in r.reads_new.drain(..) {
                     let _ = resp.send(Err(err.clone()));
                 }
+                continue;
+            }
+            if !r.raw.raft.commit_to_current_term() {
+                // raft-rs drops a ReadIndex silently until the leader has
+                // committed an entry of its term (the empty one it appends
+                // on election): started now, these reads would wait out
+                // the Raft timeout. They stay queued for a later iteration.
                 continue;
             }
             let now = Instant::now();
