@@ -104,8 +104,132 @@ impl Drop for NodeProc {
 pub struct Cluster {
     pub nodes: Vec<NodeProc>,
     pub dir: tempfile::TempDir,
+    /// Stops the watchdog when the cluster is dropped.
+    _watchdog: Watchdog,
     /// Held while the cluster lives; dropped last, after the nodes.
     _slot: std::sync::MutexGuard<'static, ()>,
+}
+
+/// How long a cluster may live before its watchdog ends it: far above the
+/// longest test (a few minutes), so it only fires on a hang.
+/// `CONCORD_TEST_CLUSTER_TIMEOUT_SECS` overrides it.
+fn cluster_timeout() -> Duration {
+    let secs = std::env::var("CONCORD_TEST_CLUSTER_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(900);
+    Duration::from_secs(secs)
+}
+
+/// Turns a hung test into a failed one. The client calls in these tests
+/// have no timeouts of their own (a production client would not either),
+/// so a request the cluster never answers would hang the test binary and
+/// CI with it; it once did, for an hour, with nothing to show why. After
+/// [`cluster_timeout`] the watchdog prints every node's log and kills the
+/// cluster's processes (found by their store directory), so the pending
+/// calls fail with a connection error and the test fails where it waited.
+/// A test still stuck a minute later aborts its binary.
+struct Watchdog {
+    done: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Watchdog {
+    fn start(dir: PathBuf) -> Watchdog {
+        let done = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let timeout = cluster_timeout();
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("unnamed test")
+            .to_string();
+        let shared = done.clone();
+        std::thread::spawn(move || {
+            let (lock, cvar) = &*shared;
+            let deadline = Instant::now() + timeout;
+            for grace in [false, true] {
+                let mut finished = lock.lock().unwrap_or_else(|p| p.into_inner());
+                let end = if grace {
+                    Instant::now() + Duration::from_secs(60)
+                } else {
+                    deadline
+                };
+                while !*finished {
+                    let left = end.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    finished = cvar
+                        .wait_timeout(finished, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                if *finished {
+                    return;
+                }
+                drop(finished);
+                if grace {
+                    eprintln!(
+                        "watchdog: {test} is still stuck after its cluster was killed; aborting"
+                    );
+                    std::process::abort();
+                }
+                eprintln!(
+                    "watchdog: the cluster of {test} is still up after {} s; its logs follow, then its nodes are killed",
+                    timeout.as_secs()
+                );
+                dump_dir_logs(&dir, 200);
+                kill_processes_using(&dir);
+            }
+        });
+        Watchdog { done }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let (lock, cvar) = &*self.done;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cvar.notify_all();
+    }
+}
+
+/// Prints the last `lines` lines of every `*.log` file in `dir`.
+fn dump_dir_logs(dir: &Path, lines: usize) {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
+    logs.sort();
+    for p in logs {
+        let log = std::fs::read_to_string(&p).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+        eprintln!("---- {} (last {} lines) ----", p.display(), tail.len());
+        for l in tail.iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+}
+
+/// Sends SIGKILL to every process whose command line mentions `dir` (the
+/// nodes of one cluster: each has its store under it).
+fn kill_processes_using(dir: &Path) {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline.windows(needle.len()).any(|w| w == needle) {
+            eprintln!("watchdog: kill -9 {pid}");
+            let _ = Command::new("sh")
+                .args(["-c", &format!("kill -9 {pid}")])
+                .status();
+        }
+    }
 }
 
 impl Cluster {
@@ -137,20 +261,14 @@ impl Cluster {
             .collect();
         Cluster {
             nodes,
+            _watchdog: Watchdog::start(dir.path().to_path_buf()),
             dir,
             _slot: slot,
         }
     }
 
     pub fn dump_logs(&self) {
-        for n in &self.nodes {
-            let log = std::fs::read_to_string(&n.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("---- node {} log (last lines) ----", n.id);
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
-        }
+        dump_dir_logs(self.dir.path(), 40);
     }
 }
 
