@@ -25,8 +25,19 @@ chmod 755 "$WORK" # PostgreSQL runs as the postgres user
 command -v pgbench >/dev/null || { echo "pgbench is missing (apt-get install postgresql-client-15)" >&2; exit 1; }
 [ -x "$BIN" ] || { echo "$BIN is missing: cargo build -p concord-cli" >&2; exit 1; }
 
+# Stops the Concord nodes (matched by their store directory, whatever the
+# binary is called) and waits until they are gone: PostgreSQL's runs, and a
+# next sitting on the same ports, find a quiet machine.
+stop_concord() {
+  pkill -f "start --store $WORK" 2>/dev/null || true
+  for _ in $(seq 30); do
+    pgrep -f "start --store $WORK" >/dev/null || break
+    sleep 1
+  done
+}
+
 cleanup() {
-  pkill -f "concord start --store $WORK" 2>/dev/null || true
+  stop_concord
   if [ -d "$WORK/pg" ]; then
     runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true
   fi
@@ -82,6 +93,7 @@ for _ in $(seq 60); do
   sleep 1
 done
 bench concord -h 127.0.0.1 -p 15541 -U root defaultdb
+stop_concord
 
 # --- PostgreSQL 15, default settings (fsync on), same machine.
 if [ -x "$PG_BIN/initdb" ] && id postgres >/dev/null 2>&1; then
