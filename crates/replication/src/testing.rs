@@ -24,7 +24,7 @@ use concord_proto::kv::{
 use concord_proto::meta::{NodeDescriptor, RangeDescriptor, ReplicaDescriptor, StoreIdent};
 use concord_storage::{Engine, RocksEngine};
 use parking_lot::RwLock;
-use raft::prelude::Message;
+use raft::prelude::{Message, MessageType};
 
 use crate::{NodeRegistry, RaftTransport, Store, StoreConfig};
 
@@ -33,6 +33,8 @@ use crate::{NodeRegistry, RaftTransport, Store, StoreConfig};
 pub struct Mesh {
     stores: RwLock<HashMap<u64, Store>>,
     cut: RwLock<HashSet<(u64, u64)>>,
+    /// Message types lost when this node sends them.
+    dropped: RwLock<HashSet<(u64, MessageType)>>,
 }
 
 impl Mesh {
@@ -52,9 +54,16 @@ impl Mesh {
         }
     }
 
-    /// Restores every link.
+    /// Drops every message of type `t` that `node` sends (a new leader
+    /// whose appends are lost can win an election but not commit).
+    pub fn drop_from(&self, node: u64, t: MessageType) {
+        self.dropped.write().insert((node, t));
+    }
+
+    /// Restores every link and every message type.
     pub fn heal(&self) {
         self.cut.write().clear();
+        self.dropped.write().clear();
     }
 }
 
@@ -66,7 +75,13 @@ pub struct MeshTransport {
 
 impl RaftTransport for MeshTransport {
     fn send(&self, to_node: u64, range_id: u64, msg: Message) {
-        if self.mesh.cut.read().contains(&(self.from, to_node)) {
+        if self.mesh.cut.read().contains(&(self.from, to_node))
+            || self
+                .mesh
+                .dropped
+                .read()
+                .contains(&(self.from, msg.get_msg_type()))
+        {
             return;
         }
         if let Some(store) = self.mesh.stores.read().get(&to_node) {

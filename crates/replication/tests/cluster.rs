@@ -367,3 +367,34 @@ fn get_request(key: &[u8]) -> concord_proto::kv::BatchRequest {
         }],
     }
 }
+
+/// A read that reaches a new leader before it has committed an entry of its
+/// term waits for that entry. raft-rs drops a ReadIndex request until then
+/// without a word, so started at once the read waited out the Raft timeout
+/// and failed (after every election, on a busy cluster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_at_a_new_leader_waits_for_its_first_commit() {
+    let c = TestCluster::start(3, fast_config()).await;
+    let old = c
+        .leader(Duration::from_secs(10))
+        .await
+        .expect("a leader is elected");
+    let new = if old == 1 { 2 } else { 1 };
+    // The new leader's appends are lost: it wins its election (a transfer)
+    // but cannot commit the entry that opens its term.
+    c.mesh.drop_from(new, raft::prelude::MessageType::MsgAppend);
+    c.store(old).transfer_leader(1, new).expect("transfer");
+    let leads = wait_until(Duration::from_secs(10), || {
+        c.store(new)
+            .replica(1)
+            .is_ok_and(|r| r.status.lock().role == "leader")
+    })
+    .await;
+    assert!(leads, "node {new} took over");
+    let store = c.store(new);
+    let read = tokio::spawn(async move { store.read_index(1).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.mesh.heal();
+    let answer = read.await.expect("the read task");
+    assert!(answer.is_ok(), "the read was answered: {answer:?}");
+}
