@@ -162,7 +162,9 @@ impl Db {
     }
 
     /// Splits the range holding `key` at `key`. Returns the descriptors of
-    /// the two sides (the left is `None` if `key` already was a boundary).
+    /// the two sides (the left is `None` if `key` already was a boundary
+    /// before this call; a retry that finds this call's own split applied
+    /// gets both sides, see `eval_split`).
     pub async fn admin_split(
         &self,
         key: &[u8],

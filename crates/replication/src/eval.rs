@@ -518,10 +518,20 @@ impl Store {
         replica.ensure_leader()?;
         let desc = replica.desc.read().clone();
         if key == desc.start_key {
-            // Already a boundary: nothing to do.
+            // Already a boundary: nothing to do. If the right side carries
+            // the range id this request asked for, the boundary is this
+            // very split, applied on an earlier attempt whose sender gave up
+            // waiting (the attempt deadline), and this is its retry: answer
+            // as the split did, with the left side (a replica of this store
+            // too), so that the caller records both sides in meta2.
+            let left = if desc.range_id == req.new_range_id {
+                self.replica_ending_at(&key).map(|r| r.desc.read().clone())
+            } else {
+                None
+            };
             return Ok(vec![kv::Response {
                 response: Some(Resp::AdminSplit(kv::AdminSplitResponse {
-                    left: None,
+                    left,
                     right: Some(desc),
                 })),
             }]);

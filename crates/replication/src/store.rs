@@ -685,6 +685,16 @@ impl Store {
             .cloned()
     }
 
+    /// The initialized local replica whose span ends at `key`, if any.
+    pub fn replica_ending_at(&self, key: &[u8]) -> Option<Arc<ReplicaHandle>> {
+        self.inner
+            .replicas
+            .read()
+            .values()
+            .find(|r| r.status.lock().initialized && r.desc.read().end_key.as_slice() == key)
+            .cloned()
+    }
+
     /// Freezes the ready loop for `d`, as a long GC pause or SIGSTOP of
     /// the process would: no ticks, no messages, no reads. For fault
     /// injection in tests.
