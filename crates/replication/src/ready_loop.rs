@@ -708,8 +708,9 @@ impl ReadyLoop {
         }
     }
 
-    /// Issues one ReadIndex request per replica for all reads that arrived
-    /// in this iteration: they share one heartbeat round.
+    /// Issues one ReadIndex request per replica for all reads waiting to
+    /// start (those that arrived in this iteration, and those held back
+    /// until a new leader's first commit): they share one heartbeat round.
     fn start_reads(&mut self) {
         for r in self.replicas.values_mut() {
             if r.reads_new.is_empty() {

@@ -128,7 +128,8 @@ fn cluster_timeout() -> Duration {
 /// [`cluster_timeout`] the watchdog prints every node's log and kills the
 /// cluster's processes (found by their store directory), so the pending
 /// calls fail with a connection error and the test fails where it waited.
-/// A test still stuck a minute later aborts its binary.
+/// A test still stuck 200 s later (past the longest retry loop of these
+/// tests) aborts its binary.
 struct Watchdog {
     done: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
@@ -148,7 +149,7 @@ impl Watchdog {
             for grace in [false, true] {
                 let mut finished = lock.lock().unwrap_or_else(|p| p.into_inner());
                 let end = if grace {
-                    Instant::now() + Duration::from_secs(60)
+                    Instant::now() + Duration::from_secs(200)
                 } else {
                     deadline
                 };
@@ -212,7 +213,9 @@ fn dump_dir_logs(dir: &Path, lines: usize) {
 /// Sends SIGKILL to every process whose command line mentions `dir` (the
 /// nodes of one cluster: each has its store under it).
 fn kill_processes_using(dir: &Path) {
-    let needle = dir.as_os_str().as_encoded_bytes();
+    // The directory followed by `/`: a store path under it, not another
+    // directory whose name merely starts the same.
+    let needle = [dir.as_os_str().as_encoded_bytes(), b"/"].concat();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return;
     };
@@ -223,7 +226,10 @@ fn kill_processes_using(dir: &Path) {
         let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
             continue;
         };
-        if cmdline.windows(needle.len()).any(|w| w == needle) {
+        if cmdline
+            .windows(needle.len())
+            .any(|w| w == needle.as_slice())
+        {
             eprintln!("watchdog: kill -9 {pid}");
             let _ = Command::new("sh")
                 .args(["-c", &format!("kill -9 {pid}")])
