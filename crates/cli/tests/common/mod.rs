@@ -144,41 +144,27 @@ impl Watchdog {
             .to_string();
         let shared = done.clone();
         std::thread::spawn(move || {
-            let (lock, cvar) = &*shared;
-            let deadline = Instant::now() + timeout;
-            for grace in [false, true] {
-                let mut finished = lock.lock().unwrap_or_else(|p| p.into_inner());
-                let end = if grace {
-                    Instant::now() + Duration::from_secs(200)
-                } else {
-                    deadline
-                };
-                while !*finished {
-                    let left = end.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    finished = cvar
-                        .wait_timeout(finished, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-                if *finished {
-                    return;
-                }
-                drop(finished);
-                if grace {
-                    eprintln!(
-                        "watchdog: {test} is still stuck after its cluster was killed; aborting"
-                    );
-                    std::process::abort();
-                }
-                eprintln!(
-                    "watchdog: the cluster of {test} is still up after {} s; its logs follow, then its nodes are killed",
-                    timeout.as_secs()
-                );
-                dump_dir_logs(&dir, 200);
-                kill_processes_using(&dir);
+            // Whether the cluster is dropped within `d`.
+            let dropped_within = |d: Duration| {
+                let (lock, cvar) = &*shared;
+                let finished = lock.lock().unwrap_or_else(|p| p.into_inner());
+                *cvar
+                    .wait_timeout_while(finished, d, |finished| !*finished)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            };
+            if dropped_within(timeout) {
+                return;
+            }
+            eprintln!(
+                "watchdog: the cluster of {test} is still up after {} s; its logs follow, then its nodes are killed",
+                timeout.as_secs()
+            );
+            dump_dir_logs(&dir, 200);
+            kill_processes_using(&dir);
+            if !dropped_within(Duration::from_secs(200)) {
+                eprintln!("watchdog: {test} is still stuck after its cluster was killed; aborting");
+                std::process::abort();
             }
         });
         Watchdog { done }
