@@ -178,12 +178,7 @@ impl Store {
         replica: &ReplicaHandle,
         meta: &TxnMeta,
     ) -> Result<(crate::latch::LatchGuard, Option<TxnRecord>), Error> {
-        super::eval::check_key(replica, &meta.anchor_key)?;
-        let guard = replica.latches.acquire(vec![record_latch(meta)]).await;
-        super::eval::check_key(replica, &meta.anchor_key)?;
-        replica.ensure_leader()?;
-        let record = txn::get_record(self.engine().as_ref(), meta)?;
-        Ok((guard, record))
+        self.lock_record_and_keys(replica, meta, &[]).await
     }
 
     /// BeginTxn: creates the PENDING record (or refreshes it).
@@ -350,8 +345,9 @@ impl Store {
         Ok((ts, own_intent))
     }
 
-    /// Like [`Store::lock_record`], also latching `writes`' keys (one
-    /// acquisition: record and keys together).
+    /// Latches the record of `meta` (whose anchor must be in this range)
+    /// and `writes`' keys in one acquisition (one place in line: see
+    /// crate::latch), checks leadership and reads the record.
     async fn lock_record_and_keys(
         &self,
         replica: &ReplicaHandle,
