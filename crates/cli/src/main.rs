@@ -562,7 +562,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         .enable_all()
         .thread_name("concord")
         .build()?;
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         match cli.command {
             // A check that finds a violation exits 1 without an error.
             Command::Workload { command } => return Ok(concord_loadgen::run(command).await?),
@@ -597,7 +597,11 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             } => transfer_leader(range_id, to_node, &host).await,
         }
         .map(|()| std::process::ExitCode::SUCCESS)
-    })
+    });
+    // Let blocking work (RocksDB scans of the split and GC queues) finish
+    // before the process exits under it; a plain drop would not wait.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    code
 }
 
 #[cfg(test)]
