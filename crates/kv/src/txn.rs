@@ -131,6 +131,8 @@ pub struct TxnLimits {
     pub max_buffer_bytes: usize,
     /// See [`WOUND_GRACE`].
     pub wound_grace: Duration,
+    /// See [`ADOPT_CLEANUP_AFTER`].
+    pub adopt_cleanup_after: Duration,
 }
 
 impl Default for TxnLimits {
@@ -145,6 +147,7 @@ impl Default for TxnLimits {
             resolve_in_flight: RESOLVE_MAX_IN_FLIGHT,
             max_buffer_bytes: MAX_BUFFER_BYTES,
             wound_grace: WOUND_GRACE,
+            adopt_cleanup_after: ADOPT_CLEANUP_AFTER,
         }
     }
 }
@@ -155,6 +158,12 @@ impl Default for TxnLimits {
 /// row into a retry. Waiting stays free of deadlocks: after this grace
 /// every wait ends in an abort of the lower priority, as before.
 pub const WOUND_GRACE: Duration = Duration::from_millis(50);
+
+/// A finished transaction's record found with intents still out this long
+/// after it finished is cleaned up by the node that found it (see
+/// `Txn::adopt_cleanup` in `twopc`); before that, its coordinator's own
+/// cleanup is presumed to be running.
+pub const ADOPT_CLEANUP_AFTER: Duration = Duration::from_secs(10);
 
 /// Priorities are drawn below this; each retry of a statement adds it once
 /// more, so that a transaction that keeps losing conflicts ends up winning.

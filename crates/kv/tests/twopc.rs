@@ -111,6 +111,56 @@ async fn a_coordinator_that_stops_after_the_commit_point_has_committed() {
     assert_eq!(intents(&store), 0);
 }
 
+/// A committed transaction whose coordinator stopped before its cleanup
+/// (here: the failpoint; in life, a node restarted under it) is cleaned
+/// up whole by the first transaction that meets one of its intents once
+/// the record is old enough, not left for every other key to pay a push
+/// and a resolve: one point read, and every intent and the record go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_committed_record_with_intents_out_is_cleaned_up_by_whoever_meets_it() {
+    let (mut db, store) = db().await;
+    db.set_limits(TxnLimits {
+        adopt_cleanup_after: Duration::from_secs(1),
+        ..TxnLimits::default()
+    });
+    split_between(&db, &["a", "m"]).await;
+    db.enable_failpoint(failpoints::AFTER_COMMIT);
+    let mut t = db.begin();
+    t.put(key("a"), b"anchor".to_vec()).unwrap();
+    // More keys than a chunk lists one by one: the record holds a span.
+    let rows: Vec<String> = (0..100).map(|i| format!("m{i:03}")).collect();
+    for k in &rows {
+        t.put(key(k), b"row".to_vec()).unwrap();
+    }
+    let err = t.commit().await.unwrap_err();
+    assert!(err.to_string().contains("failpoint"), "{err}");
+    db.disable_failpoint(failpoints::AFTER_COMMIT);
+    assert_eq!(intents(&store), 101, "the coordinator resolved nothing");
+
+    // A young record is its coordinator's to clean: a reader resolves the
+    // key it met and leaves the rest.
+    assert_eq!(read(&db, "m000").await, Some(b"row".to_vec()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(intents(&store), 100);
+    assert_eq!(records(&store), 1);
+
+    // Past the age, meeting one intent cleans up the whole transaction.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(read(&db, "m050").await, Some(b"row".to_vec()));
+    assert!(
+        wait_until(Duration::from_secs(10), || intents(&store) == 0
+            && records(&store) == 0)
+        .await,
+        "left {} intents and {} records",
+        intents(&store),
+        records(&store)
+    );
+    for k in rows.iter().chain([&"a".to_string()]) {
+        let want = if k == "a" { "anchor" } else { "row" };
+        assert_eq!(read(&db, k).await, Some(want.as_bytes().to_vec()), "{k}");
+    }
+}
+
 /// A coordinator that saw an error although its EndTxn committed (the
 /// answer was lost) aborts "its" transaction: the record says COMMITTED,
 /// so the intents become versions instead of vanishing. (Resolving them as

@@ -20,7 +20,7 @@
 //! them one by one through the unbatched path, which regroups by range, and
 //! what fails there is left to readers and pushers, as before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -55,6 +55,22 @@ pub struct Resolver {
     /// Batches sent, and the requests they held.
     batches: AtomicU64,
     requests: AtomicU64,
+    /// Transactions whose whole cleanup runs on this node (see
+    /// [`Resolver::claim_cleanup`]).
+    cleaning: Mutex<HashSet<Vec<u8>>>,
+}
+
+/// A transaction's cleanup claimed on this node; dropping it releases the
+/// claim.
+pub(crate) struct CleanupClaim {
+    resolver: Arc<Resolver>,
+    txn_id: Vec<u8>,
+}
+
+impl Drop for CleanupClaim {
+    fn drop(&mut self) {
+        self.resolver.cleaning.lock().remove(&self.txn_id);
+    }
 }
 
 impl Resolver {
@@ -65,7 +81,24 @@ impl Resolver {
             queues: Mutex::new(HashMap::new()),
             batches: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            cleaning: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Claims the cleanup (resolving every intent, then deleting the
+    /// record) of a finished transaction for this node: `None` if it is
+    /// already running here, by its coordinator or adopted from a record
+    /// found finished with its intents still out (see
+    /// `Txn::handle_intent`). The claim lasts until the returned guard
+    /// drops.
+    pub(crate) fn claim_cleanup(self: &Arc<Self>, txn_id: &[u8]) -> Option<CleanupClaim> {
+        self.cleaning
+            .lock()
+            .insert(txn_id.to_vec())
+            .then(|| CleanupClaim {
+                resolver: self.clone(),
+                txn_id: txn_id.to_vec(),
+            })
     }
 
     /// The sender requests go through.

@@ -19,6 +19,16 @@
 //!              with other transactions' by the node's resolver
 //! ```
 //!
+//! A coordinator that stops between its commit point and the end of its
+//! cleanup (its node restarted, a request failed) leaves intents and a
+//! finished record behind. Whoever meets one of those intents resolves
+//! it, and, once the record is older than
+//! [`TxnLimits::adopt_cleanup_after`], also takes over the whole cleanup in
+//! the background (`Txn::adopt_cleanup`): otherwise every remaining intent
+//! (a whole table after `ADD PRIMARY KEY`) would cost the next transaction
+//! that meets it a push, a resolve and a retry, and the record would never
+//! go.
+//!
 //! Meeting an intent (a read at or above its timestamp, or a write):
 //! PushTxn to the intent's record. A finished (or vanished) transaction's
 //! intent is resolved and the request sent again; a pending one is waited
@@ -187,6 +197,9 @@ impl Txn {
                 },
             };
             if let Some((status, commit_ts)) = finished {
+                if let Some(r) = &record {
+                    self.adopt_cleanup(r, status, commit_ts);
+                }
                 // A request for many keys (a scan, a big batch) resolves the
                 // whole span of the record holding the key (at most a chunk
                 // of intents), or it would meet them one at a time; a
@@ -244,6 +257,60 @@ impl Txn {
                 backoff = (backoff * 2).min(MAX_PUSH_BACKOFF);
             }
         }
+    }
+
+    /// Cleans up, in the background, after a finished transaction whose
+    /// intents are still out long after it finished: its coordinator's
+    /// cleanup stopped (the node restarted or died, or a request of it
+    /// failed). Without this, each of its intents (a whole table after a
+    /// bulk load or `ADD PRIMARY KEY`) would cost the first transaction
+    /// that meets it a push, a resolve and a retry, and its record would
+    /// stay for ever. A record younger than
+    /// [`TxnLimits::adopt_cleanup_after`] is
+    /// left to its coordinator, and a cleanup already running on this node
+    /// is not started twice; one running on another node may be (resolving
+    /// is idempotent, so that costs commands, not correctness).
+    fn adopt_cleanup(&self, record: &TxnRecord, status: TxnStatus, commit_ts: Timestamp) {
+        let Some(meta) = record.meta.clone() else {
+            return;
+        };
+        if record.intent_spans.is_empty() {
+            return;
+        }
+        // The last heartbeat: the coordinator's cleanup starts right after
+        // its commit, at most a heartbeat interval later (a commit
+        // timestamp may be ahead of the clock).
+        let finished_at = match record.last_heartbeat {
+            Some(hb) => concord_proto::ts(Some(hb)),
+            None => commit_ts,
+        };
+        let age = self
+            .sender
+            .clock()
+            .physical_now()
+            .saturating_sub(finished_at.wall);
+        if u128::from(age) < self.limits.adopt_cleanup_after.as_nanos() {
+            return;
+        }
+        let Some(claim) = self.resolver.claim_cleanup(&meta.id) else {
+            return;
+        };
+        tracing::info!(
+            txn = %concord_storage::fmt_txn_id(&meta.id),
+            spans = record.intent_spans.len(),
+            age_s = age / 1_000_000_000,
+            "cleaning up after a finished transaction whose intents are still out"
+        );
+        tokio::spawn(cleanup(
+            Some(claim),
+            self.sender.clone(),
+            Some(self.resolver.clone()),
+            meta,
+            status,
+            commit_ts,
+            record.intent_spans.clone(),
+            self.limits.resolve_in_flight,
+        ));
     }
 
     /// The transaction's record, created (PENDING, heartbeated from now on)
@@ -409,7 +476,9 @@ impl Txn {
                     tokio::time::sleep(Duration::from_nanos(ahead)).await;
                 }
                 let _ = clock.update(commit_ts);
+                let claim = self.resolver.claim_cleanup(&meta.id);
                 tokio::spawn(cleanup(
+                    claim,
                     self.sender.clone(),
                     Some(self.resolver.clone()),
                     meta,
@@ -1091,7 +1160,10 @@ async fn abort_and_clean_up(
             return;
         }
     };
-    cleanup(sender, None, meta, status, commit_ts, spans, in_flight).await
+    cleanup(
+        None, sender, None, meta, status, commit_ts, spans, in_flight,
+    )
+    .await
 }
 
 /// Keeps a transaction record alive while its coordinator works; sets
@@ -1140,7 +1212,9 @@ async fn forget_record(sender: &DistSender, meta: &TxnMeta) {
 /// record. With the node's resolver (a committed transaction's cleanup),
 /// point intents and the record join other transactions' in one command
 /// per range. Failures are left to the transactions that meet the intents.
+#[allow(clippy::too_many_arguments)]
 async fn cleanup(
+    _claim: Option<super::resolver::CleanupClaim>,
     sender: Arc<DistSender>,
     resolver: Option<Arc<super::Resolver>>,
     meta: TxnMeta,
