@@ -253,6 +253,8 @@ pub(crate) struct StoreInner {
     pub failure: Mutex<Option<concord_storage::Error>>,
     pub(crate) tx: mpsc::Sender<LoopMsg>,
     pub(crate) stopped: AtomicBool,
+    /// The ready loop's thread, until [`Store::wait_stopped`] joins it.
+    ready_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Reads served by a follower below its closed timestamp.
     pub(crate) follower_reads: AtomicU64,
     /// Locks taken in a leader's memory rather than through Raft.
@@ -296,6 +298,7 @@ impl Store {
             failure: Mutex::new(None),
             tx,
             stopped: AtomicBool::new(false),
+            ready_thread: Mutex::new(None),
             follower_reads: AtomicU64::new(0),
             locks_in_memory: AtomicU64::new(0),
             lease_reads: AtomicU64::new(0),
@@ -315,7 +318,7 @@ impl Store {
             }
         }
         let failure_slot = inner.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("ready-loop".into())
             .spawn(move || {
                 // raft-rs panics on broken invariants (e.g. a log it cannot
@@ -333,6 +336,7 @@ impl Store {
                 }
             })
             .map_err(|e| Error::Internal(format!("cannot start the ready loop: {e}")))?;
+        *inner.ready_thread.lock() = Some(thread);
         Ok(Store { inner })
     }
 
@@ -706,6 +710,17 @@ impl Store {
     pub fn stop(&self) {
         if !self.inner.stopped.swap(true, Ordering::SeqCst) {
             let _ = self.inner.tx.send(LoopMsg::Stop);
+        }
+    }
+
+    /// Blocks until the ready loop's thread has ended (after [`Store::stop`]):
+    /// it drops the replicas and their handles on the engine as it ends, and
+    /// a process that exits meanwhile crashed in libc (seen at shutdown
+    /// under load). Not for an async context: it blocks.
+    pub fn wait_stopped(&self) {
+        let thread = self.inner.ready_thread.lock().take();
+        if let Some(t) = thread {
+            let _ = t.join();
         }
     }
 }

@@ -397,13 +397,20 @@ impl Node {
             }
         }
         self.ctx.store.stop();
-        // Wait for the network runtime's threads to finish, on a thread
-        // that may block: a process that exits while they still drop
-        // their tasks (and with them the store and its RocksDB handles)
-        // crashed in libc (seen once in about ten stops).
-        if let Some(rt) = self._net.0.take() {
-            let _ = tokio::task::spawn_blocking(move || rt.shutdown_timeout(NET_SHUTDOWN)).await;
-        }
+        // Wait for the ready loop's thread and the network runtime's
+        // threads to finish, on a thread that may block: a process that
+        // exited while they still dropped their state (and with it the
+        // store's RocksDB handles) crashed in libc, on either thread (seen
+        // about once in ten stops under load).
+        let store = self.ctx.store.clone();
+        let net = self._net.0.take();
+        let _ = tokio::task::spawn_blocking(move || {
+            store.wait_stopped();
+            if let Some(rt) = net {
+                rt.shutdown_timeout(NET_SHUTDOWN);
+            }
+        })
+        .await;
     }
 }
 
