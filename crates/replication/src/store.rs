@@ -713,15 +713,28 @@ impl Store {
         }
     }
 
-    /// Blocks until the ready loop's thread has ended (after [`Store::stop`]):
-    /// it drops the replicas and their handles on the engine as it ends, and
-    /// a process that exits meanwhile crashed in libc (seen at shutdown
-    /// under load). Not for an async context: it blocks.
-    pub fn wait_stopped(&self) {
-        let thread = self.inner.ready_thread.lock().take();
-        if let Some(t) = thread {
+    /// Blocks until the ready loop's thread has ended (after [`Store::stop`]),
+    /// or for `at_most` (a loop stuck in a write to a failing disk must not
+    /// keep the node from exiting): the thread drops the replicas and their
+    /// handles on the engine as it ends, and a process that exited
+    /// meanwhile crashed in libc (seen at shutdown under load). Returns
+    /// whether it ended. Not for an async context: it blocks.
+    pub fn wait_stopped(&self, at_most: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + at_most;
+        let mut slot = self.inner.ready_thread.lock();
+        let Some(t) = slot.as_ref() else {
+            return true;
+        };
+        while !t.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if let Some(t) = slot.take() {
             let _ = t.join();
         }
+        true
     }
 }
 

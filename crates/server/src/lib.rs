@@ -405,7 +405,9 @@ impl Node {
         let store = self.ctx.store.clone();
         let net = self._net.0.take();
         let _ = tokio::task::spawn_blocking(move || {
-            store.wait_stopped();
+            if !store.wait_stopped(NET_SHUTDOWN) {
+                tracing::warn!("the ready loop did not stop within {NET_SHUTDOWN:?}");
+            }
             if let Some(rt) = net {
                 rt.shutdown_timeout(NET_SHUTDOWN);
             }
@@ -414,5 +416,6 @@ impl Node {
     }
 }
 
-/// How long [`Node::stop`] waits for the network runtime's threads.
+/// How long [`Node::stop`] waits for the ready loop's thread, and then for
+/// the network runtime's threads.
 const NET_SHUTDOWN: Duration = Duration::from_secs(5);
