@@ -84,14 +84,15 @@ wait_sql
 pgbench -i -s "$SCALE" "${PG[@]}" 2>&1 | grep -E "done in|error"
 # While the loading node still runs: the load's cleanup (ADD PRIMARY KEY
 # leaves a million intents to resolve) finishes here, not in a measured run.
-bench 60 >/dev/null
+warm=$(bench 60) || { echo "warm-up run failed:" >&2; grep -iE "error|abort|fail" <<<"$warm" | head -5 >&2; }
 stop
 for bin in "$@"; do
   start "$bin"
   wait_sql
-  bench 5 >/dev/null
+  bench 5 >/dev/null || true
   c0=$(cpu_ticks) a0=$(applied)
-  out=$(bench "$DURATION")
+  # pgbench exits non-zero when a client aborted; the run is still reported.
+  out=$(bench "$DURATION") || grep -iE "error|abort" <<<"$out" | head -5 >&2
   c1=$(cpu_ticks) a1=$(applied)
   n=$(grep -oP 'processed: \K[0-9]+' <<<"$out" || echo 0)
   if [ "$n" = 0 ]; then
