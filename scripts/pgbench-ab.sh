@@ -84,7 +84,7 @@ wait_sql
 pgbench -i -s "$SCALE" "${PG[@]}" 2>&1 | grep -E "done in|error"
 # While the loading node still runs: the load's cleanup (ADD PRIMARY KEY
 # leaves a million intents to resolve) finishes here, not in a measured run.
-warm=$(bench 60) || { echo "warm-up run failed:" >&2; grep -iE "error|abort|fail" <<<"$warm" | head -5 >&2; }
+warm=$(bench 60) || { echo "warm-up run failed:" >&2; grep -iE "error|abort|fail" <<<"$warm" | head -5 >&2 || true; }
 stop
 for bin in "$@"; do
   start "$bin"
@@ -92,7 +92,7 @@ for bin in "$@"; do
   bench 5 >/dev/null || true
   c0=$(cpu_ticks) a0=$(applied)
   # pgbench exits non-zero when a client aborted; the run is still reported.
-  out=$(bench "$DURATION") || grep -iE "error|abort" <<<"$out" | head -5 >&2
+  out=$(bench "$DURATION") || { grep -iE "error|abort" <<<"$out" | head -5 >&2 || true; }
   c1=$(cpu_ticks) a1=$(applied)
   n=$(grep -oP 'processed: \K[0-9]+' <<<"$out" || echo 0)
   if [ "$n" = 0 ]; then
