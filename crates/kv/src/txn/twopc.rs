@@ -271,7 +271,7 @@ impl Txn {
     /// is not started twice; one running on another node may be (resolving
     /// is idempotent, so that costs commands, not correctness).
     fn adopt_cleanup(&self, record: &TxnRecord, status: TxnStatus, commit_ts: Timestamp) {
-        let Some(meta) = record.meta.clone() else {
+        let Some(meta) = record.meta.as_ref() else {
             return;
         };
         if record.intent_spans.is_empty() {
@@ -305,7 +305,7 @@ impl Txn {
             Some(claim),
             self.sender.clone(),
             Some(self.resolver.clone()),
-            meta,
+            meta.clone(),
             status,
             commit_ts,
             record.intent_spans.clone(),
