@@ -405,11 +405,11 @@ impl Node {
         let store = self.ctx.store.clone();
         let net = self._net.0.take();
         let _ = tokio::task::spawn_blocking(move || {
-            if !store.wait_stopped(NET_SHUTDOWN) {
-                tracing::warn!("the ready loop did not stop within {NET_SHUTDOWN:?}");
+            if !store.wait_stopped(STOP_WAIT) {
+                tracing::warn!("the ready loop did not stop within {STOP_WAIT:?}");
             }
             if let Some(rt) = net {
-                rt.shutdown_timeout(NET_SHUTDOWN);
+                rt.shutdown_timeout(STOP_WAIT);
             }
         })
         .await;
@@ -418,4 +418,4 @@ impl Node {
 
 /// How long [`Node::stop`] waits for the ready loop's thread, and then for
 /// the network runtime's threads.
-const NET_SHUTDOWN: Duration = Duration::from_secs(5);
+const STOP_WAIT: Duration = Duration::from_secs(5);
