@@ -156,14 +156,17 @@ impl Watchdog {
             if dropped_within(timeout) {
                 return;
             }
-            eprintln!(
-                "watchdog: the cluster of {test} is still up after {} s; its logs follow, then its nodes are killed",
-                timeout.as_secs()
-            );
-            dump_dir_logs(&dir, 200);
+            uncaptured(&format!(
+                "watchdog: the cluster of {test} is still up after {} s; its logs follow, then its nodes are killed\n{}",
+                timeout.as_secs(),
+                dir_logs(&dir, 200)
+            ));
             kill_processes_using(&dir);
             if !dropped_within(Duration::from_secs(200)) {
-                eprintln!("watchdog: {test} is still stuck after its cluster was killed; aborting");
+                uncaptured(&format!(
+                    "watchdog: {test} is still stuck after its cluster was killed; its threads follow, then it aborts\n{}",
+                    own_backtraces()
+                ));
                 std::process::abort();
             }
         });
@@ -179,8 +182,41 @@ impl Drop for Watchdog {
     }
 }
 
-/// Prints the last `lines` lines of every `*.log` file in `dir`.
-fn dump_dir_logs(dir: &Path, lines: usize) {
+/// Every thread's stack of this process, as gdb prints them (bounded at
+/// 60 s; empty where gdb is missing or may not attach): where a hung test
+/// waits, when nothing else says.
+fn own_backtraces() -> String {
+    let pid = std::process::id().to_string();
+    Command::new("timeout")
+        .args([
+            "60",
+            "gdb",
+            "-p",
+            &pid,
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Writes to the process's stderr past the test harness's capture. The
+/// watchdog's thread inherits its test's capture, and a capture is lost
+/// when the watchdog aborts the binary: CI once showed only "SIGABRT".
+fn uncaptured(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+    let _ = err.flush();
+}
+
+/// The last `lines` lines of every `*.log` file in `dir`, each under a
+/// header.
+fn dir_logs(dir: &Path, lines: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
@@ -189,11 +225,12 @@ fn dump_dir_logs(dir: &Path, lines: usize) {
     for p in logs {
         let log = std::fs::read_to_string(&p).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(lines).collect();
-        eprintln!("---- {} (last {} lines) ----", p.display(), tail.len());
+        let _ = writeln!(out, "---- {} (last {} lines) ----", p.display(), tail.len());
         for l in tail.iter().rev() {
-            eprintln!("{l}");
+            let _ = writeln!(out, "{l}");
         }
     }
+    out
 }
 
 /// Sends SIGKILL to every process whose command line mentions `dir` (the
@@ -216,7 +253,7 @@ fn kill_processes_using(dir: &Path) {
             .windows(needle.len())
             .any(|w| w == needle.as_slice())
         {
-            eprintln!("watchdog: kill -9 {pid}");
+            uncaptured(&format!("watchdog: kill -9 {pid}\n"));
             let _ = Command::new("sh")
                 .args(["-c", &format!("kill -9 {pid}")])
                 .status();
@@ -260,7 +297,7 @@ impl Cluster {
     }
 
     pub fn dump_logs(&self) {
-        dump_dir_logs(self.dir.path(), 40);
+        eprint!("{}", dir_logs(self.dir.path(), 40));
     }
 }
 
