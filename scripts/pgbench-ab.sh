@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A/B of Concord binaries under pgbench, on ONE loaded 3-node cluster: the
 # data is loaded once (`pgbench -i`), then each binary in turn is started on
-# it, warmed up for 5 s and run for $DURATION s. Per run it prints the tps,
+# it, warmed up for $WARMUP s (default 5) and run for $DURATION s. Per run it prints the tps,
 # the CPU the three node processes used per transaction (utime + stime from
 # /proc, which the machine's noise moves much less than tps), and the
 # replicated commands per transaction (applied Raft entries over the three
@@ -9,6 +9,10 @@
 #
 #   scripts/pgbench-ab.sh OLD NEW OLD NEW            # binaries, in run order
 #   DURATION=60 CLIENTS=32 MODE=prepared scripts/pgbench-ab.sh A B
+#
+# A restarted cluster moves leaders next to the gateway (here node 1, where
+# pgbench connects) only after a 10 s counting window, one range per
+# second: WARMUP=30 lets that settle before the measured run.
 #
 # Alternate the binaries (A B A B ...): the cluster changes as it runs
 # (splits, compactions, MVCC garbage). The first binary loads the data and
@@ -22,6 +26,7 @@ SCALE=${SCALE:-10}
 DURATION=${DURATION:-30}
 CLIENTS=${CLIENTS:-8}
 MODE=${MODE:-simple}
+WARMUP=${WARMUP:-5}
 [ $# -ge 1 ] || { echo "usage: $0 BIN [BIN ...]" >&2; exit 2; }
 for b in "$@"; do [ -x "$b" ] || { echo "$b is not an executable" >&2; exit 1; }; done
 command -v pgbench >/dev/null || { echo "pgbench is missing (apt-get install postgresql-client-15)" >&2; exit 1; }
@@ -89,7 +94,7 @@ stop
 for bin in "$@"; do
   start "$bin"
   wait_sql
-  bench 5 >/dev/null || true
+  bench "$WARMUP" >/dev/null || true
   c0=$(cpu_ticks) a0=$(applied)
   # pgbench exits non-zero when a client aborted; the run is still reported.
   out=$(bench "$DURATION") || { grep -iE "error|abort" <<<"$out" | head -5 >&2 || true; }

@@ -31,6 +31,7 @@ const MAX_RETRIES: usize = 50;
 
 fn single(req: Req) -> BatchRequest {
     BatchRequest {
+        gateway_node_id: 0,
         range_id: 0,
         now: None,
         txn: None,

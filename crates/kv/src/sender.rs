@@ -187,6 +187,7 @@ impl DistSender {
         use concord_proto::kv::{request::Request as Req, response::Response as Resp};
         let start = concord_storage::keys::meta2_lookup_start(key);
         let req = BatchRequest {
+            gateway_node_id: 0,
             range_id: 0,
             now: None,
             txn: None,
@@ -289,6 +290,7 @@ impl DistSender {
         loop {
             let desc = self.range_for_key(route_key).await?;
             req.range_id = desc.range_id;
+            req.gateway_node_id = self.local.node_id();
             let mut candidates: Vec<u64> = Vec::new();
             if let Some(l) = self.leaders.read().get(&desc.range_id) {
                 candidates.push(*l);

@@ -417,6 +417,7 @@ impl Txn {
 
     fn batch(&self, requests: Vec<Req>) -> BatchRequest {
         BatchRequest {
+            gateway_node_id: 0,
             range_id: 0,
             now: None,
             txn: Some(self.header()),

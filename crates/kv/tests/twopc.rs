@@ -518,6 +518,7 @@ async fn a_push_waits_at_a_pending_record_and_hears_the_commit() {
             });
             store
                 .batch(kv::BatchRequest {
+                    gateway_node_id: 0,
                     range_id: range.range_id,
                     now: None,
                     txn: None,

@@ -93,6 +93,10 @@ impl Store {
             self.clock().update(now.into())?;
         }
         let replica = self.replica(req.range_id)?;
+        replica
+            .origins
+            .lock()
+            .record(req.gateway_node_id, std::time::Instant::now());
         let requests: Vec<Req> = req
             .requests
             .into_iter()

@@ -44,6 +44,7 @@ pub mod eval;
 pub mod latch;
 pub mod locktable;
 mod logging;
+pub mod origins;
 pub mod ready_loop;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -309,6 +309,9 @@ impl ReadyLoop {
             locks: Mutex::default(),
             closed_ts: Mutex::new(concord_hlc::Timestamp::ZERO),
             records_changed: tokio::sync::Notify::new(),
+            origins: Mutex::new(crate::origins::RequestOrigins::new(
+                std::time::Instant::now(),
+            )),
             status: Mutex::new(ReplicaStatus {
                 role: "follower".into(),
                 applied_index: applied.index,

@@ -168,6 +168,9 @@ pub struct ReplicaHandle {
     /// Woken whenever a transaction record on this range is finished or
     /// forgotten, for pushers waiting at a pending record.
     pub records_changed: tokio::sync::Notify,
+    /// Which nodes sent this replica its recent batches (see
+    /// [`crate::origins`]).
+    pub origins: Mutex<crate::origins::RequestOrigins>,
 }
 
 impl ReplicaHandle {

@@ -272,6 +272,7 @@ impl TestCluster {
     pub async fn get(&self, node: u64, key: &[u8]) -> Result<Option<Vec<u8>>, kv::KvError> {
         let store = self.store(node);
         let req = BatchRequest {
+            gateway_node_id: 0,
             range_id: 1,
             now: None,
             txn: None,
@@ -326,6 +327,7 @@ impl TestCluster {
 /// transaction reading at `now`, for range 1.
 pub fn one_phase_commit(now: Timestamp, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> BatchRequest {
     BatchRequest {
+        gateway_node_id: 0,
         range_id: 1,
         now: None,
         txn: Some(TxnHeader {

@@ -359,6 +359,7 @@ async fn new_leader_besides(c: &TestCluster, old: u64) -> u64 {
 fn get_request(key: &[u8]) -> concord_proto::kv::BatchRequest {
     use concord_proto::kv::{request::Request as Req, BatchRequest, GetRequest, Request};
     BatchRequest {
+        gateway_node_id: 0,
         range_id: 1,
         now: None,
         txn: None,

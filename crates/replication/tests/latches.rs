@@ -111,6 +111,7 @@ async fn prepare_with_record(store: Store, key: &[u8]) -> Option<KvError> {
     let now = store.clock().now();
     let id = rand::random::<[u8; 16]>().to_vec();
     let req = kv::BatchRequest {
+        gateway_node_id: 0,
         range_id: 1,
         now: None,
         txn: Some(kv::TxnHeader {

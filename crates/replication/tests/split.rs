@@ -22,6 +22,7 @@ async fn split(
 ) -> (Option<RangeDescriptor>, Option<RangeDescriptor>) {
     let resp = store
         .batch(kv::BatchRequest {
+            gateway_node_id: 0,
             range_id,
             now: None,
             txn: None,

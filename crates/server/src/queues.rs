@@ -4,8 +4,12 @@
 //! - the **replicate queue** keeps each range at its replication factor on
 //!   live nodes: it replaces replicas on dead (silent for `--dead-after`) and
 //!   decommissioning nodes, moves replicas from the most to the least loaded
-//!   nodes, and hands leadership to nodes that lead less than their share;
-//!   Range 1 (meta2 and the system tables, which every statement reads)
+//!   nodes, and hands leadership to nodes that lead less than their share.
+//!   Leadership also follows the workload: a range whose batches come
+//!   nearly all from one other node, at a sustained rate, is handed to that
+//!   node's replica (see [`concord_replication::origins`]), and the count
+//!   balancing leaves a range alone while it is led where its batches
+//!   come from. Range 1 (meta2 and the system tables, which every statement reads)
 //!   gets at least 5 replicas while 5 or more nodes are live, so that losing
 //!   any two nodes, or a partition that leaves two of them on the minority
 //!   side, does not stop SQL on the majority side;
@@ -35,6 +39,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use concord_proto::meta::{RangeDescriptor, ReplicaDescriptor};
 use concord_replication::ReplicaHandle;
@@ -71,6 +76,10 @@ pub struct RangeView<'a> {
     pub may_rebalance: bool,
     /// Nodes whose disk is nearly full: they should lead nothing.
     pub disk_full: &'a (dyn Fn(u64) -> bool + Sync),
+    /// Batches this leader received per gateway node, and the time that
+    /// covers (see [`concord_replication::origins`]).
+    pub origins: &'a [(u64, u64)],
+    pub origins_cover: Duration,
 }
 
 impl RangeView<'_> {
@@ -211,7 +220,22 @@ pub fn plan(v: &RangeView) -> Option<Action> {
             return Some(Action::AddLearner(c));
         }
     }
-    // 6. Rebalance leaders: if this node leads clearly more than its share,
+    // 6. Follow the workload: a range whose requests come nearly all from
+    //    one node is led from there (its requests are then local calls, not
+    //    a network round trip each), and is not moved away by the count
+    //    balancing below while they do.
+    if let Some(home) = workload_home(v) {
+        if home == v.me {
+            return None;
+        }
+        if let Some(r) = voters
+            .iter()
+            .find(|r| r.node_id == home && v.may_lead(r.node_id) && v.caught_up(r.replica_id))
+        {
+            return Some(Action::TransferLeader(r.replica_id));
+        }
+    }
+    // 7. Rebalance leaders: if this node leads clearly more than its share,
     //    or more than its share while a member leads clearly less.
     let mean_leaders = healthy_nodes.iter().map(|x| (v.load)(*x).1).sum::<u64>() as f64 / n;
     let mine = (v.load)(v.me).1 as f64;
@@ -231,6 +255,30 @@ pub fn plan(v: &RangeView) -> Option<Action> {
     let over = mine > mean_leaders * 1.15 && mine >= mean_leaders + 1.0;
     let under = theirs < mean_leaders * 0.85 && mine >= theirs + 2.0;
     (over || under).then_some(Action::TransferLeader(target.replica_id))
+}
+
+/// Batches per second a range must get from one node, over at least a
+/// whole counting window, before its leadership follows them there.
+const FOLLOW_MIN_RATE: f64 = 20.0;
+/// The share of a range's batches that node must send.
+const FOLLOW_SHARE: f64 = 0.8;
+
+/// The node that sends this range nearly all its requests, at a sustained
+/// rate: where its leader should be. `None` for a range without such a
+/// workload (idle, or used from several nodes alike), or before a whole
+/// counting window has been seen.
+fn workload_home(v: &RangeView) -> Option<u64> {
+    if v.origins_cover < concord_replication::origins::ORIGIN_WINDOW {
+        return None;
+    }
+    let total: u64 = v.origins.iter().map(|(_, n)| n).sum();
+    let (node, n) = v
+        .origins
+        .iter()
+        .copied()
+        .max_by_key(|(node, n)| (*n, *node))?;
+    let rate = n as f64 / v.origins_cover.as_secs_f64();
+    (rate >= FOLLOW_MIN_RATE && n as f64 >= FOLLOW_SHARE * total as f64).then_some(node)
 }
 
 fn single(change_type: ConfChangeType, id: u64) -> ConfChangeV2 {
@@ -392,6 +440,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
                 .filter(|p| p.recent_active)
                 .map(|p| (p.replica_id, p.matched))
                 .collect();
+            let (origins, origins_cover) = r.origins.lock().reading(std::time::Instant::now());
             let view = RangeView {
                 desc: &desc,
                 me,
@@ -404,6 +453,8 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
                 target_replicas: target_replicas(r.range_id, ctx.config.replicas, live_nodes),
                 may_rebalance,
                 disk_full: &disk_full,
+                origins: &origins,
+                origins_cover,
             };
             if let Some(action) = plan(&view) {
                 let rebalancing = (matches!(action, Action::TransferLeader(_))
@@ -607,6 +658,20 @@ mod tests {
         loads: &[(u64, u64, u64)],
         rebalance: bool,
     ) -> Option<Action> {
+        decide_with_origins(d, dead, loads, rebalance, &[], Duration::ZERO, decom)
+    }
+
+    /// `decide` for node 1, the leader, that received `origins` (batches
+    /// per gateway node) over `cover`.
+    fn decide_with_origins(
+        d: &RangeDescriptor,
+        dead: &[u64],
+        loads: &[(u64, u64, u64)],
+        rebalance: bool,
+        origins: &[(u64, u64)],
+        cover: Duration,
+        decom: &[u64],
+    ) -> Option<Action> {
         let nodes: Vec<u64> = loads.iter().map(|l| l.0).collect();
         let live = |n: u64| !dead.contains(&n);
         let load = |n: u64| {
@@ -630,7 +695,59 @@ mod tests {
             target_replicas: 3,
             may_rebalance: rebalance,
             disk_full: &|_| false,
+            origins,
+            origins_cover: cover,
         })
+    }
+
+    #[test]
+    fn leadership_follows_a_sustained_workload_from_one_node() {
+        let even = [(1, 10, 3), (2, 10, 3), (3, 10, 3)];
+        let d = desc(&[(1, false), (2, false), (3, false)]);
+        let secs = Duration::from_secs;
+        let follow = |origins: &[(u64, u64)], cover: Duration| {
+            decide_with_origins(&d, &[], &even, true, origins, cover, &[])
+        };
+        // 45 batches a second, 99% of them from node 2: its replica (id 2)
+        // leads next.
+        assert_eq!(
+            follow(&[(1, 10), (2, 900)], secs(20)),
+            Some(Action::TransferLeader(2))
+        );
+        // Too few (5 a second), not one node's (half each), or not seen for
+        // a whole window yet: nothing moves.
+        assert_eq!(follow(&[(2, 100)], secs(20)), None);
+        assert_eq!(follow(&[(2, 500), (3, 500)], secs(20)), None);
+        assert_eq!(follow(&[(2, 2000)], secs(5)), None);
+        // Nor to a dead node.
+        assert_eq!(
+            decide_with_origins(&d, &[2], &even, true, &[(2, 900)], secs(20), &[]),
+            None
+        );
+    }
+
+    #[test]
+    fn count_balancing_leaves_a_range_led_where_its_workload_is() {
+        // Node 1 leads far more than its share: one of its ranges goes...
+        let heavy = [(1, 10, 8), (2, 10, 1), (3, 10, 1)];
+        let d = desc(&[(1, false), (2, false), (3, false)]);
+        assert_eq!(
+            decide(&d, &[], &[], &heavy, true),
+            Some(Action::TransferLeader(2))
+        );
+        // ...but not one whose batches come from node 1 itself.
+        assert_eq!(
+            decide_with_origins(
+                &d,
+                &[],
+                &heavy,
+                true,
+                &[(1, 900), (3, 20)],
+                Duration::from_secs(20),
+                &[]
+            ),
+            None
+        );
     }
 
     #[test]

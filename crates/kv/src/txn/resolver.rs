@@ -173,6 +173,7 @@ impl Resolver {
         self.requests
             .fetch_add(items.len() as u64, Ordering::Relaxed);
         let batch = BatchRequest {
+            gateway_node_id: 0,
             range_id: 0,
             now: None,
             txn: None,

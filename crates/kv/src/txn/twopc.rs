@@ -938,6 +938,7 @@ fn span_holds(span: &KeySpan, key: &[u8]) -> bool {
 /// A batch carrying a transaction's meta as its header.
 fn plain_batch(meta: &TxnMeta, req: Req) -> BatchRequest {
     BatchRequest {
+        gateway_node_id: 0,
         range_id: 0,
         now: None,
         txn: Some(TxnHeader {
@@ -1051,6 +1052,7 @@ async fn resolve_keys(
     };
     let req = resolve_request(txn_id, status, commit_ts, spans);
     let batch = BatchRequest {
+        gateway_node_id: 0,
         range_id: 0,
         now: None,
         txn: None,
