@@ -224,16 +224,16 @@ pub fn plan(v: &RangeView) -> Option<Action> {
     //    one node is led from there (its requests are then local calls, not
     //    a network round trip each), and is not moved away by the count
     //    balancing below while they do.
-    if let Some(home) = workload_home(v) {
-        if home == v.me {
-            return None;
-        }
+    if let Some(home) = workload_home(v).filter(|home| *home != v.me) {
         if let Some(r) = voters
             .iter()
             .find(|r| r.node_id == home && v.may_lead(r.node_id) && v.caught_up(r.replica_id))
         {
             return Some(Action::TransferLeader(r.replica_id));
         }
+    }
+    if led_where_its_workload_is(v) {
+        return None;
     }
     // 7. Rebalance leaders: if this node leads clearly more than its share,
     //    or more than its share while a member leads clearly less.
@@ -262,6 +262,9 @@ pub fn plan(v: &RangeView) -> Option<Action> {
 const FOLLOW_MIN_RATE: f64 = 20.0;
 /// The share of a range's batches that node must send.
 const FOLLOW_SHARE: f64 = 0.8;
+/// Batches from this node that keep a range's leadership here (a second's
+/// worth at [`FOLLOW_MIN_RATE`]), however short the time they cover.
+const KEEP_MIN_BATCHES: u64 = 20;
 
 /// The node that sends this range nearly all its requests, at a sustained
 /// rate: where its leader should be. `None` for a range without such a
@@ -279,6 +282,22 @@ fn workload_home(v: &RangeView) -> Option<u64> {
         .max_by_key(|(node, n)| (*n, *node))?;
     let rate = n as f64 / v.origins_cover.as_secs_f64();
     (rate >= FOLLOW_MIN_RATE && n as f64 >= FOLLOW_SHARE * total as f64).then_some(node)
+}
+
+/// Whether this node sends the range nearly all its recent batches, at
+/// least [`KEEP_MIN_BATCHES`] of them. Unlike
+/// [`workload_home`] this needs no whole window: a range whose leadership
+/// just came here for its workload has seen only a few seconds of it, and
+/// the count balancing must not send it straight back.
+fn led_where_its_workload_is(v: &RangeView) -> bool {
+    let total: u64 = v.origins.iter().map(|(_, n)| n).sum();
+    let mine: u64 = v
+        .origins
+        .iter()
+        .filter(|(node, _)| *node == v.me)
+        .map(|(_, n)| n)
+        .sum();
+    mine >= KEEP_MIN_BATCHES && mine as f64 >= FOLLOW_SHARE * total as f64
 }
 
 fn single(change_type: ConfChangeType, id: u64) -> ConfChangeV2 {
@@ -735,18 +754,26 @@ mod tests {
             decide(&d, &[], &[], &heavy, true),
             Some(Action::TransferLeader(2))
         );
-        // ...but not one whose batches come from node 1 itself.
+        // ...but not one whose batches come from node 1 itself, even when
+        // its leadership came here only 2 s ago...
+        for cover in [Duration::from_secs(20), Duration::from_secs(2)] {
+            assert_eq!(
+                decide_with_origins(&d, &[], &heavy, true, &[(1, 900), (3, 20)], cover, &[]),
+                None
+            );
+        }
+        // ...while a few batches do not hold it.
         assert_eq!(
             decide_with_origins(
                 &d,
                 &[],
                 &heavy,
                 true,
-                &[(1, 900), (3, 20)],
-                Duration::from_secs(20),
+                &[(1, 5)],
+                Duration::from_secs(2),
                 &[]
             ),
-            None
+            Some(Action::TransferLeader(2))
         );
     }
 
