@@ -262,9 +262,6 @@ pub fn plan(v: &RangeView) -> Option<Action> {
 const FOLLOW_MIN_RATE: f64 = 20.0;
 /// The share of a range's batches that node must send.
 const FOLLOW_SHARE: f64 = 0.8;
-/// Batches from this node that keep a range's leadership here (a second's
-/// worth at [`FOLLOW_MIN_RATE`]), however short the time they cover.
-const KEEP_MIN_BATCHES: u64 = 20;
 
 /// The node that sends this range nearly all its requests, at a sustained
 /// rate: where its leader should be. `None` for a range without such a
@@ -285,7 +282,7 @@ fn workload_home(v: &RangeView) -> Option<u64> {
 }
 
 /// Whether this node sends the range nearly all its recent batches, at
-/// least [`KEEP_MIN_BATCHES`] of them. Unlike
+/// [`FOLLOW_MIN_RATE`] or more (over at least a second). Unlike
 /// [`workload_home`] this needs no whole window: a range whose leadership
 /// just came here for its workload has seen only a few seconds of it, and
 /// the count balancing must not send it straight back.
@@ -297,7 +294,8 @@ fn led_where_its_workload_is(v: &RangeView) -> bool {
         .filter(|(node, _)| *node == v.me)
         .map(|(_, n)| n)
         .sum();
-    mine >= KEEP_MIN_BATCHES && mine as f64 >= FOLLOW_SHARE * total as f64
+    let rate = mine as f64 / v.origins_cover.as_secs_f64().max(1.0);
+    rate >= FOLLOW_MIN_RATE && mine as f64 >= FOLLOW_SHARE * total as f64
 }
 
 fn single(change_type: ConfChangeType, id: u64) -> ConfChangeV2 {
@@ -762,19 +760,22 @@ mod tests {
                 None
             );
         }
-        // ...while a few batches do not hold it.
-        assert_eq!(
-            decide_with_origins(
-                &d,
-                &[],
-                &heavy,
-                true,
-                &[(1, 5)],
-                Duration::from_secs(2),
-                &[]
-            ),
-            Some(Action::TransferLeader(2))
-        );
+        // ...while a few batches do not hold it: 5 in 2 s, or the 2 a
+        // second of a client polling SHOW RANGES through node 1.
+        for (n, cover) in [(5, 2), (40, 20)] {
+            assert_eq!(
+                decide_with_origins(
+                    &d,
+                    &[],
+                    &heavy,
+                    true,
+                    &[(1, n)],
+                    Duration::from_secs(cover),
+                    &[]
+                ),
+                Some(Action::TransferLeader(2))
+            );
+        }
     }
 
     #[test]
