@@ -9,10 +9,10 @@
 //!   nearly all from one other node, at a sustained rate, is handed to that
 //!   node's replica (see [`concord_replication::origins`]), and the count
 //!   balancing leaves a range alone while it is led where its batches
-//!   come from. Range 1 (meta2 and the system tables, which every statement reads)
-//!   gets at least 5 replicas while 5 or more nodes are live, so that losing
-//!   any two nodes, or a partition that leaves two of them on the minority
-//!   side, does not stop SQL on the majority side;
+//!   come from. Range 1 (meta2 and the system tables, which every
+//!   statement reads) gets at least 5 replicas while 5 or more nodes are
+//!   live, so that losing any two nodes, or a partition that leaves two of
+//!   them on the minority side, does not stop SQL on the majority side;
 //! - the **split queue** splits ranges that grew past `--range-max-bytes` at
 //!   their middle key;
 //! - the **replica GC queue** removes local replicas that meta2 says no
@@ -263,6 +263,20 @@ const FOLLOW_MIN_RATE: f64 = 20.0;
 /// The share of a range's batches that node must send.
 const FOLLOW_SHARE: f64 = 0.8;
 
+/// Whether `node` sent this range at least [`FOLLOW_SHARE`] of its
+/// recent batches, at [`FOLLOW_MIN_RATE`] or more over `secs`: the one test
+/// behind both following a workload and keeping it.
+fn sends_nearly_all(v: &RangeView, node: u64, secs: f64) -> bool {
+    let total: u64 = v.origins.iter().map(|(_, n)| n).sum();
+    let sent: u64 = v
+        .origins
+        .iter()
+        .filter(|(from, _)| *from == node)
+        .map(|(_, n)| n)
+        .sum();
+    sent as f64 / secs >= FOLLOW_MIN_RATE && sent as f64 >= FOLLOW_SHARE * total as f64
+}
+
 /// The node that sends this range nearly all its requests, at a sustained
 /// rate: where its leader should be. `None` for a range without such a
 /// workload (idle, or used from several nodes alike), or before a whole
@@ -271,14 +285,12 @@ fn workload_home(v: &RangeView) -> Option<u64> {
     if v.origins_cover < concord_replication::origins::ORIGIN_WINDOW {
         return None;
     }
-    let total: u64 = v.origins.iter().map(|(_, n)| n).sum();
-    let (node, n) = v
+    let (node, _) = v
         .origins
         .iter()
         .copied()
         .max_by_key(|(node, n)| (*n, *node))?;
-    let rate = n as f64 / v.origins_cover.as_secs_f64();
-    (rate >= FOLLOW_MIN_RATE && n as f64 >= FOLLOW_SHARE * total as f64).then_some(node)
+    sends_nearly_all(v, node, v.origins_cover.as_secs_f64()).then_some(node)
 }
 
 /// Whether this node sends the range nearly all its recent batches, at
@@ -287,15 +299,7 @@ fn workload_home(v: &RangeView) -> Option<u64> {
 /// just came here for its workload has seen only a few seconds of it, and
 /// the count balancing must not send it straight back.
 fn led_where_its_workload_is(v: &RangeView) -> bool {
-    let total: u64 = v.origins.iter().map(|(_, n)| n).sum();
-    let mine: u64 = v
-        .origins
-        .iter()
-        .filter(|(node, _)| *node == v.me)
-        .map(|(_, n)| n)
-        .sum();
-    let rate = mine as f64 / v.origins_cover.as_secs_f64().max(1.0);
-    rate >= FOLLOW_MIN_RATE && mine as f64 >= FOLLOW_SHARE * total as f64
+    sends_nearly_all(v, v.me, v.origins_cover.as_secs_f64().max(1.0))
 }
 
 fn single(change_type: ConfChangeType, id: u64) -> ConfChangeV2 {
