@@ -14,14 +14,13 @@
 
 mod shell;
 
-use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use concord_replication::StoreConfig;
-use concord_server::{Node, NodeConfig};
+use concord_server::{Listeners, Node, NodeConfig};
 
 #[derive(Parser)]
 #[command(
@@ -476,10 +475,6 @@ async fn decommission(node_id: u64, host: &str, wait: Duration, on: bool) -> Res
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 async fn demo(args: DemoArgs) -> Result<()> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
@@ -495,24 +490,25 @@ async fn demo(args: DemoArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let log = dir.join("demo.log");
     init_logging("info", Some(&log))?;
-    let mut ports = Vec::new();
+    // Every node's sockets are bound before the first node starts, and stay
+    // bound: the join list needs every gRPC address up front.
+    let mut sockets = Vec::new();
     for _ in 0..args.nodes {
-        ports.push((free_port()?, free_port()?, free_port()?));
+        let l = Listeners::bind_loopback()?;
+        let addrs = l.addrs()?;
+        sockets.push((l, addrs));
     }
-    let join: Vec<String> = ports
-        .iter()
-        .map(|(g, _, _)| format!("127.0.0.1:{g}"))
-        .collect();
+    let join: Vec<String> = sockets.iter().map(|(_, (g, _, _))| g.to_string()).collect();
     let mut nodes = Vec::new();
-    for (i, (g, s, h)) in ports.iter().enumerate() {
+    for (i, (listeners, (g, s, h))) in sockets.into_iter().enumerate() {
         let cfg = NodeConfig::new(
             dir.join(format!("n{}", i + 1)),
-            &format!("127.0.0.1:{g}"),
-            &format!("127.0.0.1:{s}"),
-            &format!("127.0.0.1:{h}"),
+            &g.to_string(),
+            &s.to_string(),
+            &h.to_string(),
             join.clone(),
         );
-        nodes.push(Node::start(cfg).await?);
+        nodes.push(Node::start_on(cfg, listeners).await?);
     }
     let already = nodes[0].ctx.store.is_bootstrapped();
     if !already {

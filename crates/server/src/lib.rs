@@ -277,9 +277,51 @@ impl Drop for NetRuntime {
     }
 }
 
-async fn bind(addr: &str, what: &'static str) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
+/// The three sockets a node serves on, bound before it starts.
+///
+/// [`Node::start`] binds them from the configured addresses. A caller that
+/// picks ports itself (`concord demo`) binds them first with
+/// [`Listeners::bind_loopback`] and keeps them bound until the node takes
+/// them: a port found free with `bind(0)` and released could be taken by an
+/// outgoing connection before the node binds it again.
+pub struct Listeners {
+    pub grpc: std::net::TcpListener,
+    pub sql: std::net::TcpListener,
+    pub http: std::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses.
+    pub fn bind(config: &NodeConfig) -> Result<Listeners, Error> {
+        Ok(Listeners {
+            grpc: bind(&config.listen_addr, "gRPC")?,
+            sql: bind(&config.sql_addr, "SQL")?,
+            http: bind(&config.http_addr, "HTTP")?,
+        })
+    }
+
+    /// Three loopback sockets on ports the kernel picks.
+    pub fn bind_loopback() -> Result<Listeners, Error> {
+        Ok(Listeners {
+            grpc: bind("127.0.0.1:0", "gRPC")?,
+            sql: bind("127.0.0.1:0", "SQL")?,
+            http: bind("127.0.0.1:0", "HTTP")?,
+        })
+    }
+
+    /// The bound addresses: gRPC, SQL, HTTP.
+    pub fn addrs(&self) -> Result<(SocketAddr, SocketAddr, SocketAddr), Error> {
+        Ok((
+            local(&self.grpc, "gRPC")?,
+            local(&self.sql, "SQL")?,
+            local(&self.http, "HTTP")?,
+        ))
+    }
+}
+
+fn bind(addr: &str, what: &'static str) -> Result<std::net::TcpListener, Error> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|source| Error::Listen {
             addr: addr.to_string(),
             what,
@@ -287,9 +329,36 @@ async fn bind(addr: &str, what: &'static str) -> Result<TcpListener, Error> {
         })
 }
 
+fn local(l: &std::net::TcpListener, what: &'static str) -> Result<SocketAddr, Error> {
+    l.local_addr().map_err(|source| Error::Listen {
+        addr: "?".to_string(),
+        what,
+        source,
+    })
+}
+
+fn into_tokio(l: std::net::TcpListener, what: &'static str) -> Result<TcpListener, Error> {
+    l.set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(l))
+        .map_err(|source| Error::Listen {
+            addr: "?".to_string(),
+            what,
+            source,
+        })
+}
+
 impl Node {
-    /// Opens the store and starts every server of the node.
+    /// Binds the configured addresses, opens the store and starts every
+    /// server of the node.
     pub async fn start(config: NodeConfig) -> Result<Node, Error> {
+        let listeners = Listeners::bind(&config)?;
+        Node::start_on(config, listeners).await
+    }
+
+    /// Opens the store and starts every server of the node on sockets the
+    /// caller bound. The configured addresses are then only what the node
+    /// advertises; `listeners` decide where it serves.
+    pub async fn start_on(config: NodeConfig, listeners: Listeners) -> Result<Node, Error> {
         let engine = RocksEngine::open(&config.store).map_err(|source| Error::Store {
             path: config.store.display().to_string(),
             source,
@@ -329,20 +398,19 @@ impl Node {
         concord_sql::rowid::set_node_id(store.node_id());
         let db = Db::new(Arc::new(DistSender::new(store.clone())));
 
-        let grpc_listener = bind(&config.listen_addr, "gRPC").await?;
-        let sql_listener = bind(&config.sql_addr, "SQL").await?;
-        let http_listener = bind(&config.http_addr, "HTTP").await?;
-        let local = |l: &TcpListener, a: &str| {
-            l.local_addr().map_err(|source| Error::Listen {
-                addr: a.to_string(),
-                what: "local address",
-                source,
-            })
+        let (grpc_addr, sql_addr, http_addr) = listeners.addrs()?;
+        // The gRPC listener is registered with the network runtime, whose
+        // reactor drives the server that accepts on it.
+        let grpc_listener = {
+            let _enter = net_handle.enter();
+            into_tokio(listeners.grpc, "gRPC")?
         };
+        let sql_listener = into_tokio(listeners.sql, "SQL")?;
+        let http_listener = into_tokio(listeners.http, "HTTP")?;
         let ctx = Arc::new(NodeContext {
-            grpc_addr: local(&grpc_listener, &config.listen_addr)?,
-            sql_addr: local(&sql_listener, &config.sql_addr)?,
-            http_addr: local(&http_listener, &config.http_addr)?,
+            grpc_addr,
+            sql_addr,
+            http_addr,
             liveness: liveness::Liveness::new(config.dead_after),
             fatal: watch::channel(None).0,
             work: tokio::runtime::Handle::current(),
