@@ -23,8 +23,12 @@
 //! A node that is frozen or cut off still accepts TCP connections (its
 //! kernel answers), so only a deadline reveals it. Connections ping their
 //! peer every second (HTTP/2 keepalive) and break when a ping goes
-//! unanswered for 2 s, failing the calls on them well before the 6 s
-//! attempt deadline (which bounds a call to this node's own store too); and
+//! unanswered for 2 s, failing the calls on them long before the 40 s
+//! attempt deadline (which bounds a call to this node's own store too). The
+//! deadline is only a backstop, above the 32 s a leader waits for a command
+//! while its range keeps making progress (`Store::propose_keeping`): a node
+//! that answers pings but is slow (busy applying a bulk load's cleanup) is
+//! waited for, since giving up on a commit makes its result ambiguous; and
 //! a node that timed out or broke a connection is
 //! *suspect* for 5 s: requests try the other replicas first, so that once a
 //! new leader is elected they find it instead of waiting on the old one.
@@ -89,7 +93,7 @@ impl DistSender {
             clients: Mutex::new(HashMap::new()),
             suspects: Mutex::new(HashMap::new()),
             deadline: Duration::from_secs(10),
-            attempt_timeout: Duration::from_secs(6),
+            attempt_timeout: Duration::from_secs(40),
         }
     }
 

@@ -152,6 +152,10 @@ enum AfterWrite {
     Closed(u64, concord_hlc::Timestamp),
 }
 
+/// Bytes of committed entries one range hands the loop per Ready (raft-rs
+/// `max_committed_size_per_ready`; at least one entry is always handed).
+const MAX_APPLY_PER_READY: u64 = 8 << 20;
+
 /// A ready-loop iteration longer than this is logged with its breakdown.
 const SLOW_ITERATION: Duration = Duration::from_millis(500);
 
@@ -286,6 +290,11 @@ impl ReadyLoop {
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             max_uncommitted_size: 64 << 20,
+            // One iteration of the loop serves every range of the node: a
+            // range applying a bulk load's cleanup (tens of MiB committed at
+            // once) would otherwise hold everyone else's commits for
+            // seconds. The rest applies in the next iterations.
+            max_committed_size_per_ready: MAX_APPLY_PER_READY,
             // Followers learn a new commit index from the next append or
             // heartbeat instead of an empty append of its own (see the
             // module doc, "Commit broadcast").

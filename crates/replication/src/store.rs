@@ -558,7 +558,43 @@ impl Store {
     pub fn disk_full(&self) -> bool {
         self.inner.disk_full.load(Ordering::Relaxed)
     }
+}
 
+/// How many Raft timeouts a proposer waits at most while its range keeps
+/// making progress (see [`wait_while_progressing`]).
+const PROPOSAL_PATIENCE: u32 = 8;
+
+/// Waits for `answer`: for one `round` (the Raft timeout), and then for
+/// another as long as `position` (a range's commit and applied index) moved
+/// in the last one, up to [`PROPOSAL_PATIENCE`] rounds in all. A leader
+/// that lost its quorum or its leadership answers its proposals itself;
+/// the timeout is the backstop for a range that stopped moving. A busy
+/// range is not one: after a bulk load a node's ready loop may spend
+/// seconds per iteration applying the load's cleanup, and a commit queued
+/// behind that must not come back as an ambiguous result (SQLSTATE 40003,
+/// which pgbench and most drivers do not retry). `Err(how long it waited)`
+/// if it gave up.
+async fn wait_while_progressing<T, P: PartialEq>(
+    round: Duration,
+    mut answer: &mut oneshot::Receiver<T>,
+    position: impl Fn() -> Option<P>,
+) -> Result<Result<T, oneshot::error::RecvError>, Duration> {
+    let started = Instant::now();
+    let mut last = position();
+    for _ in 0..PROPOSAL_PATIENCE {
+        if let Ok(answered) = tokio::time::timeout(round, &mut answer).await {
+            return Ok(answered);
+        }
+        let now = position();
+        if now.is_none() || now == last {
+            break;
+        }
+        last = now;
+    }
+    Err(started.elapsed())
+}
+
+impl Store {
     /// Proposes an evaluated command and waits until it has applied here.
     pub async fn propose(&self, range_id: u64, cmd: RaftCommand) -> Result<(), Error> {
         self.propose_keeping(range_id, cmd, ()).await
@@ -605,7 +641,7 @@ impl Store {
         };
         let answer = flight.answer.as_mut().expect("set above");
         let started = Instant::now();
-        let answered = tokio::time::timeout(self.inner.config.raft_timeout, answer).await;
+        let answered = self.wait_while_progressing(range_id, answer).await;
         log_slow_wait(range_id, started, "slow proposal");
         match answered {
             Ok(answered) => {
@@ -616,28 +652,43 @@ impl Store {
                     Err(_) => Err(Error::Stopped),
                 }
             }
-            Err(_) => Err(Error::AmbiguousResult(format!(
-                "range {range_id}: the command was proposed but did not apply within {:?}",
-                self.inner.config.raft_timeout
+            Err(waited) => Err(Error::AmbiguousResult(format!(
+                "range {range_id}: the command was proposed but did not apply within {waited:?}"
             ))),
         }
+    }
+
+    /// Waits for the answer to a proposal or a ReadIndex (see
+    /// [`wait_while_progressing`]), watching the range's commit and applied
+    /// indexes.
+    async fn wait_while_progressing<T>(
+        &self,
+        range_id: u64,
+        answer: &mut oneshot::Receiver<T>,
+    ) -> Result<Result<T, oneshot::error::RecvError>, Duration> {
+        wait_while_progressing(self.inner.config.raft_timeout, answer, || {
+            self.replica(range_id).ok().map(|h| {
+                let st = h.status.lock();
+                (st.commit_index, st.applied_index)
+            })
+        })
+        .await
     }
 
     /// Waits until this replica is known to be the leader and has applied
     /// every entry committed before now (Raft ReadIndex): a read that follows
     /// sees every write acknowledged before it started.
     pub async fn read_index(&self, range_id: u64) -> Result<(), Error> {
-        let (resp, rx) = oneshot::channel();
+        let (resp, mut rx) = oneshot::channel();
         self.send(LoopMsg::ReadIndex { range_id, resp })?;
         let started = Instant::now();
-        let answered = tokio::time::timeout(self.inner.config.raft_timeout, rx).await;
+        let answered = self.wait_while_progressing(range_id, &mut rx).await;
         log_slow_wait(range_id, started, "slow read index");
         match answered {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Stopped),
-            Err(_) => Err(Error::Unavailable(format!(
-                "range {range_id}: no read quorum within {:?}",
-                self.inner.config.raft_timeout
+            Err(waited) => Err(Error::Unavailable(format!(
+                "range {range_id}: no read quorum within {waited:?}"
             ))),
         }
     }
@@ -784,5 +835,57 @@ fn log_slow_wait(range_id: u64, started: Instant, what: &'static str) {
             took_ms = took.as_millis() as u64,
             "{what}"
         );
+    }
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use super::*;
+
+    /// An answer that comes after three Raft timeouts is waited for while
+    /// the range keeps applying, and given up on (the ambiguous result)
+    /// once the range stops moving for a whole timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_proposer_waits_while_its_range_moves_and_not_after() {
+        let round = Duration::from_millis(300);
+        let applied = Arc::new(AtomicU64::new(0));
+        let moving = Arc::new(AtomicBool::new(true));
+        let (tx, mut rx) = oneshot::channel::<()>();
+        let bump = {
+            let (applied, moving) = (applied.clone(), moving.clone());
+            tokio::spawn(async move {
+                while moving.load(Ordering::Relaxed) {
+                    applied.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        let answer = tokio::spawn(async move {
+            tokio::time::sleep(round * 3).await;
+            let _ = tx.send(());
+        });
+        let got =
+            wait_while_progressing(round, &mut rx, || Some(applied.load(Ordering::Relaxed))).await;
+        assert!(
+            matches!(got, Ok(Ok(()))),
+            "waited while the range moved: {got:?}"
+        );
+        answer.await.expect("answer task");
+
+        // The range stops: one more round, then the proposer gives up.
+        moving.store(false, Ordering::Relaxed);
+        bump.await.expect("bump task");
+        let (_tx, mut rx) = oneshot::channel::<()>();
+        let got =
+            wait_while_progressing(round, &mut rx, || Some(applied.load(Ordering::Relaxed))).await;
+        assert!(
+            got.is_err(),
+            "a range that stopped moving is not waited for: {got:?}"
+        );
+
+        // A range that is gone is not waited for either.
+        let (_tx, mut rx) = oneshot::channel::<()>();
+        let got = wait_while_progressing(round, &mut rx, || None::<u64>).await;
+        assert!(got.is_err(), "{got:?}");
     }
 }
