@@ -62,7 +62,9 @@
 //!   index 5 (see `RaftLogStorage::initialize`) on every replica. A replica
 //!   can also be created by the first Raft message addressed to it (a new
 //!   member): it is *uninitialized* (no span, no data) until the leader's
-//!   snapshot arrives.
+//!   snapshot arrives. For its first 3 s it ignores appends, since it is
+//!   most likely the right side of a split this node has yet to apply,
+//!   which will initialize it without a snapshot.
 //! - *Split.* A `SplitCommand` applies on every replica: the range shrinks to
 //!   the left side, and the right side is initialized with the same members.
 //!   No data moves: both sides share the node's engine.
@@ -135,6 +137,8 @@ struct Replica {
     /// Nodes of peers learned from their messages: how an uninitialized
     /// replica (which has no descriptor yet) answers its leader.
     peers: HashMap<u64, u64>,
+    /// When this replica was started here.
+    created: Instant,
 }
 
 /// What applying an entry asks the loop to do once the batch is written.
@@ -155,6 +159,10 @@ enum AfterWrite {
 /// Bytes of committed entries one range hands the loop per Ready (raft-rs
 /// `max_committed_size_per_ready`; at least one entry is always handed).
 const MAX_APPLY_PER_READY: u64 = 8 << 20;
+
+/// How long an uninitialized replica ignores appends (see
+/// `ReadyLoop::awaits_its_split`).
+const SPLIT_GRACE: Duration = Duration::from_secs(3);
 
 /// A ready-loop iteration longer than this is logged with its breakdown.
 const SLOW_ITERATION: Duration = Duration::from_millis(500);
@@ -345,6 +353,7 @@ impl ReadyLoop {
                 snapshots_applied: 0,
                 bytes,
                 peers: HashMap::new(),
+                created: Instant::now(),
             }),
         ) {
             Self::fail_replica(*old, || Error::RangeNotFound(range_id));
@@ -533,6 +542,23 @@ impl ReadyLoop {
         Ok(true)
     }
 
+    /// An uninitialized replica started less than [`SPLIT_GRACE`] ago
+    /// ignores appends: it is most likely the right side of a split that
+    /// this node has not applied yet, created by the new side's first vote
+    /// request. Answered, an append gets a rejection (its log is empty),
+    /// the leader falls back to a snapshot of the whole new range (2.1M
+    /// keys, 145 MB, under pgbench's load), and applying that held the
+    /// node's ready loop for 4.7 s, long enough to lose leaderships and
+    /// make commits ambiguous. Ignored, the leader probes again after the
+    /// next heartbeat, and by then the split has applied here and the
+    /// append fits. A replica that really is new (a learner being added)
+    /// gets its snapshot after the grace.
+    fn awaits_its_split(&self, range_id: u64) -> bool {
+        self.replicas.get(&range_id).is_some_and(|r| {
+            r.created.elapsed() < SPLIT_GRACE && !r.handle.status.lock().initialized
+        })
+    }
+
     /// A snapshot may be applied only if its span overlaps no other local
     /// replica's (a stale replica there must be removed first).
     fn snapshot_fits(&self, range_id: u64, msg: &Message) -> bool {
@@ -576,6 +602,9 @@ impl ReadyLoop {
                 if msg.get_msg_type() == MessageType::MsgSnapshot
                     && !self.snapshot_fits(range_id, &msg)
                 {
+                    return;
+                }
+                if msg.get_msg_type() == MessageType::MsgAppend && self.awaits_its_split(range_id) {
                     return;
                 }
                 if self.refuses_vote(&msg) {
@@ -829,6 +858,13 @@ impl ReadyLoop {
         if range_ids.is_empty() {
             return Ok(());
         }
+        self.store.loop_busy.store(true, Ordering::Relaxed);
+        let result = self.handle_readies_of(range_ids);
+        self.store.loop_busy.store(false, Ordering::Relaxed);
+        result
+    }
+
+    fn handle_readies_of(&mut self, range_ids: Vec<u64>) -> Result<(), concord_storage::Error> {
         let started = Instant::now();
         let mut batch = WriteBatch::new();
         let mut sync = false;
@@ -1097,8 +1133,15 @@ impl ReadyLoop {
                 }
             }
             r.snapshots_in_flight.clear();
+            r.handle.status.lock().led_since = None;
         }
         if is_leader && !was_leader {
+            // Where the range's requests come from is counted afresh: a
+            // follower also gets (and bounces) requests, and the placement
+            // rules read these counts as the leader's.
+            let now = Instant::now();
+            r.handle.status.lock().led_since = Some(now);
+            *r.handle.origins.lock() = crate::origins::RequestOrigins::new(now);
             // raft-rs appended an empty entry for the new term; until it has
             // applied, entries of earlier terms may be unapplied.
             r.term_start_index = r.raw.raft.raft_log.last_index();

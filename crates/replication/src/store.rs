@@ -121,6 +121,8 @@ impl Default for StoreConfig {
 #[derive(Clone, Debug, Default)]
 pub struct ReplicaStatus {
     pub role: String,
+    /// Since when this replica leads (None while it does not).
+    pub led_since: Option<Instant>,
     pub leader_replica_id: u64,
     pub term: u64,
     pub commit_index: u64,
@@ -267,6 +269,9 @@ pub(crate) struct StoreInner {
     /// The disk is nearly full: new commands are refused (see
     /// [`Store::set_disk_full`]).
     pub(crate) disk_full: AtomicBool,
+    /// The ready loop is inside an iteration (applying, writing): its
+    /// ranges publish no progress until it ends, however long it takes.
+    pub(crate) loop_busy: AtomicBool,
 }
 
 /// A node's store. Cheap to clone.
@@ -306,6 +311,7 @@ impl Store {
             locks_in_memory: AtomicU64::new(0),
             lease_reads: AtomicU64::new(0),
             disk_full: AtomicBool::new(false),
+            loop_busy: AtomicBool::new(false),
         });
         let mut ready_loop = ReadyLoop::new(inner.clone(), transport, rx);
         if ident.is_some() {
@@ -566,7 +572,9 @@ const PROPOSAL_PATIENCE: u32 = 8;
 
 /// Waits for `answer`: for one `round` (the Raft timeout), and then for
 /// another as long as `position` (a range's commit and applied index) moved
-/// in the last one, up to [`PROPOSAL_PATIENCE`] rounds in all. A leader
+/// in the last one or the ready loop is `busy` in an iteration (which
+/// publishes nothing until it ends), up to [`PROPOSAL_PATIENCE`] rounds in
+/// all. A leader
 /// that lost its quorum or its leadership answers its proposals itself;
 /// the timeout is the backstop for a range that stopped moving. A busy
 /// range is not one: after a bulk load a node's ready loop may spend
@@ -578,6 +586,7 @@ async fn wait_while_progressing<T, P: PartialEq>(
     round: Duration,
     mut answer: &mut oneshot::Receiver<T>,
     position: impl Fn() -> Option<P>,
+    busy: impl Fn() -> bool,
 ) -> Result<Result<T, oneshot::error::RecvError>, Duration> {
     let started = Instant::now();
     let mut last = position();
@@ -586,7 +595,7 @@ async fn wait_while_progressing<T, P: PartialEq>(
             return Ok(answered);
         }
         let now = position();
-        if now.is_none() || now == last {
+        if now.is_none() || (now == last && !busy()) {
             break;
         }
         last = now;
@@ -666,13 +675,14 @@ impl Store {
         range_id: u64,
         answer: &mut oneshot::Receiver<T>,
     ) -> Result<Result<T, oneshot::error::RecvError>, Duration> {
-        wait_while_progressing(self.inner.config.raft_timeout, answer, || {
+        let position = || {
             self.replica(range_id).ok().map(|h| {
                 let st = h.status.lock();
                 (st.commit_index, st.applied_index)
             })
-        })
-        .await
+        };
+        let busy = || self.inner.loop_busy.load(Ordering::Relaxed);
+        wait_while_progressing(self.inner.config.raft_timeout, answer, position, busy).await
     }
 
     /// Waits until this replica is known to be the leader and has applied
@@ -850,6 +860,7 @@ mod wait_tests {
         let round = Duration::from_millis(300);
         let applied = Arc::new(AtomicU64::new(0));
         let moving = Arc::new(AtomicBool::new(true));
+        let position = || Some(applied.load(Ordering::Relaxed));
         let (tx, mut rx) = oneshot::channel::<()>();
         let bump = {
             let (applied, moving) = (applied.clone(), moving.clone());
@@ -864,8 +875,7 @@ mod wait_tests {
             tokio::time::sleep(round * 3).await;
             let _ = tx.send(());
         });
-        let got =
-            wait_while_progressing(round, &mut rx, || Some(applied.load(Ordering::Relaxed))).await;
+        let got = wait_while_progressing(round, &mut rx, position, || false).await;
         assert!(
             matches!(got, Ok(Ok(()))),
             "waited while the range moved: {got:?}"
@@ -876,16 +886,25 @@ mod wait_tests {
         moving.store(false, Ordering::Relaxed);
         bump.await.expect("bump task");
         let (_tx, mut rx) = oneshot::channel::<()>();
-        let got =
-            wait_while_progressing(round, &mut rx, || Some(applied.load(Ordering::Relaxed))).await;
+        let got = wait_while_progressing(round, &mut rx, position, || false).await;
         assert!(
             got.is_err(),
             "a range that stopped moving is not waited for: {got:?}"
         );
 
+        // Unless the ready loop is in the middle of a long iteration.
+        let (tx, mut rx) = oneshot::channel::<()>();
+        let answer = tokio::spawn(async move {
+            tokio::time::sleep(round * 3).await;
+            let _ = tx.send(());
+        });
+        let got = wait_while_progressing(round, &mut rx, position, || true).await;
+        assert!(matches!(got, Ok(Ok(()))), "waited for a busy loop: {got:?}");
+        answer.await.expect("answer task");
+
         // A range that is gone is not waited for either.
         let (_tx, mut rx) = oneshot::channel::<()>();
-        let got = wait_while_progressing(round, &mut rx, || None::<u64>).await;
+        let got = wait_while_progressing(round, &mut rx, || None::<u64>, || false).await;
         assert!(got.is_err(), "{got:?}");
     }
 }

@@ -80,6 +80,8 @@ pub struct RangeView<'a> {
     /// covers (see [`concord_replication::origins`]).
     pub origins: &'a [(u64, u64)],
     pub origins_cover: Duration,
+    /// How long this replica has led the range.
+    pub led_for: Duration,
 }
 
 impl RangeView<'_> {
@@ -220,6 +222,14 @@ pub fn plan(v: &RangeView) -> Option<Action> {
             return Some(Action::AddLearner(c));
         }
     }
+    // A leadership that just arrived stays put for a window: each move
+    //    makes the new leader apply every entry of earlier terms before it
+    //    serves, which under a bulk load's cleanup took seconds, and a
+    //    range moved by the count balancing right after it followed its
+    //    workload here went back and forth (three moves in two seconds).
+    if v.led_for < LEADERSHIP_SETTLE {
+        return None;
+    }
     // 6. Follow the workload: a range whose requests come nearly all from
     //    one node is led from there (its requests are then local calls, not
     //    a network round trip each), and is not moved away by the count
@@ -256,6 +266,11 @@ pub fn plan(v: &RangeView) -> Option<Action> {
     let under = theirs < mean_leaders * 0.85 && mine >= theirs + 2.0;
     (over || under).then_some(Action::TransferLeader(target.replica_id))
 }
+
+/// How long a replica must have led its range before rebalancing or the
+/// workload moves that leadership on (drains, dead nodes and full disks do
+/// not wait).
+pub const LEADERSHIP_SETTLE: Duration = concord_replication::origins::ORIGIN_WINDOW;
 
 /// Batches per second a range must get from one node, over at least a
 /// whole counting window, before its leadership follows them there.
@@ -462,6 +477,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
                 .map(|p| (p.replica_id, p.matched))
                 .collect();
             let (origins, origins_cover) = r.origins.lock().reading(std::time::Instant::now());
+            let led_for = st.led_since.map_or(Duration::ZERO, |t| t.elapsed());
             let view = RangeView {
                 desc: &desc,
                 me,
@@ -476,6 +492,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
                 disk_full: &disk_full,
                 origins: &origins,
                 origins_cover,
+                led_for,
             };
             if let Some(action) = plan(&view) {
                 let rebalancing = (matches!(action, Action::TransferLeader(_))
@@ -682,8 +699,8 @@ mod tests {
         decide_with_origins(d, dead, loads, rebalance, &[], Duration::ZERO, decom)
     }
 
-    /// `decide` for node 1, the leader, that received `origins` (batches
-    /// per gateway node) over `cover`.
+    /// `decide` for node 1, the leader for an hour, that received
+    /// `origins` (batches per gateway node) over `cover`.
     fn decide_with_origins(
         d: &RangeDescriptor,
         dead: &[u64],
@@ -692,6 +709,22 @@ mod tests {
         origins: &[(u64, u64)],
         cover: Duration,
         decom: &[u64],
+    ) -> Option<Action> {
+        let hour = Duration::from_secs(3600);
+        decide_led_for(d, dead, loads, rebalance, origins, cover, decom, hour)
+    }
+
+    /// `decide_with_origins` for a leader of `led_for`.
+    #[allow(clippy::too_many_arguments)]
+    fn decide_led_for(
+        d: &RangeDescriptor,
+        dead: &[u64],
+        loads: &[(u64, u64, u64)],
+        rebalance: bool,
+        origins: &[(u64, u64)],
+        cover: Duration,
+        decom: &[u64],
+        led_for: Duration,
     ) -> Option<Action> {
         let nodes: Vec<u64> = loads.iter().map(|l| l.0).collect();
         let live = |n: u64| !dead.contains(&n);
@@ -718,6 +751,7 @@ mod tests {
             disk_full: &|_| false,
             origins,
             origins_cover: cover,
+            led_for,
         })
     }
 
@@ -745,6 +779,33 @@ mod tests {
             decide_with_origins(&d, &[2], &even, true, &[(2, 900)], secs(20), &[]),
             None
         );
+    }
+
+    #[test]
+    fn a_leadership_that_just_arrived_stays_for_a_window_unless_it_must_go() {
+        let heavy = [(1, 10, 8), (2, 10, 1), (3, 10, 1)];
+        let d = desc(&[(1, false), (2, false), (3, false)]);
+        let secs = Duration::from_secs;
+        let led = |origins: &[(u64, u64)], dead: &[u64], decom: &[u64], led_for| {
+            decide_led_for(&d, dead, &heavy, true, origins, secs(20), decom, led_for)
+        };
+        // Led for 9 s: neither the count balancing nor a workload from
+        // node 2 moves it; after a window, both would.
+        assert_eq!(led(&[], &[], &[], secs(9)), None);
+        assert_eq!(led(&[(2, 900)], &[], &[], secs(9)), None);
+        assert_eq!(
+            led(&[], &[], &[], secs(10)),
+            Some(Action::TransferLeader(2))
+        );
+        assert_eq!(
+            led(&[(3, 900)], &[], &[], secs(10)),
+            Some(Action::TransferLeader(3))
+        );
+        // A node being drained hands its leadership on at once.
+        assert!(matches!(
+            decide_led_for(&d, &[], &heavy, true, &[], secs(20), &[1], Duration::ZERO),
+            Some(Action::TransferLeader(_)) | Some(Action::AddLearner(_))
+        ));
     }
 
     #[test]
