@@ -810,9 +810,11 @@ mod tests {
                         .unwrap();
                 }
                 19 => {
-                    let mut meta = SnapshotMetadata::default();
-                    meta.index = last + 1 + next(3);
-                    meta.term = term;
+                    let meta = SnapshotMetadata {
+                        index: last + 1 + next(3),
+                        term,
+                        ..Default::default()
+                    };
                     log.apply_snapshot(&meta, &mut batch).unwrap();
                 }
                 _ => continue,
