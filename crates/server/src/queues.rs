@@ -710,35 +710,45 @@ mod tests {
         cover: Duration,
         decom: &[u64],
     ) -> Option<Action> {
-        let hour = Duration::from_secs(3600);
-        decide_led_for(d, dead, loads, rebalance, origins, cover, decom, hour)
+        decide_case(&Case {
+            d,
+            dead,
+            loads,
+            rebalance,
+            origins,
+            cover,
+            decom,
+            led_for: Duration::from_secs(3600),
+        })
     }
 
-    /// `decide_with_origins` for a leader of `led_for`.
-    #[allow(clippy::too_many_arguments)]
-    fn decide_led_for(
-        d: &RangeDescriptor,
-        dead: &[u64],
-        loads: &[(u64, u64, u64)],
+    /// One decision's inputs, for node 1, the leader.
+    struct Case<'a> {
+        d: &'a RangeDescriptor,
+        dead: &'a [u64],
+        loads: &'a [(u64, u64, u64)],
         rebalance: bool,
-        origins: &[(u64, u64)],
+        origins: &'a [(u64, u64)],
         cover: Duration,
-        decom: &[u64],
+        decom: &'a [u64],
+        /// How long node 1 has led the range.
         led_for: Duration,
-    ) -> Option<Action> {
-        let nodes: Vec<u64> = loads.iter().map(|l| l.0).collect();
-        let live = |n: u64| !dead.contains(&n);
+    }
+
+    fn decide_case(c: &Case) -> Option<Action> {
+        let nodes: Vec<u64> = c.loads.iter().map(|l| l.0).collect();
+        let live = |n: u64| !c.dead.contains(&n);
         let load = |n: u64| {
-            loads
+            c.loads
                 .iter()
                 .find(|l| l.0 == n)
                 .map(|l| (l.1, l.2))
                 .unwrap_or((0, 0))
         };
-        let decommissioning: HashSet<u64> = decom.iter().copied().collect();
-        let matched: Vec<(u64, u64)> = d.replicas.iter().map(|r| (r.replica_id, 100)).collect();
+        let decommissioning: HashSet<u64> = c.decom.iter().copied().collect();
+        let matched: Vec<(u64, u64)> = c.d.replicas.iter().map(|r| (r.replica_id, 100)).collect();
         plan(&RangeView {
-            desc: d,
+            desc: c.d,
             me: 1,
             matched: &matched,
             commit_index: 100,
@@ -747,11 +757,11 @@ mod tests {
             decommissioning: &decommissioning,
             load: &load,
             target_replicas: 3,
-            may_rebalance: rebalance,
+            may_rebalance: c.rebalance,
             disk_full: &|_| false,
-            origins,
-            origins_cover: cover,
-            led_for,
+            origins: c.origins,
+            origins_cover: c.cover,
+            led_for: c.led_for,
         })
     }
 
@@ -787,7 +797,16 @@ mod tests {
         let d = desc(&[(1, false), (2, false), (3, false)]);
         let secs = Duration::from_secs;
         let led = |origins: &[(u64, u64)], dead: &[u64], decom: &[u64], led_for| {
-            decide_led_for(&d, dead, &heavy, true, origins, secs(20), decom, led_for)
+            decide_case(&Case {
+                d: &d,
+                dead,
+                loads: &heavy,
+                rebalance: true,
+                origins,
+                cover: secs(20),
+                decom,
+                led_for,
+            })
         };
         // Led for 9 s: neither the count balancing nor a workload from
         // node 2 moves it; after a window, both would.
@@ -803,7 +822,7 @@ mod tests {
         );
         // A node being drained hands its leadership on at once.
         assert!(matches!(
-            decide_led_for(&d, &[], &heavy, true, &[], secs(20), &[1], Duration::ZERO),
+            led(&[], &[], &[1], Duration::ZERO),
             Some(Action::TransferLeader(_)) | Some(Action::AddLearner(_))
         ));
     }
