@@ -564,46 +564,7 @@ impl Store {
     pub fn disk_full(&self) -> bool {
         self.inner.disk_full.load(Ordering::Relaxed)
     }
-}
 
-/// How many Raft timeouts a proposer waits at most while its range keeps
-/// making progress (see [`wait_while_progressing`]).
-const PROPOSAL_PATIENCE: u32 = 8;
-
-/// Waits for `answer`: for one `round` (the Raft timeout), and then for
-/// another as long as `position` (a range's commit and applied index) moved
-/// in the last one or the ready loop is `busy` in an iteration (which
-/// publishes nothing until it ends), up to [`PROPOSAL_PATIENCE`] rounds in
-/// all. A leader
-/// that lost its quorum or its leadership answers its proposals itself;
-/// the timeout is the backstop for a range that stopped moving. A busy
-/// range is not one: after a bulk load a node's ready loop may spend
-/// seconds per iteration applying the load's cleanup, and a commit queued
-/// behind that must not come back as an ambiguous result (SQLSTATE 40003,
-/// which pgbench and most drivers do not retry). `Err(how long it waited)`
-/// if it gave up.
-async fn wait_while_progressing<T, P: PartialEq>(
-    round: Duration,
-    mut answer: &mut oneshot::Receiver<T>,
-    position: impl Fn() -> Option<P>,
-    busy: impl Fn() -> bool,
-) -> Result<Result<T, oneshot::error::RecvError>, Duration> {
-    let started = Instant::now();
-    let mut last = position();
-    for _ in 0..PROPOSAL_PATIENCE {
-        if let Ok(answered) = tokio::time::timeout(round, &mut answer).await {
-            return Ok(answered);
-        }
-        let now = position();
-        if now.is_none() || (now == last && !busy()) {
-            break;
-        }
-        last = now;
-    }
-    Err(started.elapsed())
-}
-
-impl Store {
     /// Proposes an evaluated command and waits until it has applied here.
     pub async fn propose(&self, range_id: u64, cmd: RaftCommand) -> Result<(), Error> {
         self.propose_keeping(range_id, cmd, ()).await
@@ -653,7 +614,7 @@ impl Store {
         let answered = self.wait_while_progressing(range_id, answer).await;
         log_slow_wait(range_id, started, "slow proposal");
         match answered {
-            Ok(answered) => {
+            Some(answered) => {
                 // Answered: the latches go with `flight`, here.
                 flight.answer = None;
                 match answered {
@@ -661,8 +622,9 @@ impl Store {
                     Err(_) => Err(Error::Stopped),
                 }
             }
-            Err(waited) => Err(Error::AmbiguousResult(format!(
-                "range {range_id}: the command was proposed but did not apply within {waited:?}"
+            None => Err(Error::AmbiguousResult(format!(
+                "range {range_id}: the command was proposed but did not apply within {:?}",
+                started.elapsed()
             ))),
         }
     }
@@ -674,7 +636,7 @@ impl Store {
         &self,
         range_id: u64,
         answer: &mut oneshot::Receiver<T>,
-    ) -> Result<Result<T, oneshot::error::RecvError>, Duration> {
+    ) -> Option<Result<T, oneshot::error::RecvError>> {
         let position = || {
             self.replica(range_id).ok().map(|h| {
                 let st = h.status.lock();
@@ -695,10 +657,11 @@ impl Store {
         let answered = self.wait_while_progressing(range_id, &mut rx).await;
         log_slow_wait(range_id, started, "slow read index");
         match answered {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::Stopped),
-            Err(waited) => Err(Error::Unavailable(format!(
-                "range {range_id}: no read quorum within {waited:?}"
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(Error::Stopped),
+            None => Err(Error::Unavailable(format!(
+                "range {range_id}: no read quorum within {:?}",
+                started.elapsed()
             ))),
         }
     }
@@ -848,6 +811,41 @@ fn log_slow_wait(range_id: u64, started: Instant, what: &'static str) {
     }
 }
 
+/// How many Raft timeouts a proposer waits at most while its range keeps
+/// making progress (see [`wait_while_progressing`]).
+const PROPOSAL_PATIENCE: u32 = 8;
+
+/// Waits for `answer`: for one `round` (the Raft timeout), and then for
+/// another as long as `position` (a range's commit and applied index) moved
+/// in the last one or the ready loop is `busy` in an iteration (which
+/// publishes nothing until it ends), up to [`PROPOSAL_PATIENCE`] rounds in
+/// all. A leader that lost its quorum or its leadership answers its
+/// proposals itself; the timeout is the backstop for a range that stopped
+/// moving. A busy range is not one: after a bulk load a node's ready loop
+/// may spend seconds per iteration applying the load's cleanup, and a
+/// commit queued behind that must not come back as an ambiguous result
+/// (SQLSTATE 40003, which pgbench and most drivers do not retry). `None`
+/// if it gave up.
+async fn wait_while_progressing<T, P: PartialEq>(
+    round: Duration,
+    mut answer: &mut oneshot::Receiver<T>,
+    position: impl Fn() -> Option<P>,
+    busy: impl Fn() -> bool,
+) -> Option<Result<T, oneshot::error::RecvError>> {
+    let mut last = position();
+    for _ in 0..PROPOSAL_PATIENCE {
+        if let Ok(answered) = tokio::time::timeout(round, &mut answer).await {
+            return Some(answered);
+        }
+        let now = position();
+        if now.is_none() || (now == last && !busy()) {
+            return None;
+        }
+        last = now;
+    }
+    None
+}
+
 #[cfg(test)]
 mod wait_tests {
     use super::*;
@@ -877,7 +875,7 @@ mod wait_tests {
         });
         let got = wait_while_progressing(round, &mut rx, position, || false).await;
         assert!(
-            matches!(got, Ok(Ok(()))),
+            matches!(got, Some(Ok(()))),
             "waited while the range moved: {got:?}"
         );
         answer.await.expect("answer task");
@@ -888,7 +886,7 @@ mod wait_tests {
         let (_tx, mut rx) = oneshot::channel::<()>();
         let got = wait_while_progressing(round, &mut rx, position, || false).await;
         assert!(
-            got.is_err(),
+            got.is_none(),
             "a range that stopped moving is not waited for: {got:?}"
         );
 
@@ -899,12 +897,15 @@ mod wait_tests {
             let _ = tx.send(());
         });
         let got = wait_while_progressing(round, &mut rx, position, || true).await;
-        assert!(matches!(got, Ok(Ok(()))), "waited for a busy loop: {got:?}");
+        assert!(
+            matches!(got, Some(Ok(()))),
+            "waited for a busy loop: {got:?}"
+        );
         answer.await.expect("answer task");
 
         // A range that is gone is not waited for either.
         let (_tx, mut rx) = oneshot::channel::<()>();
         let got = wait_while_progressing(round, &mut rx, || None::<u64>, || false).await;
-        assert!(got.is_err(), "{got:?}");
+        assert!(got.is_none(), "{got:?}");
     }
 }

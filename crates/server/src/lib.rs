@@ -320,13 +320,11 @@ impl Listeners {
 }
 
 fn bind(addr: &str, what: &'static str) -> Result<std::net::TcpListener, Error> {
-    std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|source| Error::Listen {
-            addr: addr.to_string(),
-            what,
-            source,
-        })
+    std::net::TcpListener::bind(addr).map_err(|source| Error::Listen {
+        addr: addr.to_string(),
+        what,
+        source,
+    })
 }
 
 fn local(l: &std::net::TcpListener, what: &'static str) -> Result<SocketAddr, Error> {

@@ -223,10 +223,10 @@ pub fn plan(v: &RangeView) -> Option<Action> {
         }
     }
     // A leadership that just arrived stays put for a window: each move
-    //    makes the new leader apply every entry of earlier terms before it
-    //    serves, which under a bulk load's cleanup took seconds, and a
-    //    range moved by the count balancing right after it followed its
-    //    workload here went back and forth (three moves in two seconds).
+    // makes the new leader apply every entry of earlier terms before it
+    // serves, which under a bulk load's cleanup took seconds, and a range
+    // moved by the count balancing right after it followed its workload
+    // here went back and forth (three moves in two seconds).
     if v.led_for < LEADERSHIP_SETTLE {
         return None;
     }

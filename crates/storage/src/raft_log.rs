@@ -556,22 +556,6 @@ pub fn save_applied_state(batch: &mut WriteBatch, range_id: u64, state: &Applied
     );
 }
 
-/// The entries up to `max_size` bytes (encoded), at least one.
-fn limit_size(entries: impl Iterator<Item = Entry>, max_size: Option<u64>) -> Vec<Entry> {
-    let mut out = Vec::new();
-    let mut size = 0u64;
-    for entry in entries {
-        size += u64::from(protobuf::Message::compute_size(&entry));
-        if let Some(max) = max_size {
-            if size > max && !out.is_empty() {
-                break;
-            }
-        }
-        out.push(entry);
-    }
-    out
-}
-
 impl raft::Storage for RaftLogStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
         Ok(RaftState::new(
@@ -595,7 +579,9 @@ impl raft::Storage for RaftLogStorage {
         }
         let max_size = max_size.into();
         if let Some(cached) = self.cache.get(low, high) {
-            return Ok(limit_size(cached.cloned(), max_size));
+            let mut out: Vec<Entry> = cached.cloned().collect();
+            raft::util::limit_size(&mut out, max_size);
+            return Ok(out);
         }
         let lower = keys::raft_log_entry(self.range_id, low);
         let upper = keys::raft_log_entry(self.range_id, high);
