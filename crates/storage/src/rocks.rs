@@ -31,6 +31,9 @@ use rocksdb::{
 use crate::engine::{BatchOp, Cf, Engine, EngineIterator, WriteBatch};
 use crate::{Error, Result};
 
+/// The memtable size of the column families whose keys live briefly.
+const SHORT_LIVED_WRITE_BUFFER: usize = 16 << 20;
+
 /// The RocksDB engine.
 pub struct RocksEngine {
     db: DB,
@@ -66,6 +69,12 @@ impl RocksEngine {
                     user_key_prefix,
                     Some(has_user_key_prefix),
                 ));
+            }
+            if matches!(*cf, Cf::Raft | Cf::Lock | Cf::Txn) {
+                // Short-lived keys: log entries until truncation, intents
+                // and records until resolution. A smaller memtable keeps
+                // the skiplist each write and read searches shallow.
+                opts.set_write_buffer_size(SHORT_LIVED_WRITE_BUFFER);
             }
             opts.set_compression_type(match cf {
                 Cf::Data => DBCompressionType::Lz4,
