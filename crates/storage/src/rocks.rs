@@ -2,8 +2,9 @@
 //! per [`Cf`].
 //!
 //! Tuning is deliberately plain: LZ4 for the data column family (the only
-//! compression library compiled in), a shared 128 MiB block cache, and two
-//! background jobs to match the machines we run on. Writes that must be
+//! compression library compiled in), a shared 128 MiB block cache, two
+//! background jobs to match the machines we run on, and 16 MiB memtables
+//! for the column families whose keys live briefly (raft, lock, txn). Writes that must be
 //! durable are written with `sync = true`; the replication layer groups many
 //! replicas' Raft appends into one such write.
 //!
