@@ -258,7 +258,7 @@ mod tests {
         for round in 1..=6u64 {
             let mut batch = WriteBatch::new();
             for (i, key) in keys.iter().enumerate() {
-                if (i as u64 + round) % 3 == 0 {
+                if (i as u64 + round).is_multiple_of(3) {
                     let value = format!("{i}@{round}");
                     mvcc::put_version(
                         &mut batch,
@@ -286,7 +286,7 @@ mod tests {
             for at in [5, 10, 25, 30, 45, 60, 100] {
                 let opts = ReadOpts::at(Timestamp::new(at, 0));
                 assert_eq!(
-                    mvcc::get(&rocks, key, opts.clone()).expect("rocksdb"),
+                    mvcc::get(&rocks, key, opts).expect("rocksdb"),
                     mvcc::get(&memory, key, opts).expect("memory"),
                     "{key:?} at {at}"
                 );
