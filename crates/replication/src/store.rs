@@ -850,6 +850,14 @@ async fn wait_while_progressing<T, P: PartialEq>(
 mod wait_tests {
     use super::*;
 
+    /// Answers through `tx` once `delay` has passed.
+    fn answer_after(tx: oneshot::Sender<()>, delay: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(());
+        })
+    }
+
     /// An answer that comes after three Raft timeouts is waited for while
     /// the range keeps applying, and given up on (the ambiguous result)
     /// once the range stops moving for a whole timeout.
@@ -869,10 +877,7 @@ mod wait_tests {
                 }
             })
         };
-        let answer = tokio::spawn(async move {
-            tokio::time::sleep(round * 3).await;
-            let _ = tx.send(());
-        });
+        let answer = answer_after(tx, round * 3);
         let got = wait_while_progressing(round, &mut rx, position, || false).await;
         assert!(
             matches!(got, Some(Ok(()))),
@@ -892,10 +897,7 @@ mod wait_tests {
 
         // Unless the ready loop is in the middle of a long iteration.
         let (tx, mut rx) = oneshot::channel::<()>();
-        let answer = tokio::spawn(async move {
-            tokio::time::sleep(round * 3).await;
-            let _ = tx.send(());
-        });
+        let answer = answer_after(tx, round * 3);
         let got = wait_while_progressing(round, &mut rx, position, || true).await;
         assert!(
             matches!(got, Some(Ok(()))),

@@ -58,19 +58,16 @@ impl RocksEngine {
             let mut block = BlockBasedOptions::default();
             block.set_block_cache(&cache);
             block.set_bloom_filter(10.0, false);
-            let data = *cf == Cf::Data;
-            if data {
+            if *cf == Cf::Data {
                 // Nothing gets a whole data key: the filters hold prefixes.
                 block.set_whole_key_filtering(false);
-            }
-            opts.set_block_based_table_factory(&block);
-            if data {
                 opts.set_prefix_extractor(SliceTransform::create(
                     "concord.user_key.v1",
                     user_key_prefix,
                     Some(has_user_key_prefix),
                 ));
             }
+            opts.set_block_based_table_factory(&block);
             if matches!(*cf, Cf::Raft | Cf::Lock | Cf::Txn) {
                 // Short-lived keys: log entries until truncation, intents
                 // and records until resolution. A smaller memtable keeps
